@@ -123,8 +123,8 @@ int ts_ini_get_long(const ts_ini_t *self, const char *section, const char *key, 
         return -1;
     }
     if (value < min || value > max) {
-        snprintf(err, errlen, "%s%s%s: %ld is out of range [%ld, %ld]", section ? section : "",
-                 dot, key, value, min, max);
+        snprintf(err, errlen, "%s%s%s: %ld is out of range [%ld, %ld]", section ? section : "", dot,
+                 key, value, min, max);
         return -1;
     }
     *out = value;

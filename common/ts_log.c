@@ -89,8 +89,8 @@ const char *ts_log_quote(char *buf, size_t size, const char *text)
 }
 
 /* Formats and writes one line; extra is appended verbatim (may be NULL). */
-static void s_vlog(ts_log_level_t level, const char *msg, const char *extra, const char *fmt,
-                   va_list ap)
+__attribute__((format(printf, 4, 0))) static void
+s_vlog(ts_log_level_t level, const char *msg, const char *extra, const char *fmt, va_list ap)
 {
     char line[2048];
     char quoted[512];
@@ -99,9 +99,8 @@ static void s_vlog(ts_log_level_t level, const char *msg, const char *extra, con
     struct tm tm;
     gmtime_r(&secs, &tm);
     int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s msg=%s",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(now % 1000), s_names[level],
-                     ts_log_quote(quoted, sizeof quoted, msg));
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(now % 1000), s_names[level], ts_log_quote(quoted, sizeof quoted, msg));
     size_t at = n > 0 ? (size_t)n : 0;
     if (fmt && *fmt && at + 1 < sizeof line) {
         line[at++] = ' ';

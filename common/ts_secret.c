@@ -69,9 +69,8 @@ static char *s_read_file(const char *path, char *err, size_t errlen)
         return NULL;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        snprintf(err, errlen,
-                 "secret file %s is readable by others (mode %03o): run chmod 600 %s", path,
-                 (unsigned)(st.st_mode & 0777), path);
+        snprintf(err, errlen, "secret file %s is readable by others (mode %03o): run chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 0777), path);
         close(fd);
         return NULL;
     }
@@ -111,8 +110,7 @@ char *ts_secret_read(const char *spec, char *err, size_t errlen)
     return s_read_file(spec, err, errlen);
 }
 
-int ts_file_write_private(const char *path, const void *data, size_t size, char *err,
-                          size_t errlen)
+int ts_file_write_private(const char *path, const void *data, size_t size, char *err, size_t errlen)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
