@@ -1,0 +1,857 @@
+"""Tests of snemu, the ServiceNow emulator (tests/snemu/snemu.py).
+
+Each test class names the promise it checks; together they are the emulator's specification next
+to docs/snemu.md. Most tests run against an in-process Emulator on a free port, reset between tests
+through the control API; TestProcess runs the command line as a subprocess (port file, SIGTERM,
+state file across a restart). Standard library only: `python3 -m unittest -v test_snemu`.
+"""
+
+import base64
+import concurrent.futures
+import gzip
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import snemu  # noqa: E402
+
+ADMIN = ("admin", "admin")
+SYNC = ("sync", "syncpw")
+USERS = ["admin:admin:System Administrator", "sync:syncpw:Sync User", "beth:bethpw:Beth Anglin"]
+CLIENT = ("twinsync", "s3cret")
+
+
+class Reply:
+    """One HTTP reply: status, headers (case-insensitive), raw body and its JSON."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.raw = body
+
+    @property
+    def json(self):
+        return json.loads(self.raw.decode("utf-8"))
+
+    @property
+    def result(self):
+        return self.json["result"]
+
+
+def send(base, method, path, params=None, body=None, auth=ADMIN, headers=None, form=None):
+    """Send one request. params: dict or raw query string; body: JSON-encoded unless bytes; form:
+    dict sent form-encoded; auth: (user, password), a "Bearer …" string, or None."""
+    url = base + path
+    if params:
+        url += "?" + (params if isinstance(params, str) else urllib.parse.urlencode(params))
+    data = None
+    hdrs = {"Accept": "application/json"}
+    if form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        hdrs["Content-Type"] = "application/x-www-form-urlencoded"
+    elif body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    if isinstance(auth, tuple):
+        hdrs["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % auth).encode()).decode()
+    elif isinstance(auth, str):
+        hdrs["Authorization"] = auth
+    hdrs.update(headers or {})
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return Reply(resp.status, resp.headers, resp.read())
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, e.headers, e.read())
+
+
+def parse_link(header):
+    """rel -> (offset, limit) from a Link header, parsing <…> spans (URLs may contain commas)."""
+    out = {}
+    for url, rel in re.findall(r'<([^>]*)>;rel="(\w+)"', header or ""):
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        out[rel] = (int(q["sysparm_offset"]), int(q["sysparm_limit"]))
+    return out
+
+
+class EmuTest(unittest.TestCase):
+    """Base: one in-process emulator per class; faults, data and the log reset before each test."""
+
+    options = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.emu = snemu.Emulator(instance="dev0001", users=USERS,
+                                 oauth_clients=["%s:%s" % CLIENT, "robot:robotpw:sync"], **cls.options)
+        cls.emu.start()
+        cls.base = cls.emu.base_url
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.emu.stop()
+
+    def setUp(self):
+        self.ctl("POST", "/__snemu/reset")
+        self.ctl("DELETE", "/__snemu/data")
+        self.ctl("DELETE", "/__snemu/log")
+        self.ctl("POST", "/__snemu/clock", {"offset_seconds": 0})
+
+    def call(self, method, path, params=None, body=None, **kw):
+        return send(self.base, method, path, params, body, **kw)
+
+    def ctl(self, method, path, body=None):
+        """A control-API call; asserts 200 and returns the JSON."""
+        r = send(self.base, method, path, body=body, auth=None)
+        self.assertEqual(r.status, 200, r.raw)
+        return r.json
+
+    def create(self, auth=ADMIN, **fields):
+        """POST an incident; asserts 201 and returns the result."""
+        r = self.call("POST", "/api/now/table/incident", body=fields, auth=auth)
+        self.assertEqual(r.status, 201, r.raw)
+        return r.result
+
+    def patch(self, sys_id, auth=ADMIN, **fields):
+        return self.call("PATCH", "/api/now/table/incident/" + sys_id, body=fields, auth=auth)
+
+    def list(self, table="incident", **params):
+        """GET a collection; asserts 200 and returns the Reply."""
+        r = self.call("GET", "/api/now/table/" + table, params)
+        self.assertEqual(r.status, 200, r.raw)
+        return r
+
+    def assertError(self, reply, status, message, detail=None):
+        self.assertEqual(reply.status, status, reply.raw)
+        self.assertEqual(reply.headers["Content-Type"], "application/json;charset=UTF-8")
+        body = reply.json
+        self.assertEqual(body["status"], "failure")
+        self.assertEqual(body["error"]["message"], message)
+        if detail is not None:
+            self.assertEqual(body["error"]["detail"], detail)
+
+
+class TestCrud(EmuTest):
+    """Table API CRUD, URL forms, status codes, Location and server-maintained fields."""
+
+    def test_create_returns_201_location_and_full_record(self):
+        r = self.call("POST", "/api/now/table/incident", body={"short_description": "printer", "urgency": "2",
+                                                                 "impact": "2"})
+        self.assertEqual(r.status, 201)
+        self.assertEqual(r.headers["Content-Type"], "application/json;charset=UTF-8")
+        rec = r.result
+        self.assertRegex(rec["sys_id"], r"^[0-9a-f]{32}$")
+        self.assertEqual(r.headers["Location"], self.base + "/api/now/v2/table/incident/" + rec["sys_id"])
+        self.assertEqual(rec["number"], "INC0010001")
+        self.assertEqual(rec["priority"], "3")
+        self.assertEqual(rec["state"], "1")
+        self.assertEqual(rec["incident_state"], "1")
+        self.assertEqual(rec["active"], "true")
+        self.assertEqual(rec["sys_mod_count"], "0")
+        self.assertEqual(rec["sys_created_by"], "admin")
+        self.assertEqual(rec["sys_updated_by"], "admin")
+        self.assertRegex(rec["sys_created_on"], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+        self.assertEqual(rec["opened_at"], rec["sys_created_on"])
+        self.assertEqual(rec["opened_by"]["value"], snemu.ADMIN_SYS_ID)
+        self.assertEqual(rec["caller_id"], "")
+        for field in ("description", "close_code", "close_notes", "correlation_id", "correlation_display",
+                      "comments", "work_notes", "resolved_at", "closed_at"):
+            self.assertEqual(rec[field], "", field)
+        for value in rec.values():
+            self.assertIsInstance(value, (str, dict))
+        self.assertEqual(self.create()["number"], "INC0010002")
+
+    def test_url_forms_and_get_by_sys_id(self):
+        sid = self.create(short_description="a")["sys_id"]
+        for prefix in ("/api/now/table/", "/api/now/v1/table/", "/api/now/v2/table/"):
+            r = self.call("GET", prefix + "incident/" + sid)
+            self.assertEqual(r.status, 200, prefix)
+            self.assertEqual(r.result["short_description"], "a")
+            self.assertEqual(self.call("GET", prefix + "incident").result[0]["sys_id"], sid)
+
+    def test_patch_and_put_are_partial_updates(self):
+        rec = self.create(short_description="a", description="d")
+        r = self.patch(rec["sys_id"], urgency="1", impact="1")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.result["priority"], "1")
+        self.assertEqual(r.result["description"], "d")
+        self.assertEqual(r.result["sys_mod_count"], "1")
+        r = self.call("PUT", "/api/now/table/incident/" + rec["sys_id"], body={"short_description": "b"})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.result["short_description"], "b")
+        self.assertEqual(r.result["description"], "d")
+        self.assertEqual(r.result["urgency"], "1")
+        self.assertEqual(r.result["sys_mod_count"], "2")
+
+    def test_delete_returns_204_then_404(self):
+        sid = self.create()["sys_id"]
+        r = self.call("DELETE", "/api/now/table/incident/" + sid)
+        self.assertEqual(r.status, 204)
+        self.assertEqual(r.raw, b"")
+        self.assertError(self.call("GET", "/api/now/table/incident/" + sid), 404, "No Record found",
+                         "Record doesn't exist or ACL restricts the record retrieval")
+        self.assertError(self.call("DELETE", "/api/now/table/incident/" + sid), 404, "No Record found")
+        self.assertError(self.patch(sid, short_description="x"), 404, "No Record found")
+
+    def test_client_writes_to_server_fields_are_ignored(self):
+        rec = self.create(sys_id="0" * 32, number="INC9", sys_created_on="2000-01-01 00:00:00",
+                          sys_mod_count="99", sys_created_by="mallory", priority="1", active="false")
+        self.assertNotEqual(rec["sys_id"], "0" * 32)
+        self.assertEqual(rec["number"], "INC0010001")
+        self.assertNotEqual(rec["sys_created_on"], "2000-01-01 00:00:00")
+        self.assertEqual((rec["sys_mod_count"], rec["sys_created_by"]), ("0", "admin"))
+        self.assertEqual((rec["priority"], rec["active"]), ("5", "true"))
+
+    def test_priority_matrix(self):
+        expected = {("1", "1"): "1", ("1", "2"): "2", ("1", "3"): "3", ("2", "1"): "2", ("2", "2"): "3",
+                    ("2", "3"): "4", ("3", "1"): "3", ("3", "2"): "4", ("3", "3"): "5"}
+        for (impact, urgency), prio in expected.items():
+            self.assertEqual(self.create(impact=impact, urgency=urgency)["priority"], prio, (impact, urgency))
+        sid = self.create()["sys_id"]
+        self.assertEqual(self.patch(sid, urgency="1").result["priority"], "3")
+
+    def test_active_follows_state_and_incident_state_mirrors_it(self):
+        close = {"close_code": "Solution provided", "close_notes": "done"}
+        for state, active in (("1", "true"), ("2", "true"), ("3", "true"), ("6", "true"), ("7", "false"),
+                              ("8", "false")):
+            rec = self.create(state=state, **close)
+            self.assertEqual((rec["active"], rec["incident_state"]), (active, state), state)
+        rec = self.create(state="7", **close)
+        self.assertEqual(self.patch(rec["sys_id"], state="2").result["active"], "true")
+
+    def test_values_are_coerced_to_strings(self):
+        rec = self.create(impact=1, urgency=2, short_description=None, made_sla=False)
+        self.assertEqual((rec["impact"], rec["urgency"], rec["priority"]), ("1", "2", "2"))
+        self.assertEqual((rec["short_description"], rec["made_sla"]), ("", "false"))
+
+    def test_empty_value_clears_a_field_but_not_a_choice(self):
+        sid = self.create(short_description="a", urgency="1")["sys_id"]
+        rec = self.patch(sid, short_description="", urgency="").result
+        self.assertEqual((rec["short_description"], rec["urgency"]), ("", "1"))
+
+    def test_unchanged_write_is_not_an_update(self):
+        rec = self.create(short_description="a")
+        again = self.patch(rec["sys_id"], short_description="a").result
+        self.assertEqual(again["sys_mod_count"], "0")
+
+    def test_array_body_processes_first_record_only(self):
+        r = self.call("POST", "/api/now/table/incident", body=[{"short_description": "one"},
+                                                                 {"short_description": "two"}])
+        self.assertEqual(r.status, 201)
+        self.assertEqual(len(self.list().result), 1)
+
+    def test_reference_accepts_sys_id_or_user_name(self):
+        beth = self.list("sys_user", sysparm_query="user_name=beth").result[0]["sys_id"]
+        self.assertEqual(self.create(caller_id=beth)["caller_id"]["value"], beth)
+        self.assertEqual(self.create(assigned_to="beth")["assigned_to"]["value"], beth)
+
+    def test_sys_user_table(self):
+        users = {u["user_name"]: u for u in self.list("sys_user").result}
+        self.assertEqual(users["admin"]["sys_id"], snemu.ADMIN_SYS_ID)
+        self.assertEqual(users["sync"]["name"], "Sync User")
+        r = self.call("POST", "/api/now/table/sys_user", body={"user_name": "zoe", "name": "Zoe Z"})
+        self.assertEqual(r.status, 201)
+        sid = r.result["sys_id"]
+        self.assertEqual(self.call("PATCH", "/api/now/table/sys_user/" + sid, body={"name": "Zoe Y"}).result["name"],
+                         "Zoe Y")
+        self.assertEqual(self.call("DELETE", "/api/now/table/sys_user/" + sid).status, 204)
+
+    def test_head_and_no_response_body(self):
+        r = self.call("HEAD", "/api/now/table/incident")
+        self.assertEqual((r.status, r.raw), (200, b""))
+        r = self.call("POST", "/api/now/table/incident", body={}, headers={"X-no-response-body": "true"})
+        self.assertEqual((r.status, r.raw), (201, b""))
+        self.assertIn("Location", r.headers)
+
+    def test_method_override(self):
+        sid = self.create()["sys_id"]
+        r = self.call("POST", "/api/now/table/incident/" + sid, body={"short_description": "o"},
+                      headers={"X-HTTP-Method-Override": "PATCH"})
+        self.assertEqual((r.status, r.result["short_description"]), (200, "o"))
+
+
+class TestJournal(EmuTest):
+    """comments / work_notes: writes append entries; reads per display mode; sys_journal_field."""
+
+    def test_journal_write_and_raw_read(self):
+        rec = self.create(short_description="a", comments="first")
+        self.assertEqual(rec["comments"], "")
+        r = self.patch(rec["sys_id"], auth=SYNC, comments="second")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.result["comments"], "")
+        self.assertEqual(r.result["sys_mod_count"], "1")
+        self.assertEqual(r.result["sys_updated_by"], "sync")
+        self.assertEqual(self.patch(rec["sys_id"], work_notes="internal").result["sys_mod_count"], "2")
+
+    def test_display_value_true_and_all_newest_first(self):
+        sid = self.create(comments="first")["sys_id"]
+        self.patch(sid, auth=SYNC, comments="second\n\nwith blank line")
+        self.patch(sid, auth=("beth", "bethpw"), work_notes="note")
+        self.ctl("POST", "/__snemu/clock", {"offset_seconds": 5})  # a later second for the last entry
+        self.patch(sid, comments="third")
+        r = self.call("GET", "/api/now/table/incident/" + sid, {"sysparm_display_value": "true"})
+        comments = r.result["comments"]
+        stamps = [e["sys_created_on"] for e in self.list("sys_journal_field", sysparm_query="element=comments"
+                                                         "^ORDERBYsys_created_on").result]
+        self.assertEqual(comments,
+                         "%s - System Administrator (Additional comments)\nthird\n\n"
+                         "%s - Sync User (Additional comments)\nsecond\n\nwith blank line\n\n"
+                         "%s - System Administrator (Additional comments)\nfirst\n\n" % (stamps[2], stamps[1], stamps[0]))
+        self.assertEqual(r.result["work_notes"].split("\n")[0][19:], " - Beth Anglin (Work notes)")
+        both = r.result["comments_and_work_notes"]
+        self.assertTrue(both.startswith(stamps[2]) and "(Work notes)\nnote" in both and both.endswith("first\n\n"))
+        r = self.call("GET", "/api/now/table/incident/" + sid, {"sysparm_display_value": "all"})
+        self.assertEqual(r.result["comments"], {"display_value": comments, "value": ""})
+
+    def test_sys_journal_field_rows_and_queries(self):
+        a = self.create(comments="c1")["sys_id"]
+        b = self.create(work_notes="w1")["sys_id"]
+        self.patch(a, auth=SYNC, work_notes="w2")
+        rows = self.list("sys_journal_field", sysparm_query="element_id=%s^ORDERBYsys_created_on" % a).result
+        self.assertEqual([(r["element"], r["value"], r["sys_created_by"], r["name"]) for r in rows],
+                         [("comments", "c1", "admin", "incident"), ("work_notes", "w2", "sync", "incident")])
+        self.assertRegex(rows[0]["sys_id"], r"^[0-9a-f]{32}$")
+        q = "element_id=%s^element=comments^ORelement=work_notes^sys_created_on>=%s" % (b, rows[0]["sys_created_on"])
+        self.assertEqual([r["value"] for r in self.list("sys_journal_field", sysparm_query=q).result], ["w1"])
+        one = self.call("GET", "/api/now/table/sys_journal_field/" + rows[0]["sys_id"])
+        self.assertEqual(one.result["value"], "c1")
+
+    def test_sys_journal_field_is_read_only(self):
+        r = self.call("POST", "/api/now/table/sys_journal_field", body={"value": "x"})
+        self.assertError(r, 403, "Operation Failed", "ACL Exception Insert Failed due to security constraints")
+        sid = self.create(comments="c")["sys_id"]
+        jid = self.list("sys_journal_field", sysparm_query="element_id=" + sid).result[0]["sys_id"]
+        r = self.call("PATCH", "/api/now/table/sys_journal_field/" + jid, body={"value": "x"})
+        self.assertError(r, 403, "Operation Failed", "ACL Exception Update Failed due to security constraints")
+        r = self.call("DELETE", "/api/now/table/sys_journal_field/" + jid)
+        self.assertError(r, 403, "Operation Failed", "ACL Exception Delete Failed due to security constraints")
+
+
+class TestDataPolicy(EmuTest):
+    """Resolving or closing needs close_code and close_notes on the record after the write."""
+
+    POLICY = "Data Policy Exception: \n\tThe following fields are mandatory: "
+
+    def test_resolve_without_close_fields_is_refused(self):
+        sid = self.create()["sys_id"]
+        self.assertError(self.patch(sid, state="6"), 403, "Operation Failed", self.POLICY + "Resolution code, Close notes")
+        self.assertError(self.patch(sid, state="7", close_code="Duplicate"), 403, "Operation Failed",
+                         self.POLICY + "Close notes")
+        r = self.call("POST", "/api/now/table/incident", body={"state": "6", "close_notes": "n"})
+        self.assertError(r, 403, "Operation Failed", self.POLICY + "Resolution code")
+        rec = self.call("GET", "/api/now/table/incident/" + sid).result
+        self.assertEqual((rec["state"], rec["sys_mod_count"]), ("1", "0"))
+
+    def test_resolve_and_close_with_close_fields(self):
+        sid = self.create()["sys_id"]
+        self.patch(sid, close_code="Solution provided")
+        rec = self.patch(sid, auth=SYNC, state="6", close_notes="fixed").result
+        self.assertEqual((rec["state"], rec["active"]), ("6", "true"))
+        self.assertEqual(rec["resolved_at"], rec["sys_updated_on"])
+        self.assertEqual(rec["resolved_by"]["value"], snemu.user_sys_id("sync"))
+        rec = self.patch(sid, state="7").result
+        self.assertEqual((rec["active"], rec["closed_at"] != ""), ("false", True))
+        self.assertError(self.patch(sid, close_notes=""), 403, "Operation Failed", self.POLICY + "Close notes")
+
+
+class TestQuery(EmuTest):
+    """sysparm_query operators, ORDERBY, ^OR/^NQ, dates, and ignored unknown fields."""
+
+    def setUp(self):
+        super().setUp()
+        self.recs = [self.create(short_description=d, urgency=u, impact="2", correlation_id=c)
+                     for d, u, c in (("Printer on fire", "1", "ext-1"), ("Mail down", "2", ""),
+                                     ("printer jam", "3", "ext-3"), ("VPN slow", "2", "ext-4"))]
+
+    def numbers(self, query, **params):
+        return [r["number"] for r in self.list(sysparm_query=query, **params).result]
+
+    def test_operators(self):
+        cases = {
+            "urgency=2": ["INC0010002", "INC0010004"],
+            "urgency!=2": ["INC0010001", "INC0010003"],
+            "urgency<2": ["INC0010001"],
+            "urgency<=2": ["INC0010001", "INC0010002", "INC0010004"],
+            "urgency>2": ["INC0010003"],
+            "urgency>=2": ["INC0010002", "INC0010003", "INC0010004"],
+            "short_descriptionLIKEprinter": ["INC0010001", "INC0010003"],
+            "short_descriptionNOT LIKEprinter": ["INC0010002", "INC0010004"],
+            "short_descriptionSTARTSWITHprinter": ["INC0010001", "INC0010003"],
+            "short_descriptionENDSWITHslow": ["INC0010004"],
+            "numberININC0010001,INC0010004": ["INC0010001", "INC0010004"],
+            "urgencyNOT IN1,2": ["INC0010003"],
+            "correlation_idISEMPTY": ["INC0010002"],
+            "correlation_idISNOTEMPTY": ["INC0010001", "INC0010003", "INC0010004"],
+            "urgencyBETWEEN2@3": ["INC0010002", "INC0010003", "INC0010004"],
+            "urgencySAMEASimpact": ["INC0010002", "INC0010004"],
+            "urgency=1^ORurgency=3": ["INC0010001", "INC0010003"],
+            "urgency=1^ORurgency=3^short_descriptionLIKEjam": ["INC0010003"],
+            "urgency=1^NQshort_descriptionLIKEvpn": ["INC0010001", "INC0010004"],
+            "nonexistent_field=zzz^urgency=3": ["INC0010003"],
+            "nonexistent_field=zzz": ["INC0010001", "INC0010002", "INC0010003", "INC0010004"],
+            "caller_id=javascript:gs.getUserID()": [],
+            "opened_by=javascript:gs.getUserID()": ["INC0010001", "INC0010002", "INC0010003", "INC0010004"],
+            "opened_by.user_name=admin^urgency=1": ["INC0010001"],
+        }
+        for query, expected in cases.items():
+            self.assertEqual(self.numbers(query), expected, query)
+
+    def test_orderby(self):
+        self.assertEqual(self.numbers("ORDERBYDESCnumber"), ["INC0010004", "INC0010003", "INC0010002", "INC0010001"])
+        self.assertEqual(self.numbers("ORDERBYurgency^ORDERBYDESCnumber"),
+                         ["INC0010001", "INC0010004", "INC0010002", "INC0010003"])
+        self.assertEqual(self.numbers("urgency=2^ORDERBYDESCshort_description"), ["INC0010004", "INC0010002"])
+        self.assertEqual(self.numbers("ORDERBYbogus"), ["INC0010001", "INC0010002", "INC0010003", "INC0010004"])
+
+    def test_date_comparisons(self):
+        first, last = self.recs[0]["sys_created_on"], self.recs[-1]["sys_created_on"]
+        self.assertEqual(len(self.numbers("sys_updated_on>=" + first)), 4)
+        self.assertEqual(self.numbers("sys_updated_on>" + last), [])
+        self.assertEqual(self.numbers("sys_updated_on<2000-01-01 00:00:00"), [])
+        self.assertEqual(self.numbers("resolved_at<2999-01-01 00:00:00"), [])  # empty never compares
+        self.assertEqual(len(self.numbers("sys_created_on>javascript:gs.dateGenerate('2000-01-01','00:00:00')")), 4)
+        self.assertEqual(self.numbers("sys_created_on>javascript:gs.dateGenerate('2999-01-01','end')"), [])
+        self.assertEqual(len(self.numbers("sys_created_onBETWEENjavascript:gs.dateGenerate('2000-01-01','start')"
+                                          "@javascript:gs.endOfToday()")), 4)
+        self.assertEqual(len(self.numbers("sys_created_on>=javascript:gs.minutesAgoStart(5)")), 4)
+
+    def test_name_value_filters_and_sys_id_keyset(self):
+        self.assertEqual([r["number"] for r in self.list(urgency="2").result], ["INC0010002", "INC0010004"])
+        self.assertEqual(len(self.list(query="urgency=1").result), 4)  # not a field: ignored
+        ids = sorted(r["sys_id"] for r in self.recs)
+        rows = self.list(sysparm_query="sys_id>%s^ORDERBYsys_id" % ids[1]).result
+        self.assertEqual([r["sys_id"] for r in rows], ids[2:])
+
+    def test_strict_query_mode(self):
+        emu = snemu.Emulator(users=USERS, strict_query=True)
+        emu.start()
+        try:
+            send(emu.base_url, "POST", "/api/now/table/incident", body={})
+            r = send(emu.base_url, "GET", "/api/now/table/incident", {"sysparm_query": "bogus=1"})
+            self.assertEqual(r.json["result"], [])
+        finally:
+            emu.stop()
+
+
+class TestPaging(EmuTest):
+    """sysparm_limit/offset, Link, X-Total-Count and their switches; fields and reference shapes."""
+
+    def setUp(self):
+        super().setUp()
+        for i in range(5):
+            self.create(short_description="r%d" % i)
+
+    def test_link_and_total_count(self):
+        r = self.list(sysparm_query="ORDERBYnumber", sysparm_limit="2")
+        self.assertEqual(r.headers["X-Total-Count"], "5")
+        self.assertEqual(len(r.result), 2)
+        self.assertEqual(parse_link(r.headers["Link"]), {"first": (0, 2), "next": (2, 2), "last": (4, 2)})
+        self.assertTrue(r.headers["Link"].startswith("<" + self.base + "/api/now/table/incident?sysparm_query="))
+        r = self.list(sysparm_query="ORDERBYnumber", sysparm_limit="2", sysparm_offset="2")
+        self.assertEqual(parse_link(r.headers["Link"]), {"first": (0, 2), "prev": (0, 2), "next": (4, 2),
+                                                         "last": (4, 2)})
+        r = self.list(sysparm_query="ORDERBYnumber", sysparm_limit="2", sysparm_offset="4")
+        self.assertEqual([x["number"] for x in r.result], ["INC0010005"])
+        self.assertEqual(parse_link(r.headers["Link"]), {"first": (0, 2), "prev": (2, 2), "last": (4, 2)})
+        r = self.list(sysparm_limit="10")
+        self.assertIsNone(r.headers["Link"])
+        self.assertEqual(r.headers["X-Total-Count"], "5")
+
+    def test_link_keeps_path_and_parameters(self):
+        r = self.call("GET", "/api/now/v2/table/incident", "sysparm_fields=number,sys_id&sysparm_limit=1")
+        link = r.headers["Link"]
+        self.assertIn(self.base + "/api/now/v2/table/incident?sysparm_fields=number,sys_id&sysparm_offset=1"
+                      "&sysparm_limit=1>;rel=\"next\"", link)
+
+    def test_suppress_pagination_header_and_no_count(self):
+        r = self.list(sysparm_limit="2", sysparm_suppress_pagination_header="true")
+        self.assertIsNone(r.headers["Link"])
+        self.assertEqual(r.headers["X-Total-Count"], "5")
+        r = self.list(sysparm_limit="2", sysparm_no_count="true")
+        self.assertIsNone(r.headers["X-Total-Count"])
+        self.assertEqual(set(parse_link(r.headers["Link"])), {"first", "next"})
+
+    def test_negative_prev_quirk(self):
+        self.emu.negative_prev = True
+        try:
+            r = self.list(sysparm_limit="2")
+            self.assertEqual(parse_link(r.headers["Link"])["prev"], (-2, 2))
+        finally:
+            self.emu.negative_prev = False
+
+    def test_empty_result_v1_404_v2_200(self):
+        self.assertError(self.call("GET", "/api/now/v1/table/incident", {"sysparm_query": "number=NONE"}),
+                         404, "No Record found")
+        for prefix in ("/api/now/v2/table/", "/api/now/table/"):
+            r = self.call("GET", prefix + "incident", {"sysparm_query": "number=NONE"})
+            self.assertEqual((r.status, r.result, r.headers["X-Total-Count"]), (200, [], "0"))
+
+    def test_fields_and_reference_shapes(self):
+        rows = self.list(sysparm_fields="number,opened_by,bogus,opened_by.user_name", sysparm_limit="1").result
+        self.assertEqual(set(rows[0]), {"number", "opened_by", "opened_by.user_name"})
+        self.assertEqual(rows[0]["opened_by"], {"link": self.base + "/api/now/table/sys_user/" + snemu.ADMIN_SYS_ID,
+                                                "value": snemu.ADMIN_SYS_ID})
+        self.assertEqual(rows[0]["opened_by.user_name"], "admin")
+        shapes = {
+            ("false", "true"): snemu.ADMIN_SYS_ID,
+            ("true", "false"): {"display_value": "System Administrator",
+                                "link": self.base + "/api/now/table/sys_user/" + snemu.ADMIN_SYS_ID},
+            ("true", "true"): "System Administrator",
+            ("all", "true"): {"display_value": "System Administrator", "value": snemu.ADMIN_SYS_ID},
+        }
+        for (mode, exclude), expected in shapes.items():
+            row = self.list(sysparm_fields="opened_by,state,priority,caller_id", sysparm_limit="1",
+                            sysparm_display_value=mode, sysparm_exclude_reference_link=exclude).result[0]
+            self.assertEqual(row["opened_by"], expected, (mode, exclude))
+        row = self.list(sysparm_fields="state,priority,caller_id", sysparm_display_value="true").result[0]
+        self.assertEqual(row, {"state": "New", "priority": "5 - Planning", "caller_id": ""})
+        row = self.list(sysparm_fields="state", sysparm_display_value="all").result[0]
+        self.assertEqual(row["state"], {"display_value": "New", "value": "1"})
+
+
+class TestErrors(EmuTest):
+    """The documented error statuses, bodies and headers."""
+
+    def test_401_with_www_authenticate(self):
+        for auth in (None, ("admin", "wrong"), ("nobody", "x"), "Bearer nope", "Basic !!!"):
+            r = self.call("GET", "/api/now/table/incident", auth=auth)
+            self.assertError(r, 401, "User Not Authenticated", "Required to provide Auth information")
+            self.assertEqual(r.headers["WWW-Authenticate"], 'BASIC realm="Service-now"')
+
+    def test_400_invalid_table_and_unknown_route(self):
+        self.assertError(self.call("GET", "/api/now/table/not_a_real_class"), 400, "Invalid table not_a_real_class")
+        self.assertIsNone(self.call("GET", "/api/now/table/nope").json["error"]["detail"])
+        self.assertError(self.call("GET", "/api/now/nothing"), 400, "Requested URI does not represent any resource")
+
+    def test_400_bad_json_and_large_payload(self):
+        self.assertError(self.call("POST", "/api/now/table/incident", body=b"{nope"), 400,
+                         "Exception while reading request")
+        saved = self.emu.max_content_length
+        self.emu.max_content_length = 100
+        try:
+            r = self.call("POST", "/api/now/table/incident", body={"description": "x" * 200})
+            self.assertError(r, 400, "Exception while reading request")
+            self.assertIn("Max allowed: 100 bytes.", r.json["error"]["detail"])
+        finally:
+            self.emu.max_content_length = saved
+
+    def test_404_and_405(self):
+        self.assertError(self.call("GET", "/api/now/table/incident/" + "f" * 32), 404, "No Record found")
+        sid = self.create()["sys_id"]
+        r = self.call("POST", "/api/now/table/incident/" + sid, body={})
+        self.assertError(r, 405, "Method not Supported")
+        self.assertIn("PATCH", r.headers["Allow"])
+        self.assertError(self.call("PATCH", "/api/now/table/incident", body={}), 405, "Method not Supported")
+        self.assertError(self.call("DELETE", "/api/now/table/incident"), 405, "Method not Supported")
+
+
+class TestAuth(EmuTest):
+    """Basic auth users, OAuth password/refresh/client_credentials grants and token expiry."""
+
+    def token(self, **form):
+        base = {"client_id": CLIENT[0], "client_secret": CLIENT[1]}
+        base.update(form)
+        return self.call("POST", "/oauth_token.do", form=base, auth=None)
+
+    def test_password_grant_refresh_and_expiry(self):
+        r = self.token(grant_type="password", username="sync", password="syncpw")
+        self.assertEqual(r.status, 200, r.raw)
+        tok = r.json
+        self.assertEqual((tok["scope"], tok["token_type"], tok["expires_in"]), ("useraccount", "Bearer", 1800))
+        bearer = "Bearer " + tok["access_token"]
+        self.assertEqual(self.create(auth=bearer)["sys_created_by"], "sync")
+        again = self.token(grant_type="refresh_token", refresh_token=tok["refresh_token"]).json
+        self.assertEqual(again["access_token"], tok["access_token"])  # still valid: the same token
+        self.assertNotIn("refresh_token", again)
+        self.ctl("POST", "/__snemu/clock", {"offset_seconds": 1801})
+        r = self.call("GET", "/api/now/table/incident", auth=bearer)
+        self.assertError(r, 401, "User Not Authenticated")
+        self.assertEqual(r.headers["WWW-Authenticate"], 'BASIC realm="Service-now"')
+        fresh = self.token(grant_type="refresh_token", refresh_token=tok["refresh_token"]).json
+        self.assertNotEqual(fresh["access_token"], tok["access_token"])
+        self.assertEqual(self.call("GET", "/api/now/table/incident", auth="Bearer " + fresh["access_token"]).status, 200)
+
+    def test_token_expires_in_real_time(self):
+        self.emu.auth.token_ttl = 1
+        try:
+            tok = self.token(grant_type="password", username="sync", password="syncpw").json
+        finally:
+            self.emu.auth.token_ttl = 1800
+        bearer = "Bearer " + tok["access_token"]
+        self.assertEqual((tok["expires_in"], self.call("GET", "/api/now/table/incident", auth=bearer).status), (1, 200))
+        time.sleep(1.1)
+        self.assertEqual(self.call("GET", "/api/now/table/incident", auth=bearer).status, 401)
+
+    def test_token_failures(self):
+        denied = {"error_description": "access_denied", "error": "server_error"}
+        for form in ({"grant_type": "password", "username": "sync", "password": "bad"},
+                     {"grant_type": "password", "username": "sync", "password": "syncpw", "client_secret": "x"},
+                     {"grant_type": "refresh_token", "refresh_token": "bogus"},
+                     {"grant_type": "client_credentials"},
+                     {"grant_type": "unknown"}):
+            r = self.token(**form)
+            self.assertEqual((r.status, r.json), (401, denied), form)
+        r = self.call("POST", "/oauth_token.do", body={"grant_type": "password"}, auth=None)
+        self.assertEqual((r.status, r.json), (401, denied))
+
+    def test_client_credentials_grant(self):
+        r = self.call("POST", "/oauth_token.do", form={"grant_type": "client_credentials", "client_id": "robot",
+                                                       "client_secret": "robotpw"}, auth=None)
+        self.assertEqual(r.status, 200, r.raw)
+        self.assertEqual(self.create(auth="Bearer " + r.json["access_token"])["sys_created_by"], "sync")
+
+    def test_control_users_add_and_change_password(self):
+        self.assertEqual(self.call("GET", "/api/now/table/incident", auth=("carol", "pw")).status, 401)
+        out = self.ctl("POST", "/__snemu/users", {"name": "carol", "password": "pw", "full_name": "Carol C"})
+        self.assertEqual(out["user"]["name"], "Carol C")
+        self.assertEqual(self.call("GET", "/api/now/table/incident", auth=("carol", "pw")).status, 200)
+        self.ctl("POST", "/__snemu/users", {"name": "carol", "password": "pw2"})
+        self.assertEqual(self.call("GET", "/api/now/table/incident", auth=("carol", "pw")).status, 401)
+        self.assertEqual(self.call("GET", "/api/now/table/incident", auth=("carol", "pw2")).status, 200)
+
+
+class TestFaults(EmuTest):
+    """Each injected fault, the control API contract and the command-line equivalents."""
+
+    def test_rate_limit(self):
+        state = self.ctl("POST", "/__snemu/faults", {"rate_limit": {"count": 2, "retry_after": 7}})
+        self.assertEqual(state["rate_limit"], {"count": 2, "retry_after": 7, "limit": 100})
+        before = int(time.time())
+        for _ in range(2):
+            r = self.call("GET", "/api/now/table/incident")
+            self.assertError(r, 429, "Rate limit exceeded", "Rate limit of 100 requests per hour for Table API exceeded")
+            self.assertEqual(r.headers["Retry-After"], "7")
+            self.assertEqual(r.headers["X-RateLimit-Limit"], "100")
+            self.assertEqual(r.headers["X-RateLimit-Remaining"], "0")
+            self.assertTrue(before + 7 <= int(r.headers["X-RateLimit-Reset"]) <= int(time.time()) + 7)
+        self.assertEqual(self.call("GET", "/api/now/table/incident").status, 200)
+        self.assertIsNone(self.ctl("GET", "/__snemu/faults")["rate_limit"])
+
+    def test_rate_limit_cleared_by_null(self):
+        self.ctl("POST", "/__snemu/faults", {"rate_limit": {"count": 5, "retry_after": 1}})
+        self.ctl("POST", "/__snemu/faults", {"rate_limit": None})
+        self.assertEqual(self.call("GET", "/api/now/table/incident").status, 200)
+
+    def test_fail_next(self):
+        self.ctl("POST", "/__snemu/faults", {"fail_next": {"count": 1, "status": 500}})
+        r = self.call("GET", "/api/now/table/incident")
+        self.assertEqual(r.status, 500)
+        self.assertEqual(r.json["status"], "failure")
+        for status in (502, 503):
+            self.ctl("POST", "/__snemu/faults", {"fail_next": {"count": 1, "status": status}})
+            r = self.call("POST", "/api/now/table/incident", body={})
+            self.assertEqual(r.status, status)
+            self.assertTrue(r.headers["Content-Type"].startswith("text/html"))
+        self.assertEqual(self.list().result, [])  # failed writes were not applied
+        self.assertEqual(self.call("GET", "/api/now/table/incident").status, 200)
+
+    def test_latency(self):
+        self.ctl("POST", "/__snemu/faults", {"latency_ms": 300})
+        t0 = time.monotonic()
+        self.call("GET", "/api/now/table/incident")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.3)
+        t0 = time.monotonic()
+        self.ctl("GET", "/__snemu/faults")  # control requests are never delayed
+        self.assertLess(time.monotonic() - t0, 0.3)
+
+    def test_hibernate(self):
+        self.ctl("POST", "/__snemu/faults", {"hibernate": True})
+        for auth in (ADMIN, None):
+            r = self.call("GET", "/api/now/table/incident", auth=auth)
+            self.assertEqual(r.status, 200)
+            self.assertTrue(r.headers["Content-Type"].startswith("text/html"))
+            self.assertIn(b"Instance Hibernating page", r.raw)
+        self.ctl("POST", "/__snemu/faults", {"hibernate": False})
+        self.assertEqual(self.list().result, [])
+
+    def test_journal_acl(self):
+        sid = self.create(comments="secret")["sys_id"]
+        self.ctl("POST", "/__snemu/faults", {"journal_acl": True})
+        r = self.list("sys_journal_field", sysparm_query="element_id=" + sid)
+        self.assertEqual(r.result, [])
+        self.assertEqual(r.headers["X-Total-Count"], "1")  # counted before ACLs, like the real limit
+        r = self.call("GET", "/api/now/table/incident/" + sid, {"sysparm_display_value": "true"})
+        self.assertEqual(r.result["comments"], "")
+        self.ctl("POST", "/__snemu/reset")
+        self.assertEqual(len(self.list("sys_journal_field").result), 1)
+
+    def test_short_pages(self):
+        for _ in range(5):
+            self.create()
+        self.ctl("POST", "/__snemu/faults", {"short_pages": 2})
+        r = self.list(sysparm_limit="4", sysparm_query="ORDERBYnumber")
+        self.assertEqual(len(r.result), 2)
+        self.assertEqual(r.headers["X-Total-Count"], "5")
+        self.assertEqual(parse_link(r.headers["Link"])["next"], (4, 4))
+
+    def test_control_api_validation_and_reset(self):
+        for bad in ({"rate_limit": {"count": "x", "retry_after": 1}}, {"fail_next": {"count": 1}},
+                    {"latency_ms": -1}, {"hibernate": "yes"}, {"bogus": 1}, [1]):
+            r = send(self.base, "POST", "/__snemu/faults", body=bad, auth=None)
+            self.assertEqual(r.status, 400, bad)
+        self.ctl("POST", "/__snemu/faults", {"latency_ms": 5, "journal_acl": True, "short_pages": 3,
+                                             "fail_next": {"count": 2, "status": 503}})
+        self.ctl("POST", "/__snemu/faults", {"hibernate": True})  # other keys unchanged
+        state = self.ctl("GET", "/__snemu/faults")
+        self.assertEqual((state["latency_ms"], state["journal_acl"], state["short_pages"], state["hibernate"]),
+                         (5, True, 3, True))
+        self.assertEqual(state["fail_next"], {"count": 2, "status": 503})
+        self.assertEqual(self.ctl("POST", "/__snemu/reset"),
+                         {"rate_limit": None, "fail_next": None, "latency_ms": 0, "hibernate": False,
+                          "journal_acl": False, "short_pages": 0})
+
+    def test_command_line_fault_flags(self):
+        args = snemu.parse_args(["--port", "0", "--user", "admin:admin", "--rate-limit", "1:9", "--fail-next",
+                                 "2:502", "--latency-ms", "10", "--hibernate", "--journal-acl", "--short-pages", "4"])
+        emu = snemu.emulator_from_args(args)
+        self.assertEqual(emu.faults.snapshot(), {"rate_limit": {"count": 1, "retry_after": 9, "limit": 100},
+                                                 "fail_next": {"count": 2, "status": 502}, "latency_ms": 10,
+                                                 "hibernate": True, "journal_acl": True, "short_pages": 4})
+
+
+class TestLogAndGzip(EmuTest):
+    """The request log and gzip responses."""
+
+    def test_request_log(self):
+        self.call("GET", "/api/now/table/incident", {"sysparm_query": "active=true"})
+        self.call("GET", "/api/now/table/incident", auth=None)
+        self.ctl("GET", "/__snemu/faults")
+        self.call("POST", "/api/now/table/incident", body={}, auth=SYNC)
+        log = self.ctl("GET", "/__snemu/log")["requests"]
+        self.assertEqual([(e["method"], e["path"], e["status"], e["user"]) for e in log],
+                         [("GET", "/api/now/table/incident", 200, "admin"), ("GET", "/api/now/table/incident", 401, ""),
+                          ("POST", "/api/now/table/incident", 201, "sync")])
+        self.assertEqual(log[0]["query"], "sysparm_query=active%3Dtrue")
+        self.assertEqual([e["seq"] for e in log], [log[0]["seq"], log[0]["seq"] + 1, log[0]["seq"] + 2])
+        self.assertRegex(log[0]["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual(self.ctl("DELETE", "/__snemu/log"), {"requests": []})
+        self.assertEqual(self.ctl("GET", "/__snemu/log")["requests"], [])
+
+    def test_gzip(self):
+        self.create(short_description="zip me")
+        r = self.call("GET", "/api/now/table/incident", headers={"Accept-Encoding": "gzip, deflate"})
+        self.assertEqual(r.headers["Content-Encoding"], "gzip")
+        self.assertEqual(json.loads(gzip.decompress(r.raw))["result"][0]["short_description"], "zip me")
+        r = self.call("GET", "/api/now/table/incident")
+        self.assertIsNone(r.headers["Content-Encoding"])
+
+
+class TestConnection(EmuTest):
+    """HTTP/1.1 details a libcurl client relies on: keep-alive, chunked bodies, concurrency."""
+
+    def auth_header(self):
+        return {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode(),
+                "Content-Type": "application/json"}
+
+    def test_keep_alive_across_statuses(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=10)
+        try:
+            for method, path, body, status in (("POST", "/api/now/table/incident", b"{}", 201),
+                                               ("GET", "/api/now/table/nope", None, 400),
+                                               ("GET", "/api/now/table/incident", None, 200),
+                                               ("HEAD", "/api/now/table/incident", None, 200)):
+                conn.request(method, path, body=body, headers=self.auth_header())
+                resp = conn.getresponse()
+                resp.read()
+                self.assertEqual(resp.status, status, path)
+            sid = self.list().result[0]["sys_id"]
+            conn.request("DELETE", "/api/now/table/incident/" + sid, headers=self.auth_header())
+            resp = conn.getresponse()
+            self.assertEqual((resp.status, resp.read()), (204, b""))
+            conn.request("GET", "/api/now/table/incident", headers=self.auth_header())
+            self.assertEqual(json.loads(conn.getresponse().read())["result"], [])
+        finally:
+            conn.close()
+
+    def test_chunked_request_body(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=10)
+        try:
+            body = iter([b'{"short_description":', b' "chunked"}'])
+            conn.request("POST", "/api/now/table/incident", body=body, headers=self.auth_header(),
+                         encode_chunked=True)
+            resp = conn.getresponse()
+            self.assertEqual((resp.status, json.loads(resp.read())["result"]["short_description"]),
+                             (201, "chunked"))
+        finally:
+            conn.close()
+
+    def test_concurrent_writes_get_unique_numbers(self):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            numbers = list(pool.map(lambda i: self.create(comments="c%d" % i)["number"], range(40)))
+        self.assertEqual(len(set(numbers)), 40)
+        self.assertEqual(self.list("sys_journal_field").headers["X-Total-Count"], "40")
+
+
+class TestResolvedInactive(EmuTest):
+    """--resolved-inactive: the issue's reading, Resolved also inactive."""
+
+    options = {"resolved_inactive": True}
+
+    def test_resolved_is_inactive(self):
+        rec = self.create(state="6", close_code="Duplicate", close_notes="n")
+        self.assertEqual(rec["active"], "false")
+
+
+class TestProcess(unittest.TestCase):
+    """The command line: port file, SIGTERM, and the state file surviving a restart."""
+
+    def start(self, *extra):
+        port_file = os.path.join(self.tmp.name, "port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        proc = subprocess.Popen([sys.executable, os.path.join(HERE, "snemu.py"), "--port", "0", "--port-file",
+                                 port_file, "--instance", "dev9", "--user", "admin:admin:System Administrator",
+                                 "--state-file", self.state] + list(extra), stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(port_file):
+            self.assertIsNone(proc.poll(), "snemu exited early")
+            self.assertLess(time.monotonic(), deadline, "no port file")
+            time.sleep(0.02)
+        with open(port_file) as f:
+            return proc, "http://127.0.0.1:%d" % int(f.read())
+
+    def stop(self, proc):
+        proc.terminate()
+        self.assertEqual(proc.wait(timeout=10), 0)
+        proc.stderr.close()
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.state = os.path.join(self.tmp.name, "state.json")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_state_survives_restart_and_sigterm_exits_cleanly(self):
+        proc, base = self.start()
+        try:
+            r = send(base, "POST", "/api/now/table/incident", body={"short_description": "keep", "comments": "c"})
+            self.assertEqual(r.status, 201)
+            sid = r.json["result"]["sys_id"]
+        finally:
+            self.stop(proc)
+        proc, base = self.start("--rate-limit", "1:3")
+        try:
+            self.assertEqual(send(base, "GET", "/api/now/table/incident").status, 429)
+            r = send(base, "GET", "/api/now/table/incident/" + sid, {"sysparm_display_value": "true"})
+            self.assertEqual(r.json["result"]["short_description"], "keep")
+            self.assertIn("(Additional comments)\nc\n\n", r.json["result"]["comments"])
+            r = send(base, "POST", "/api/now/table/incident", body={})
+            self.assertEqual(r.json["result"]["number"], "INC0010002")
+        finally:
+            self.stop(proc)
+
+
+if __name__ == "__main__":
+    unittest.main()
