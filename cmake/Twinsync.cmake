@@ -12,8 +12,14 @@ if(TWINSYNC_SANITIZE)
                       -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
 endif()
-if(TWINSYNC_FUZZ AND NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
-  message(FATAL_ERROR "TWINSYNC_FUZZ needs clang: configure with CC=clang")
+if(TWINSYNC_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "TWINSYNC_FUZZ needs clang: configure with CC=clang")
+  endif()
+  # Coverage instrumentation for every library in this build, so that the fuzz
+  # targets that link them are guided (libFuzzer mutates blind otherwise); the
+  # other programs of the build run as usual.
+  add_compile_options(-fsanitize=fuzzer-no-link)
 endif()
 
 find_package(PkgConfig)

@@ -1,0 +1,137 @@
+/*  proto_codec.h: the schema-driven msgpack codec behind every proto map
+    (internal to proto/; callers use proto_msg.h, proto_sync.h, proto_invite.h).
+
+    A message, payload or invitation body is a C struct described by a
+    proto_schema_t: one proto_fdef_t per key, saying where the value lives in
+    the struct, its kind and its limits. One engine then encodes, decodes,
+    checks and compares every struct, so each rule is written once:
+
+    - proto_codec_encode checks the struct (proto_codec_check) and writes one
+      msgpack map: "v", "t", then the fields in schema order.
+    - proto_codec_decode reads with a bounds-checked reader over the raw
+      bytes. A first pass walks the whole map (so a truncated input is always
+      PROTO_E_TRUNCATED) and reads "v" and "t"; the second decodes the known
+      keys of that type's schema, skipping unknown ones. Every length is
+      checked against the remaining bytes and its limit before anything is
+      allocated; decoded strings and lists live in a proto_mem_t list freed
+      by proto_mem_free.
+*/
+#ifndef PROTO_CODEC_H
+#define PROTO_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto_buf.h"
+#include "proto_error.h"
+#include "proto_limits.h"
+
+typedef struct proto_mem proto_mem_t;
+
+typedef enum {
+    PROTO_K_STR,  //  const char *; UTF-8 without NUL, or an id (PROTO_F_ID)
+    PROTO_K_BIN,  //  const uint8_t * at off, size_t at aux
+    PROTO_K_KEY,  //  uint8_t[PROTO_KEY_SIZE] inline, exactly that many bytes
+    PROTO_K_U64,  //  uint64_t
+    PROTO_K_U32,  //  uint32_t
+    PROTO_K_U16,  //  uint16_t
+    PROTO_K_ROLE, //  proto_role_t, the string "public" or "private"
+    PROTO_K_LIST, //  array of sub structs: pointer at off, size_t count at aux
+    PROTO_K_PAIRS //  map of name -> string: proto_field_t * at off, count at aux
+} proto_kind_t;
+
+enum {
+    PROTO_F_REQ = 1,     //  Required
+    PROTO_F_ID = 2,      //  String of [A-Za-z0-9._:-], not empty
+    PROTO_F_LONG = 4,    //  String limit is limits->max_text (else max)
+    PROTO_F_PAYLOAD = 8, //  Bytes limit is limits->max_payload (else max)
+    PROTO_F_HAS = 16,    //  Optional number; bool presence flag at aux
+    PROTO_F_OMIT0 = 32   //  Optional number; 0 means absent
+};
+
+typedef struct proto_schema proto_schema_t;
+
+//  One key of a map.
+typedef struct {
+    const char *key;           //  Wire key, also the name in error messages
+    proto_kind_t kind;         //  What the value is
+    unsigned flags;            //  PROTO_F_*
+    size_t off;                //  Offset of the value in the struct
+    size_t aux;                //  Offset of the size, count or presence flag
+    uint64_t min;              //  Numbers: smallest value allowed
+    uint64_t max;              //  Numbers: largest; strings, bytes, lists: most
+    const proto_schema_t *sub; //  PROTO_K_LIST: schema of an element
+} proto_fdef_t;
+
+//  Cross-field rule run after the fields are read or before they are
+//  written; returns PROTO_OK or an error set with proto_error_set.
+typedef proto_status_t(proto_rule_fn)(const void *obj, proto_error_t *err);
+
+struct proto_schema {
+    const char *name;          //  "HELLO", used in messages
+    unsigned type;             //  Value of "t"; 0 for list elements
+    size_t size;               //  sizeof the struct (list elements)
+    const proto_fdef_t *fdefs; //  Keys, at most 32
+    size_t fdefs_count;        //  Entries in fdefs
+    proto_rule_fn *rule;       //  Extra rule, or NULL
+};
+
+//  The schemas one decoder accepts, searched by "t".
+typedef struct {
+    const proto_schema_t *const *schemas; //  Accepted top-level schemas
+    size_t count;                         //  Entries in schemas
+} proto_dialect_t;
+
+//  Table-writing helpers for the schemas (wire key = C member name).
+#define PROTO_S_ID     (PROTO_F_REQ | PROTO_F_ID)
+#define PROTO_S_ARR(a) (a), (sizeof(a) / sizeof((a)[0]))
+//  A field of struct type T: key (= member), kind, flags, limits.
+#define PROTO_S_FIELD(T, member, kind, flags, min, max)                                            \
+    {                                                                                              \
+#member, kind, flags, offsetof(T, member), 0, min, max, NULL                               \
+    }
+//  An optional number of T with its presence flag.
+#define PROTO_S_FIELD_HAS(T, member, has, kind, min, max)                                          \
+    {                                                                                              \
+#member, kind, PROTO_F_HAS, offsetof(T, member), offsetof(T, has), min, max, NULL          \
+    }
+//  Bytes of T with their size member.
+#define PROTO_S_BYTES(T, member, size, flags, max)                                                 \
+    {                                                                                              \
+#member, PROTO_K_BIN, flags, offsetof(T, member), offsetof(T, size), 0, max, NULL          \
+    }
+//  A list (or PROTO_K_PAIRS map) of T with its count member and element schema.
+#define PROTO_S_LIST(T, member, count, kind, flags, max, sub)                                      \
+    {                                                                                              \
+#member, kind, flags, offsetof(T, member), offsetof(T, count), 0, max, sub                 \
+    }
+
+//  Checks obj against schema and limits: required fields present, lengths,
+//  charsets, number ranges, duplicates, the schema's rule.
+proto_status_t proto_codec_check(const proto_schema_t *schema, const void *obj,
+                                 const proto_limits_t *limits, proto_error_t *err);
+
+//  Checks obj, then writes it into out (contents replaced) as one map with
+//  "v" = PROTO_VERSION and "t" = schema->type. Refuses an encoding larger
+//  than max_size with PROTO_E_FRAME_TOO_BIG.
+proto_status_t proto_codec_encode(const proto_schema_t *schema, const void *obj,
+                                  const proto_limits_t *limits, size_t max_size, proto_buf_t *out,
+                                  proto_error_t *err);
+
+//  Decodes one map of the dialect into obj (the struct of the schema "t"
+//  names, which must be large enough for any of them; zeroed first). On
+//  PROTO_OK *schema_out, *version_out are set and *mem owns what obj points
+//  to; on error obj is zeroed and nothing is owned. max_size bounds the input.
+proto_status_t proto_codec_decode(const proto_dialect_t *dialect, const uint8_t *data, size_t size,
+                                  const proto_limits_t *limits, size_t max_size, void *obj,
+                                  size_t obj_size, const proto_schema_t **schema_out,
+                                  uint16_t *version_out, proto_mem_t **mem, proto_error_t *err);
+
+//  True when every field of a and b has the same value under schema.
+bool proto_codec_equal(const proto_schema_t *schema, const void *a, const void *b);
+
+//  Frees every block of the list and sets *mem_p to NULL; accepts NULL.
+void proto_mem_free(proto_mem_t **mem_p);
+
+#endif

@@ -1,0 +1,199 @@
+/*  proto_msg.h: the messages nodes and the broker exchange (DESIGN.md §4).
+
+    Each message is one ZeroMQ frame holding one msgpack map with at least
+    "v" (version, see proto_limits.h) and "t" (message type, proto_type_t).
+    docs/protocol.md is the reference for the dialogue, every key and limit.
+
+    Ownership: proto_msg_t holds pointers. After proto_msg_decode every
+    pointer points into memory owned by the message, released by
+    proto_msg_clear. To encode, fill a proto_msg_t with pointers to your own
+    memory (nothing is copied or freed); proto_msg_clear on such a message
+    frees nothing of yours.
+
+        proto_msg_t msg;
+        proto_error_t err;
+        if (proto_msg_decode(frame, size, &limits, &msg, &err) != PROTO_OK)
+            log("bad frame: %s", proto_error_str(&err));  //  count, drop
+        ...
+        proto_msg_clear(&msg);
+*/
+#ifndef PROTO_MSG_H
+#define PROTO_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto_buf.h"
+#include "proto_error.h"
+#include "proto_limits.h"
+
+//  Value of key "t". Broker messages use 1..31, sealed payloads 32..47,
+//  the invitation code body 48.
+typedef enum {
+    PROTO_HELLO = 1,      //  node -> broker: who I am, where I stand
+    PROTO_WELCOME = 2,    //  broker -> node: session accepted
+    PROTO_ERROR = 3,      //  either way: a refusal or a failure
+    PROTO_PING = 4,       //  either way: heartbeat
+    PROTO_PONG = 5,       //  either way: heartbeat answer
+    PROTO_INVITE = 6,     //  public -> broker: register a join token
+    PROTO_JOIN = 7,       //  private -> broker: present a join token
+    PROTO_JOINED = 8,     //  broker -> both nodes: connection bound
+    PROTO_PUBLISH = 9,    //  node -> broker: a sealed payload to store
+    PROTO_STORED = 10,    //  broker -> node: PUBLISH is durable
+    PROTO_DELIVER = 11,   //  broker -> node: a stored payload
+    PROTO_CONSUMED = 12,  //  node -> broker: DELIVER applied durably
+    PROTO_INVITED = 13,   //  broker -> public: INVITE registered durably
+    PROTO_SYNC = 32,      //  sealed payload: one replica (proto_sync.h)
+    PROTO_RECEIPT = 33,   //  sealed payload: result of applying a SYNC
+    PROTO_INVITATION = 48 // body of an invitation code (proto_invite.h)
+} proto_type_t;
+
+typedef enum {
+    PROTO_ROLE_PUBLIC = 1, //  "public" on the wire
+    PROTO_ROLE_PRIVATE = 2 //  "private" on the wire
+} proto_role_t;
+
+//  Codes of the ERROR message (key "e"), in the spirit of HTTP status codes.
+//  A receiver treats an unknown code by its hundred (4xx: the request was
+//  refused, 5xx: the broker failed).
+typedef enum {
+    PROTO_ERR_BAD_FRAME = 400,      //  Frame could not be decoded; dropped
+    PROTO_ERR_NOT_HELLO = 401,      //  Peer unknown (e.g. broker restart): send HELLO
+    PROTO_ERR_FORBIDDEN = 403,      //  Sender's key does not belong to the connection
+    PROTO_ERR_UNKNOWN_CONN = 404,   //  No such connection
+    PROTO_ERR_JOIN_REUSED = 409,    //  Join token already used
+    PROTO_ERR_JOIN_EXPIRED = 410,   //  Join token expired
+    PROTO_ERR_JOIN_BAD_TOKEN = 412, //  Join token does not match the connection
+    PROTO_ERR_TOO_BIG = 413,        //  Frame or payload above the broker's limit
+    PROTO_ERR_OUT_OF_ORDER = 422,   //  PUBLISH seq skips ahead; "seq" is the one expected
+    PROTO_ERR_VERSION = 426,        //  Major version not supported
+    PROTO_ERR_QUEUE_FULL = 429,     //  Backpressure: queue full, retry later
+    PROTO_ERR_INTERNAL = 500        //  Broker failure (store), retry later
+} proto_err_code_t;
+
+//  One connection's position, as a node reports it in HELLO.
+typedef struct {
+    const char *conn;  //  Connection id
+    uint64_t stored;   //  Highest own seq the broker confirmed STORED (0: none)
+    uint64_t consumed; //  Highest inbound seq applied durably (0: none)
+} proto_conn_state_t;
+
+typedef struct {
+    const char *node;                //  Node id, unique per broker
+    proto_role_t role;               //  Public or private
+    uint32_t credit;                 //  DELIVERs the node accepts unconsumed, per
+                                     //  connection; 0 (or absent): broker default
+    const proto_conn_state_t *conns; //  Connections this node serves
+    size_t conns_count;              //  Entries in conns
+} proto_hello_t;
+
+typedef struct {
+    const char *broker;    //  Broker id
+    uint32_t heartbeat_ms; //  PING when idle this often; dead after 3 silent
+    uint32_t max_frame;    //  Largest frame the broker accepts (bytes)
+    uint32_t credit;       //  PUBLISHes a node may have un-STORED, per connection
+} proto_welcome_t;
+
+typedef struct {
+    uint16_t code;    //  proto_err_code_t, or a newer code
+    const char *text; //  Human explanation
+    const char *conn; //  Connection concerned, or NULL
+    bool has_seq;     //  seq is meaningful
+    uint64_t seq;     //  Sequence concerned
+} proto_msg_error_t;
+
+typedef struct {
+    const char *conn;                   //  Connection id
+    uint8_t token_hash[PROTO_KEY_SIZE]; //  SHA-256 of the join token
+    uint64_t expires;                   //  Unix seconds after which JOIN fails
+    const char *description;            //  Public node description, or NULL
+} proto_invite_msg_t;
+
+typedef struct {
+    const char *conn;              //  Connection id
+    uint8_t token[PROTO_KEY_SIZE]; //  Join token from the invitation code
+    const char *description;       //  Private node description
+} proto_join_t;
+
+typedef struct {
+    const char *conn;        //  Connection id
+    const char *description; //  The other node's description
+} proto_joined_t;
+
+//  PUBLISH and DELIVER.
+typedef struct {
+    const char *conn;       //  Connection id
+    uint64_t seq;           //  Sender's sequence, >= 1
+    const uint8_t *payload; //  Sealed payload (proto_seal.h), opaque to the broker
+    size_t payload_size;    //  Bytes in payload
+} proto_data_t;
+
+//  STORED and CONSUMED (cumulative: every seq up to this one).
+typedef struct {
+    const char *conn; //  Connection id
+    uint64_t seq;     //  Sequence acknowledged, >= 1
+} proto_ack_t;
+
+typedef struct {
+    const char *conn; //  Connection id
+    uint64_t expires; //  Expiry the broker registered (unix seconds)
+} proto_invited_t;
+
+typedef struct proto_mem proto_mem_t;
+
+typedef struct {
+    proto_type_t type; //  Which member of the union is valid
+    uint16_t version;  //  Decoded "v"; encode always writes PROTO_VERSION
+    union {
+        proto_hello_t hello;       //  PROTO_HELLO
+        proto_welcome_t welcome;   //  PROTO_WELCOME
+        proto_msg_error_t error;   //  PROTO_ERROR
+        proto_invite_msg_t invite; //  PROTO_INVITE
+        proto_join_t join;         //  PROTO_JOIN
+        proto_joined_t joined;     //  PROTO_JOINED
+        proto_data_t publish;      //  PROTO_PUBLISH
+        proto_data_t deliver;      //  PROTO_DELIVER
+        proto_ack_t stored;        //  PROTO_STORED
+        proto_ack_t consumed;      //  PROTO_CONSUMED
+        proto_invited_t invited;   //  PROTO_INVITED
+    };                             //  (PING and PONG carry no fields)
+    proto_mem_t *mem;              //  Memory owned after decode; private
+} proto_msg_t;
+
+//  Zeroes *msg and sets its type (ready to fill and encode).
+void proto_msg_init(proto_msg_t *msg, proto_type_t type);
+
+//  Frees what a decode allocated and zeroes *msg. Safe on a message that was
+//  only initialised, filled by hand, or already cleared.
+void proto_msg_clear(proto_msg_t *msg);
+
+//  Encodes msg into out (contents replaced) as one msgpack map. Checks the
+//  message first against the protocol rules and limits (NULL: defaults), so
+//  nothing leaves that the other side would refuse. Returns PROTO_OK; the
+//  code a decoder would give (PROTO_E_MISSING, PROTO_E_TOO_LONG,
+//  PROTO_E_TOO_MANY, PROTO_E_VALUE, PROTO_E_FRAME_TOO_BIG) with err naming
+//  the field; PROTO_E_UNKNOWN_TYPE for a type that is not a broker message;
+//  or PROTO_E_NOMEM. err may be NULL.
+proto_status_t proto_msg_encode(const proto_msg_t *msg, const proto_limits_t *limits,
+                                proto_buf_t *out, proto_error_t *err);
+
+//  Decodes one frame. Strict and total: returns PROTO_OK with *out filled
+//  (owned by out, free with proto_msg_clear), or an error code with *out
+//  zeroed and err (may be NULL) naming the reason and field. Never reads
+//  outside [data, data + size), never allocates more than the input could
+//  justify within limits (NULL: defaults). Unknown keys are skipped.
+proto_status_t proto_msg_decode(const uint8_t *data, size_t size, const proto_limits_t *limits,
+                                proto_msg_t *out, proto_error_t *err);
+
+//  True when a and b carry the same type and the same field values (the
+//  decoded version is not compared).
+bool proto_msg_equal(const proto_msg_t *a, const proto_msg_t *b);
+
+//  Name of a message type ("PUBLISH"), or "UNKNOWN".
+const char *proto_type_name(proto_type_t type);
+
+//  "public" / "private" / "unknown".
+const char *proto_role_name(proto_role_t role);
+
+#endif

@@ -1,0 +1,143 @@
+/*  proto_sync.c: the sealed payload plaintexts SYNC and RECEIPT (see
+    proto_sync.h).
+
+    Like proto_msg.c, each type is a schema over its C struct and
+    proto_codec.c does the work. RECEIPT has one rule a table cannot say:
+    applied receipts carry the twin's ids, error receipts carry the text.
+*/
+#include <stddef.h>
+#include <string.h>
+
+#include "proto_codec.h"
+#include "proto_seal.h"
+#include "proto_sync.h"
+
+#define S_MAX_TABLE 80 //  ServiceNow table name
+#define S_MAX_TIME  32 //  "YYYY-MM-DD HH:MM:SS" and room for variants
+
+static const proto_fdef_t s_comment_fields[] = {
+    PROTO_S_FIELD(proto_comment_t, journal_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID),
+    PROTO_S_FIELD(proto_comment_t, author, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME),
+    PROTO_S_FIELD(proto_comment_t, created_on, PROTO_K_STR, PROTO_F_REQ, 0, S_MAX_TIME),
+    PROTO_S_FIELD(proto_comment_t, text, PROTO_K_STR, PROTO_F_REQ | PROTO_F_LONG, 0, 0),
+};
+static const proto_schema_t s_comment = {"comment", 0, sizeof(proto_comment_t),
+                                         PROTO_S_ARR(s_comment_fields), NULL};
+
+static const proto_fdef_t s_sync_fields[] = {
+    PROTO_S_FIELD(proto_sync_t, table, PROTO_K_STR, PROTO_S_ID, 0, S_MAX_TABLE),
+    PROTO_S_FIELD(proto_sync_t, sys_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID),
+    PROTO_S_FIELD(proto_sync_t, number, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_SN_ID),
+    PROTO_S_FIELD(proto_sync_t, instance, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME),
+    PROTO_S_FIELD(proto_sync_t, twin_sys_id, PROTO_K_STR, PROTO_F_ID, 0, PROTO_MAX_SN_ID),
+    PROTO_S_LIST(proto_sync_t, fields, fields_count, PROTO_K_PAIRS, PROTO_F_REQ | PROTO_F_LONG, 0,
+                 NULL),
+    PROTO_S_LIST(proto_sync_t, comments, comments_count, PROTO_K_LIST, PROTO_F_REQ, 0, &s_comment),
+};
+static const proto_schema_t s_sync = {"SYNC", PROTO_SYNC, sizeof(proto_sync_t),
+                                      PROTO_S_ARR(s_sync_fields), NULL};
+
+//  Applied receipts name the twin and carry no error text; error receipts
+//  carry the text.
+static proto_status_t s_receipt_rule(const void *obj, proto_error_t *err)
+{
+    const proto_receipt_t *receipt = obj;
+    if (receipt->code == PROTO_RECEIPT_APPLIED) {
+        if (!receipt->twin_sys_id)
+            return proto_error_set(err, PROTO_E_MISSING, "twin_sys_id", 0, 0);
+        if (!receipt->twin_number)
+            return proto_error_set(err, PROTO_E_MISSING, "twin_number", 0, 0);
+        if (receipt->error_text)
+            return proto_error_set(err, PROTO_E_VALUE, "error_text", 0, 0);
+        return PROTO_OK;
+    }
+    if (!receipt->error_text)
+        return proto_error_set(err, PROTO_E_MISSING, "error_text", 0, 0);
+    return PROTO_OK;
+}
+
+static const proto_fdef_t s_receipt_fields[] = {
+    PROTO_S_FIELD(proto_receipt_t, seq, PROTO_K_U64, PROTO_F_REQ, 1, 0),
+    PROTO_S_FIELD(proto_receipt_t, sys_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID),
+    PROTO_S_FIELD(proto_receipt_t, code, PROTO_K_U16, PROTO_F_REQ, 0, 0),
+    PROTO_S_FIELD(proto_receipt_t, twin_sys_id, PROTO_K_STR, PROTO_F_ID, 0, PROTO_MAX_SN_ID),
+    PROTO_S_FIELD(proto_receipt_t, twin_number, PROTO_K_STR, 0, 0, PROTO_MAX_SN_ID),
+    PROTO_S_FIELD(proto_receipt_t, error_text, PROTO_K_STR, 0, 0, PROTO_MAX_ERRTEXT),
+};
+static const proto_schema_t s_receipt = {"RECEIPT", PROTO_RECEIPT, sizeof(proto_receipt_t),
+                                         PROTO_S_ARR(s_receipt_fields), s_receipt_rule};
+
+static const proto_schema_t *const s_schemas[] = {&s_sync, &s_receipt};
+static const proto_dialect_t s_dialect = {PROTO_S_ARR(s_schemas)};
+
+static const proto_schema_t *s_schema(proto_type_t type)
+{
+    if (type == PROTO_SYNC)
+        return &s_sync;
+    if (type == PROTO_RECEIPT)
+        return &s_receipt;
+    return NULL;
+}
+
+void proto_payload_init(proto_payload_t *payload, proto_type_t type)
+{
+    memset(payload, 0, sizeof(*payload));
+    payload->type = type;
+}
+
+void proto_payload_clear(proto_payload_t *payload)
+{
+    proto_mem_free(&payload->mem);
+    memset(payload, 0, sizeof(*payload));
+}
+
+proto_status_t proto_payload_encode(const proto_payload_t *payload, const proto_limits_t *limits,
+                                    proto_buf_t *out, proto_error_t *err)
+{
+    proto_limits_t defaults = proto_limits_default();
+    if (!limits)
+        limits = &defaults;
+    const proto_schema_t *schema = s_schema(payload->type);
+    if (!schema)
+        return proto_error_set(err, PROTO_E_UNKNOWN_TYPE, "t", payload->type, 0);
+    //  The sealed form adds PROTO_SEAL_TAG_SIZE bytes and must fit a payload.
+    size_t max =
+        limits->max_payload > PROTO_SEAL_TAG_SIZE ? limits->max_payload - PROTO_SEAL_TAG_SIZE : 0;
+    return proto_codec_encode(schema, &payload->sync, limits, max, out, err);
+}
+
+proto_status_t proto_payload_decode(const uint8_t *data, size_t size, const proto_limits_t *limits,
+                                    proto_payload_t *out, proto_error_t *err)
+{
+    proto_limits_t defaults = proto_limits_default();
+    if (!limits)
+        limits = &defaults;
+    memset(out, 0, sizeof(*out));
+    const proto_schema_t *schema = NULL;
+    uint16_t version = 0;
+    proto_status_t rc =
+        proto_codec_decode(&s_dialect, data, size, limits, limits->max_payload, &out->sync,
+                           offsetof(proto_payload_t, mem) - offsetof(proto_payload_t, sync),
+                           &schema, &version, &out->mem, err);
+    if (rc != PROTO_OK)
+        return rc;
+    out->type = (proto_type_t)schema->type;
+    out->version = version;
+    return PROTO_OK;
+}
+
+bool proto_payload_equal(const proto_payload_t *a, const proto_payload_t *b)
+{
+    if (a->type != b->type)
+        return false;
+    const proto_schema_t *schema = s_schema(a->type);
+    return schema && proto_codec_equal(schema, &a->sync, &b->sync);
+}
+
+const char *proto_sync_field(const proto_sync_t *sync, const char *name)
+{
+    for (size_t i = 0; i < sync->fields_count; i++)
+        if (strcmp(sync->fields[i].name, name) == 0)
+            return sync->fields[i].value;
+    return NULL;
+}

@@ -1,0 +1,99 @@
+/*  proto_sync.h: the plaintexts sealed inside PUBLISH / DELIVER payloads.
+
+    SYNC carries one replica (an incident's synced fields, its new comments,
+    its ids on the sending side, the twin's id when known). RECEIPT answers a
+    SYNC: the twin's id and number on the receiving side, or a per-entity
+    error the sender shows its admin. Both are one msgpack map with "v" and
+    "t" like the broker messages, decoded with the same strict rules; the
+    broker never sees them (proto_seal.h seals them).
+
+    Ownership follows proto_msg.h: decode fills pointers into memory owned by
+    the payload (proto_payload_clear frees it); to encode, point at your own.
+*/
+#ifndef PROTO_SYNC_H
+#define PROTO_SYNC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto_msg.h"
+
+//  One synced field, ServiceNow column name -> value (every value a string).
+typedef struct {
+    const char *name;  //  Column name, e.g. "short_description"
+    const char *value; //  Value, may be ""
+} proto_field_t;
+
+//  One additional comment from the source's sys_journal_field.
+typedef struct {
+    const char *journal_id; //  sys_journal_field.sys_id on the source
+    const char *author;     //  sys_created_by on the source
+    const char *created_on; //  sys_created_on, UTC "YYYY-MM-DD HH:MM:SS"
+    const char *text;       //  Comment text
+} proto_comment_t;
+
+typedef struct {
+    const char *table;               //  Source table, "incident"
+    const char *sys_id;              //  Source record sys_id
+    const char *number;              //  Source record number, "INC0010001"
+    const char *instance;            //  Source instance name
+    const char *twin_sys_id;         //  Twin's sys_id on the receiver, or NULL
+    const proto_field_t *fields;     //  Synced fields, each name at most once
+    size_t fields_count;             //  Entries in fields
+    const proto_comment_t *comments; //  New comments since the last SYNC, oldest first
+    size_t comments_count;           //  Entries in comments
+} proto_sync_t;
+
+//  Codes of a RECEIPT error (key "e"); 0 means applied.
+typedef enum {
+    PROTO_RECEIPT_APPLIED = 0, //  Applied; twin ids are set
+    PROTO_RECEIPT_REFUSED = 1, //  ServiceNow refused the write (data policy, ACL, validation)
+    PROTO_RECEIPT_INVALID = 2, //  Replica cannot be applied (unknown field or value)
+    PROTO_RECEIPT_GONE = 3,    //  The twin no longer exists
+    PROTO_RECEIPT_INTERNAL = 4 //  Receiver failure not tied to the data
+} proto_receipt_code_t;
+
+typedef struct {
+    uint64_t seq;            //  Sequence of the SYNC this answers
+    const char *sys_id;      //  Sender's record sys_id (from the SYNC)
+    uint16_t code;           //  proto_receipt_code_t; 0 = applied
+    const char *twin_sys_id; //  Applied: twin's sys_id on the receiver
+    const char *twin_number; //  Applied: twin's number on the receiver
+    const char *error_text;  //  Error: ServiceNow's or the receiver's message
+} proto_receipt_t;
+
+typedef struct {
+    proto_type_t type; //  PROTO_SYNC or PROTO_RECEIPT
+    uint16_t version;  //  Decoded "v"
+    union {
+        proto_sync_t sync;       //  PROTO_SYNC
+        proto_receipt_t receipt; //  PROTO_RECEIPT
+    };
+    proto_mem_t *mem; //  Memory owned after decode; private
+} proto_payload_t;
+
+//  Zeroes *payload and sets its type.
+void proto_payload_init(proto_payload_t *payload, proto_type_t type);
+
+//  Frees what a decode allocated and zeroes *payload; safe to call twice.
+void proto_payload_clear(proto_payload_t *payload);
+
+//  Encodes a SYNC or RECEIPT into out (contents replaced), after checking it
+//  against the rules and limits (NULL: defaults). Same returns as
+//  proto_msg_encode.
+proto_status_t proto_payload_encode(const proto_payload_t *payload, const proto_limits_t *limits,
+                                    proto_buf_t *out, proto_error_t *err);
+
+//  Decodes an opened (unsealed) payload; same contract as proto_msg_decode.
+//  Input larger than limits->max_payload is refused.
+proto_status_t proto_payload_decode(const uint8_t *data, size_t size, const proto_limits_t *limits,
+                                    proto_payload_t *out, proto_error_t *err);
+
+//  True when a and b carry the same type and field values.
+bool proto_payload_equal(const proto_payload_t *a, const proto_payload_t *b);
+
+//  Value of field name in a SYNC, or NULL when absent.
+const char *proto_sync_field(const proto_sync_t *sync, const char *name);
+
+#endif
