@@ -30,6 +30,7 @@ static const proto_fdef_t s_sync_fields[] = {
     PROTO_S_FIELD(proto_sync_t, number, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_SN_ID),
     PROTO_S_FIELD(proto_sync_t, instance, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME),
     PROTO_S_FIELD(proto_sync_t, twin_sys_id, PROTO_K_STR, PROTO_F_ID, 0, PROTO_MAX_SN_ID),
+    PROTO_S_FIELD(proto_sync_t, base_seq, PROTO_K_U64, PROTO_F_OMIT0, 0, 0),
     PROTO_S_LIST(proto_sync_t, fields, fields_count, PROTO_K_PAIRS, PROTO_F_REQ | PROTO_F_LONG, 0,
                  NULL),
     PROTO_S_LIST(proto_sync_t, comments, comments_count, PROTO_K_LIST, PROTO_F_REQ, 0, &s_comment),

@@ -39,6 +39,8 @@ typedef struct {
     const char *number;              //  Source record number, "INC0010001"
     const char *instance;            //  Source instance name
     const char *twin_sys_id;         //  Twin's sys_id on the receiver, or NULL
+    uint64_t base_seq;               //  Highest inbound seq the sender had applied when it
+                                     //  built this replica (0: none); detects crossed updates
     const proto_field_t *fields;     //  Synced fields, each name at most once
     size_t fields_count;             //  Entries in fields
     const proto_comment_t *comments; //  New comments since the last SYNC, oldest first

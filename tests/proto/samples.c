@@ -74,15 +74,14 @@ static const proto_comment_t s_comments[] = {
 void samples_sync(proto_payload_t *p)
 {
     proto_payload_init(p, PROTO_SYNC);
-    p->sync = (proto_sync_t){"incident",
-                             "9d385017c611228701d22104cc95c371",
-                             "INC0010001",
-                             "dev12345.service-now.com",
-                             NULL,
-                             s_fields,
-                             4,
-                             s_comments,
-                             2};
+    p->sync = (proto_sync_t){.table = "incident",
+                             .sys_id = "9d385017c611228701d22104cc95c371",
+                             .number = "INC0010001",
+                             .instance = "dev12345.service-now.com",
+                             .fields = s_fields,
+                             .fields_count = 4,
+                             .comments = s_comments,
+                             .comments_count = 2};
 }
 
 void samples_receipt(proto_payload_t *p, bool applied)

@@ -43,6 +43,9 @@ static void test_round_trip(void **state)
     s_round_trip(&p);
     p.sync.twin_sys_id = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
     s_round_trip(&p);
+    p.sync.base_seq = UINT64_MAX;
+    s_round_trip(&p);
+    p.sync.base_seq = 0;
     //  Nothing but ids: no fields, no comments.
     p.sync.fields = NULL, p.sync.fields_count = 0;
     p.sync.comments = NULL, p.sync.comments_count = 0;
@@ -145,6 +148,7 @@ static const s_bad_case_t s_cases[] = {
      "S(33),text:\"t\"}]}",
      PROTO_E_TOO_LONG, "comments[0].created_on"},
     {"{v:256,t:32," S_IDS ",twin_sys_id:\"\",fields:{},comments:[]}", PROTO_E_VALUE, "twin_sys_id"},
+    {"{v:256,t:32," S_IDS ",base_seq:\"7\",fields:{},comments:[]}", PROTO_E_TYPE, "base_seq"},
     {"{v:256,t:32,table:\"incident\",sys_id:S(65),number:\"INC1\",instance:\"a\",fields:{},"
      "comments:[]}",
      PROTO_E_TOO_LONG, "sys_id"},
