@@ -1,0 +1,58 @@
+/*  sn_poll: reads every row of a table changed since a cursor, once.
+
+    The change-detection recipe of DESIGN §7, for any table:
+      time_field >= cursor - look-back  (>=: stamps have one-second resolution,
+                                         a strict > loses same-second changes;
+                                         the look-back catches late commits)
+      keyset paging by (time_field, sys_id) through sn_pager (no offsets, never
+                                         stopping on a short page)
+      de-duplication by (sys_id, version_field) through the caller's sn_seen
+    and hands each new row to a callback, in (time_field, sys_id) order. The new
+    cursor is the greatest time_field read; the caller stores it (with its
+    outbox, DESIGN §5) and passes it to the next poll. */
+
+#ifndef SN_POLL_H
+#define SN_POLL_H
+
+#include "sn_client.h"
+#include "sn_query.h"
+#include "sn_seen.h"
+
+/* Called once per new row. row is borrowed for the call (json_incref to
+   keep it). Returns 0 to go on; anything else stops the poll with
+   SN_E_CANCELLED, and the row is not marked as seen. */
+typedef int(sn_record_fn)(json_t *row, void *arg);
+
+/* One poll of one table. */
+typedef struct {
+    const char *table;         /* "incident", "sys_journal_field" */
+    const char *time_field;    /* "sys_updated_on", "sys_created_on" */
+    const char *version_field; /* "sys_mod_count", or NULL for rows that never change */
+    const char *filter;        /* encoded query ANDed in (e.g. the trigger), or NULL */
+    const char *fields;        /* sysparm_fields or NULL for all; the key fields are added */
+    const char *cursor;        /* stamp of the last poll, NULL or "" for everything */
+    int lookback_s;            /* seconds re-read before the cursor, >= 0 */
+    sn_seen_t *seen;           /* this stream's de-duplication set (required) */
+} sn_poll_t;
+
+/* What a poll did. */
+typedef struct {
+    char cursor[SN_STAMP_SIZE]; /* cursor for the next poll (the old one when nothing came) */
+    size_t rows;                /* rows ServiceNow returned, duplicates included */
+    size_t delivered;           /* rows handed to the callback */
+    size_t duplicates;          /* rows dropped as already seen */
+    size_t pages;               /* list requests made */
+} sn_poll_result_t;
+
+/* Runs the poll, calling fn for each new row. Returns SN_OK when the walk is
+   complete. On an error the rows delivered so far stay delivered and seen, and
+   result->cursor covers exactly them, so the caller may keep it. An invalid
+   cursor or lookback is SN_E_BAD_REQUEST. */
+sn_err_code_t sn_table_poll(sn_client_t *self, const sn_poll_t *poll, sn_record_fn *fn, void *arg,
+                            sn_poll_result_t *result, sn_error_t *err);
+
+/* A callback for sn_table_poll and friends that appends each row to the JSON
+   array arg. */
+int sn_poll_collect(json_t *row, void *arg);
+
+#endif
