@@ -1,0 +1,52 @@
+/*  broker_config.h: twinsync-broker's configuration.
+
+    One INI file (section [broker]) and the same keys as flags: key
+    "max_frame" is also "--max-frame N"; a flag wins over the file. The key
+    table in broker_config.c is the single source of truth for names,
+    defaults, limits and the --help text; docs/configuration.md repeats it.
+*/
+#ifndef BROKER_CONFIG_H
+#define BROKER_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define BROKER_CONFIG_SECTION "broker"
+
+typedef struct {
+    char *endpoint;           //  ZeroMQ endpoint the ROUTER binds
+    char *state_dir;          //  Store, key pair
+    char *id;                 //  Broker id sent in WELCOME
+    char **public_keys;       //  Z85 CURVE keys of allowed public nodes
+    size_t public_keys_count; //  Entries in public_keys
+    long metrics_port;        //  Loopback HTTP port for /metrics, 0: off
+    long heartbeat_ms;        //  PING when idle this often
+    long liveness;            //  Silent heartbeats before a peer is dead
+    long credit;              //  Largest delivery window per connection/direction
+    long publish_credit;      //  PUBLISHes a node may have un-STORED (WELCOME)
+    long max_frame;           //  Largest frame accepted (bytes)
+    long max_queue_bytes;     //  Payload bytes held per connection/direction
+    long max_peers;           //  Sessions at once
+    long max_connections;     //  Connections (INVITEd ids) in the store
+    long batch;               //  Frames read per group commit at most
+    long cache_kib;           //  SQLite page cache bound (KiB)
+    char *log_level;          //  debug, info, warn, error
+} broker_config_t;
+
+//  Loads the configuration: defaults, then the file named by "--config FILE"
+//  (if any), then every "--key value" flag. argv[first..argc) are the
+//  arguments after the subcommand. Returns 0, or -1 with a message naming
+//  the key or file in err. The caller releases with broker_config_release.
+int broker_config_load(broker_config_t *config, int argc, char **argv, int first, char *err,
+                       size_t errlen);
+
+//  Frees what broker_config_load allocated; safe on a zeroed or released value.
+void broker_config_release(broker_config_t *config);
+
+//  True when key (Z85) is one of the configured public node keys.
+int broker_config_is_public_key(const broker_config_t *config, const char *key);
+
+//  Prints every key with its default and meaning, as --help shows them.
+void broker_config_print_help(FILE *out);
+
+#endif

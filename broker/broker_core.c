@@ -1,0 +1,1376 @@
+/*  broker_core.c: sessions, connections, queues, authorisation, credit
+    (see broker_core.h for the contract).
+
+    Layout of the state:
+      peers   an array of sessions (peer_t *), one per routing id that said
+              HELLO; a key has at most one session (a newer HELLO replaces
+              the older one, whose deliveries are then made again).
+      conns   an array of connections (conn_t *), loaded from the store at
+              start. Each has two queues, indexed by direction; queue d is
+              published by side d and received by side 1 - d, where side 0
+              is the public node and side 1 the private node (so the
+              direction of a message is simply the sender's side).
+
+    A queue's in-memory state mirrors its store row (last_seq, count, bytes)
+    plus the delivery state of the current receiver session: delivered_upto
+    (highest seq sent in this session) and unacked (sent, not consumed).
+    When the receiver changes or goes away, both reset to zero, so that
+    everything unconsumed is delivered again to the next session.
+
+    Lookups are linear scans: a broker serves tens to hundreds of
+    connections, and a scan of that size costs less than one commit.
+*/
+#include "broker_core.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto_msg.h"
+#include "ts_log.h"
+
+#define RID_MAX      256 //  ZeroMQ routing ids are at most 255 bytes
+#define SIDE_PUBLIC  0
+#define SIDE_PRIVATE 1
+
+typedef struct {
+    uint8_t rid[RID_MAX];        //  Routing id
+    size_t rid_size;             //  Bytes in rid
+    char key[41];                //  CURVE key (Z85) of the session
+    char node[PROTO_MAX_ID + 1]; //  Node id from HELLO
+    int side;                    //  SIDE_PUBLIC or SIDE_PRIVATE
+    uint32_t credit;             //  Delivery window the node asked for
+    int64_t last_seen_ms;        //  Last frame received
+    int64_t last_sent_ms;        //  Last frame sent
+} peer_t;
+
+typedef struct {
+    int64_t qid;             //  Store id
+    uint64_t last_seq;       //  Highest seq stored (duplicate filter)
+    uint64_t count;          //  Messages held
+    uint64_t bytes;          //  Payload bytes held
+    uint64_t delivered_upto; //  Highest seq sent to the current receiver session
+    uint64_t unacked;        //  Sent in this session, not consumed
+    uint64_t max_delivered;  //  Highest seq ever sent since start (redelivery count)
+    int64_t oldest_ms;       //  stored_at of the head message, 0 if empty
+    bool oldest_stale;       //  oldest_ms must be read again
+    bool dirty;              //  Counters changed in the open transaction
+    bool wake;               //  Try to deliver at the next flush
+    uint64_t published;      //  PUBLISH frames accepted (new and duplicates)
+    uint64_t stored;         //  Messages stored
+    uint64_t delivered;      //  DELIVER frames sent
+    uint64_t consumed;       //  Messages removed by CONSUMED or HELLO
+    uint64_t redelivered;    //  DELIVERs of a seq already sent before
+    uint64_t duplicates;     //  PUBLISHes of a seq already stored
+} queue_t;
+
+typedef struct {
+    char *id;                //  Connection id
+    char *key[2];            //  Public and private node keys ("" if none)
+    char *desc[2];           //  Public and private node descriptions
+    uint8_t token_hash[32];  //  SHA-256 of the join token
+    int64_t expires;         //  Unix seconds
+    bool token_used;         //  Joined
+    int64_t created;         //  Unix seconds
+    queue_t queue[2];        //  By direction (= sender's side)
+    peer_t *peer[2];         //  Sessions of the two sides, or NULL
+    int64_t last_seen_ms[2]; //  When each side was last heard from
+} conn_t;
+
+typedef struct {
+    uint8_t rid[RID_MAX]; //  Destination
+    size_t rid_size;      //  Bytes in rid
+    uint8_t *data;        //  Encoded frame (owned)
+    size_t size;          //  Bytes in data
+} reply_t;
+
+struct broker_core_t {
+    broker_store_t *store;         //  Borrowed
+    const broker_config_t *config; //  Borrowed
+    broker_send_fn send;           //  Frame output
+    void *send_arg;                //  Its argument
+    proto_limits_t limits;         //  Decode limits from the config
+    peer_t **peers;                //  Sessions
+    size_t peers_count;            //  Entries in peers
+    size_t peers_cap;              //  Allocated entries
+    conn_t **conns;                //  Connections
+    size_t conns_count;            //  Entries in conns
+    size_t conns_cap;              //  Allocated entries
+    reply_t *replies;              //  Replies waiting for the commit
+    size_t replies_count;          //  Entries in replies
+    size_t replies_cap;            //  Allocated entries
+    proto_buf_t buf;               //  Encode buffer
+    broker_metrics_t metrics;      //  Broker-wide counters
+    ts_log_limiter_t limiter;      //  Rate limit of refusal logs
+    ts_log_limiter_t session_log;  //  Rate limit of connect/disconnect logs
+    int64_t start_ms;              //  When the core was made
+    bool fatal;                    //  The store failed
+    char error[600];               //  Why
+};
+
+//  ---------------------------------------------------------------------
+//  Small helpers
+
+static int s_fatal(broker_core_t *self)
+{
+    self->fatal = true;
+    snprintf(self->error, sizeof self->error, "%s", broker_store_error(self->store));
+    return -1;
+}
+
+//  Hex of the routing id, for logs (first 16 bytes).
+static const char *s_rid_text(const uint8_t *rid, size_t size, char *buf, size_t buflen)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < size && i < 16 && at + 3 <= buflen; i++)
+        at += (size_t)snprintf(buf + at, buflen - at, "%02x", rid[i]);
+    return buf;
+}
+
+static const char *s_side_name(int side)
+{
+    return side == SIDE_PUBLIC ? "public" : "private";
+}
+
+static const char *s_dir_name(int dir)
+{
+    return dir == BROKER_DIR_TO_PRIVATE ? "public_to_private" : "private_to_public";
+}
+
+static bool s_grow(void **array, size_t *cap, size_t count, size_t item)
+{
+    if (count < *cap)
+        return true;
+    size_t next = *cap ? *cap * 2 : 16;
+    void *grown = realloc(*array, next * item);
+    if (!grown)
+        return false;
+    *array = grown;
+    *cap = next;
+    return true;
+}
+
+//  ---------------------------------------------------------------------
+//  Connections
+
+static void s_conn_free(conn_t *conn)
+{
+    if (!conn)
+        return;
+    free(conn->id);
+    for (int side = 0; side < 2; side++) {
+        free(conn->key[side]);
+        free(conn->desc[side]);
+    }
+    free(conn);
+}
+
+static char *s_dup(const char *text)
+{
+    return strdup(text ? text : "");
+}
+
+static bool s_set(char **field, const char *text)
+{
+    char *copy = s_dup(text);
+    if (!copy)
+        return false;
+    free(*field);
+    *field = copy;
+    return true;
+}
+
+static conn_t *s_conn_new(const char *id)
+{
+    conn_t *conn = calloc(1, sizeof *conn);
+    if (!conn)
+        return NULL;
+    conn->id = s_dup(id);
+    for (int side = 0; side < 2; side++) {
+        conn->key[side] = s_dup("");
+        conn->desc[side] = s_dup("");
+        conn->queue[side].qid = -1;
+    }
+    if (!conn->id || !conn->key[0] || !conn->key[1] || !conn->desc[0] || !conn->desc[1]) {
+        s_conn_free(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+static conn_t *s_conn_find(broker_core_t *self, const char *id)
+{
+    for (size_t i = 0; i < self->conns_count; i++) {
+        if (strcmp(self->conns[i]->id, id) == 0)
+            return self->conns[i];
+    }
+    return NULL;
+}
+
+static bool s_conn_add(broker_core_t *self, conn_t *conn)
+{
+    if (!s_grow((void **)&self->conns, &self->conns_cap, self->conns_count, sizeof(conn_t *)))
+        return false;
+    self->conns[self->conns_count++] = conn;
+    return true;
+}
+
+//  The side key is bound to on conn, or -1.
+static int s_conn_side(const conn_t *conn, const char *key)
+{
+    if (*conn->key[SIDE_PUBLIC] && strcmp(conn->key[SIDE_PUBLIC], key) == 0)
+        return SIDE_PUBLIC;
+    if (*conn->key[SIDE_PRIVATE] && strcmp(conn->key[SIDE_PRIVATE], key) == 0)
+        return SIDE_PRIVATE;
+    return -1;
+}
+
+//  Writes conn's row in the open transaction.
+static int s_conn_save(broker_core_t *self, const conn_t *conn)
+{
+    broker_store_conn_t row = {
+        .conn = conn->id,
+        .public_key = conn->key[SIDE_PUBLIC],
+        .private_key = conn->key[SIDE_PRIVATE],
+        .expires = conn->expires,
+        .token_used = conn->token_used,
+        .public_desc = conn->desc[SIDE_PUBLIC],
+        .private_desc = conn->desc[SIDE_PRIVATE],
+        .created = conn->created,
+    };
+    memcpy(row.token_hash, conn->token_hash, sizeof row.token_hash);
+    return broker_store_conn_save(self->store, &row) == 0 ? 0 : s_fatal(self);
+}
+
+//  Forgets what was delivered to the receiver of queue dir: everything
+//  unconsumed goes out again to the next receiver session.
+static void s_queue_rewind(queue_t *queue)
+{
+    queue->delivered_upto = 0;
+    queue->unacked = 0;
+    queue->wake = true;
+}
+
+//  ---------------------------------------------------------------------
+//  Loading from the store
+
+static int s_load_conn(const broker_store_conn_t *row, void *arg)
+{
+    broker_core_t *self = arg;
+    conn_t *conn = s_conn_new(row->conn);
+    if (!conn || !s_set(&conn->key[SIDE_PUBLIC], row->public_key) ||
+        !s_set(&conn->key[SIDE_PRIVATE], row->private_key) ||
+        !s_set(&conn->desc[SIDE_PUBLIC], row->public_desc) ||
+        !s_set(&conn->desc[SIDE_PRIVATE], row->private_desc) || !s_conn_add(self, conn)) {
+        s_conn_free(conn);
+        snprintf(self->error, sizeof self->error, "out of memory loading connections");
+        return 1;
+    }
+    memcpy(conn->token_hash, row->token_hash, sizeof conn->token_hash);
+    conn->expires = row->expires;
+    conn->token_used = row->token_used;
+    conn->created = row->created;
+    return 0;
+}
+
+static int s_load_queue(const broker_store_queue_t *row, void *arg)
+{
+    broker_core_t *self = arg;
+    conn_t *conn = s_conn_find(self, row->conn);
+    if (!conn || row->dir < 0 || row->dir > 1) {
+        ts_log(TS_LOG_WARN, "store queue without connection", "conn=%s dir=%d", row->conn,
+               row->dir);
+        return 0;
+    }
+    queue_t *queue = &conn->queue[row->dir];
+    queue->qid = row->qid;
+    queue->last_seq = row->last_seq;
+    queue->count = row->count;
+    queue->bytes = row->bytes;
+    queue->oldest_stale = true;
+    queue->wake = true;
+    return 0;
+}
+
+//  Creates the store rows of queues that have none (connections INVITEd by
+//  this run). Part of the open transaction.
+static int s_ensure_queues(broker_core_t *self, conn_t *conn)
+{
+    for (int dir = 0; dir < 2; dir++) {
+        if (conn->queue[dir].qid >= 0)
+            continue;
+        if (broker_store_queue_create(self->store, conn->id, dir, &conn->queue[dir].qid) != 0)
+            return s_fatal(self);
+    }
+    return 0;
+}
+
+broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *config,
+                               broker_send_fn send, void *send_arg, char *err, size_t errlen)
+{
+    broker_core_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->store = store;
+    self->config = config;
+    self->send = send;
+    self->send_arg = send_arg;
+    self->limits = proto_limits_default();
+    self->limits.max_frame = (size_t)config->max_frame;
+    if (self->limits.max_payload > (size_t)config->max_frame - 512)
+        self->limits.max_payload = (size_t)config->max_frame - 512;
+    self->limiter.per_second = 10;
+    self->session_log.per_second = 20;
+    self->start_ms = ts_now_ms();
+    proto_buf_init(&self->buf);
+    if (broker_store_each_conn(store, s_load_conn, self) != 0 || *self->error ||
+        broker_store_each_queue(store, s_load_queue, self) != 0) {
+        snprintf(err, errlen, "cannot load the store: %s",
+                 *self->error ? self->error : broker_store_error(store));
+        broker_core_destroy(&self);
+        return NULL;
+    }
+    for (size_t i = 0; i < self->conns_count; i++) {
+        if (s_ensure_queues(self, self->conns[i]) != 0 || broker_store_commit(store) != 0) {
+            snprintf(err, errlen, "cannot prepare queues: %s", broker_store_error(store));
+            broker_core_destroy(&self);
+            return NULL;
+        }
+    }
+    return self;
+}
+
+static void s_replies_clear(broker_core_t *self)
+{
+    for (size_t i = 0; i < self->replies_count; i++)
+        free(self->replies[i].data);
+    self->replies_count = 0;
+}
+
+void broker_core_destroy(broker_core_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    broker_core_t *self = *self_p;
+    for (size_t i = 0; i < self->peers_count; i++)
+        free(self->peers[i]);
+    free(self->peers);
+    for (size_t i = 0; i < self->conns_count; i++)
+        s_conn_free(self->conns[i]);
+    free(self->conns);
+    s_replies_clear(self);
+    free(self->replies);
+    proto_buf_release(&self->buf);
+    free(self);
+    *self_p = NULL;
+}
+
+broker_metrics_t *broker_core_metrics(broker_core_t *self)
+{
+    return &self->metrics;
+}
+
+const char *broker_core_error(const broker_core_t *self)
+{
+    return self->error;
+}
+
+size_t broker_core_peer_count(const broker_core_t *self)
+{
+    return self->peers_count;
+}
+
+//  ---------------------------------------------------------------------
+//  Peers
+
+static peer_t *s_peer_by_rid(broker_core_t *self, const uint8_t *rid, size_t rid_size)
+{
+    for (size_t i = 0; i < self->peers_count; i++) {
+        peer_t *peer = self->peers[i];
+        if (peer->rid_size == rid_size && memcmp(peer->rid, rid, rid_size) == 0)
+            return peer;
+    }
+    return NULL;
+}
+
+static peer_t *s_peer_by_key(broker_core_t *self, const char *key)
+{
+    for (size_t i = 0; i < self->peers_count; i++) {
+        if (strcmp(self->peers[i]->key, key) == 0)
+            return self->peers[i];
+    }
+    return NULL;
+}
+
+//  Ends a session: its connections lose their receiver (deliveries will
+//  be made again to the next session), and the peer is freed.
+static void s_peer_drop(broker_core_t *self, peer_t *peer, const char *why, int64_t now_ms)
+{
+    for (size_t i = 0; i < self->conns_count; i++) {
+        conn_t *conn = self->conns[i];
+        for (int side = 0; side < 2; side++) {
+            if (conn->peer[side] != peer)
+                continue;
+            conn->peer[side] = NULL;
+            conn->last_seen_ms[side] = peer->last_seen_ms;
+            s_queue_rewind(&conn->queue[1 - side]);
+        }
+    }
+    char rid[40];
+    ts_log_limited(&self->session_log, TS_LOG_INFO, "peer disconnected",
+                   "node=%s role=%s key=%s rid=%s reason=%s idle_ms=%" PRId64, peer->node,
+                   s_side_name(peer->side), peer->key,
+                   s_rid_text(peer->rid, peer->rid_size, rid, sizeof rid), why,
+                   now_ms - peer->last_seen_ms);
+    for (size_t i = 0; i < self->peers_count; i++) {
+        if (self->peers[i] == peer) {
+            self->peers[i] = self->peers[--self->peers_count];
+            break;
+        }
+    }
+    free(peer);
+}
+
+//  ---------------------------------------------------------------------
+//  Output
+
+//  Encodes msg into a reply for rid, sent after the commit.
+static void s_reply(broker_core_t *self, const uint8_t *rid, size_t rid_size,
+                    const proto_msg_t *msg)
+{
+    proto_error_t perr;
+    if (proto_msg_encode(msg, &self->limits, &self->buf, &perr) != PROTO_OK) {
+        ts_log(TS_LOG_ERROR, "cannot encode reply", "type=%s error=\"%s\"",
+               proto_type_name(msg->type), proto_error_str(&perr));
+        return;
+    }
+    if (!s_grow((void **)&self->replies, &self->replies_cap, self->replies_count, sizeof(reply_t)))
+        return;
+    reply_t *reply = &self->replies[self->replies_count];
+    reply->data = malloc(self->buf.size);
+    if (!reply->data)
+        return;
+    memcpy(reply->data, self->buf.data, self->buf.size);
+    reply->size = self->buf.size;
+    memcpy(reply->rid, rid, rid_size);
+    reply->rid_size = rid_size;
+    self->replies_count++;
+}
+
+//  Sends a frame now. Returns 0, or -1 with errno EHOSTUNREACH / EAGAIN.
+static int s_send(broker_core_t *self, const uint8_t *rid, size_t rid_size, const uint8_t *data,
+                  size_t size, int64_t now_ms)
+{
+    if (self->send(self->send_arg, rid, rid_size, data, size) == 0) {
+        peer_t *peer = s_peer_by_rid(self, rid, rid_size);
+        if (peer)
+            peer->last_sent_ms = now_ms;
+        return 0;
+    }
+    if (errno != EHOSTUNREACH)
+        errno = EAGAIN;
+    return -1;
+}
+
+//  A send failed with EHOSTUNREACH: the routing id no longer reaches
+//  anyone, so the session is over.
+static void s_unreachable(broker_core_t *self, const uint8_t *rid, size_t rid_size, int64_t now_ms)
+{
+    peer_t *peer = s_peer_by_rid(self, rid, rid_size);
+    if (peer)
+        s_peer_drop(self, peer, "unreachable", now_ms);
+}
+
+//  Refuses a frame: counts it, logs it (rate-limited), and answers ERROR.
+static void s_refuse(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
+                     broker_reject_t reason, proto_err_code_t code, const char *conn,
+                     const uint64_t *seq, const char *fmt, ...)
+    __attribute__((format(printf, 9, 10)));
+
+static void s_refuse(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
+                     broker_reject_t reason, proto_err_code_t code, const char *conn,
+                     const uint64_t *seq, const char *fmt, ...)
+{
+    char text[512];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(text, sizeof text, fmt, args);
+    va_end(args);
+    //  The text may quote what the peer sent: keep it printable ASCII so
+    //  that it is valid UTF-8 on the wire and harmless in a terminal.
+    for (char *p = text; *p; p++) {
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = '?';
+    }
+    self->metrics.rejected[reason]++;
+    char rid_text[40], quoted[600];
+    ts_log_limited(&self->limiter, TS_LOG_WARN, "frame refused",
+                   "reason=%s code=%d rid=%s key=%s conn=%s detail=%s", broker_reject_name(reason),
+                   (int)code, s_rid_text(rid, rid_size, rid_text, sizeof rid_text), key ? key : "-",
+                   conn ? conn : "-", ts_log_quote(quoted, sizeof quoted, text));
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_ERROR);
+    msg.error.code = (uint16_t)code;
+    msg.error.text = text;
+    msg.error.conn = conn;
+    if (seq) {
+        msg.error.has_seq = true;
+        msg.error.seq = *seq;
+    }
+    s_reply(self, rid, rid_size, &msg);
+}
+
+void broker_core_reject(broker_core_t *self, broker_reject_t reason, const char *detail)
+{
+    self->metrics.rejected[reason]++;
+    char quoted[600];
+    ts_log_limited(&self->limiter, TS_LOG_WARN, "frame refused", "reason=%s detail=%s",
+                   broker_reject_name(reason), ts_log_quote(quoted, sizeof quoted, detail));
+}
+
+//  ---------------------------------------------------------------------
+//  HELLO
+
+static int s_consume_upto(broker_core_t *self, queue_t *queue, uint64_t seq);
+
+//  Makes peer the receiver on every connection its key is bound to on its
+//  side, and applies the node's "consumed" positions from HELLO.
+static int s_attach(broker_core_t *self, peer_t *peer, const proto_hello_t *hello, int64_t now_ms)
+{
+    for (size_t i = 0; i < self->conns_count; i++) {
+        conn_t *conn = self->conns[i];
+        if (s_conn_side(conn, peer->key) != peer->side)
+            continue;
+        conn->peer[peer->side] = peer;
+        conn->last_seen_ms[peer->side] = now_ms;
+        s_queue_rewind(&conn->queue[1 - peer->side]);
+    }
+    for (size_t i = 0; i < hello->conns_count; i++) {
+        const proto_conn_state_t *state = &hello->conns[i];
+        conn_t *conn = s_conn_find(self, state->conn);
+        if (!conn || s_conn_side(conn, peer->key) != peer->side)
+            continue;
+        queue_t *out = &conn->queue[peer->side];
+        if (state->stored > out->last_seq) {
+            self->metrics.hello_ahead++;
+            ts_log(TS_LOG_WARN, "node ahead of broker",
+                   "conn=%s node=%s node_stored=%" PRIu64 " broker_stored=%" PRIu64
+                   " hint=\"the broker's store lost messages the node saw STORED\"",
+                   conn->id, peer->node, state->stored, out->last_seq);
+        }
+        if (state->consumed &&
+            s_consume_upto(self, &conn->queue[1 - peer->side], state->consumed) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+//  Sends JOINED for every connection listed in HELLO that is joined and
+//  bound to the peer, so that a node that missed the first JOINED learns it
+//  (docs/protocol.md §4.1).
+static void s_remind_joined(broker_core_t *self, const peer_t *peer, const proto_hello_t *hello)
+{
+    for (size_t i = 0; i < hello->conns_count; i++) {
+        conn_t *conn = s_conn_find(self, hello->conns[i].conn);
+        if (!conn || !conn->token_used || s_conn_side(conn, peer->key) != peer->side)
+            continue;
+        proto_msg_t msg;
+        proto_msg_init(&msg, PROTO_JOINED);
+        msg.joined.conn = conn->id;
+        msg.joined.description = conn->desc[1 - peer->side];
+        s_reply(self, peer->rid, peer->rid_size, &msg);
+    }
+}
+
+//  Makes a session for a HELLO and adds it to the peers. Returns it, or
+//  NULL when out of memory.
+static peer_t *s_peer_new(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
+                          const proto_hello_t *hello, int64_t now_ms)
+{
+    if (!s_grow((void **)&self->peers, &self->peers_cap, self->peers_count, sizeof(peer_t *)))
+        return NULL;
+    peer_t *peer = calloc(1, sizeof *peer);
+    if (!peer)
+        return NULL;
+    memcpy(peer->rid, rid, rid_size);
+    peer->rid_size = rid_size;
+    snprintf(peer->key, sizeof peer->key, "%s", key);
+    snprintf(peer->node, sizeof peer->node, "%s", hello->node ? hello->node : "");
+    peer->side = hello->role == PROTO_ROLE_PUBLIC ? SIDE_PUBLIC : SIDE_PRIVATE;
+    peer->credit = hello->credit ? hello->credit : 64;
+    peer->last_seen_ms = now_ms;
+    peer->last_sent_ms = now_ms;
+    self->peers[self->peers_count++] = peer;
+    return peer;
+}
+
+static void s_welcome(broker_core_t *self, const peer_t *peer)
+{
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_WELCOME);
+    msg.welcome.broker = self->config->id;
+    msg.welcome.heartbeat_ms = (uint32_t)self->config->heartbeat_ms;
+    msg.welcome.max_frame = (uint32_t)self->config->max_frame;
+    msg.welcome.credit = (uint32_t)self->config->publish_credit;
+    s_reply(self, peer->rid, peer->rid_size, &msg);
+}
+
+static int s_on_hello(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
+                      peer_t *peer, const proto_hello_t *hello, int64_t now_ms)
+{
+    bool listed = broker_config_is_public_key(self->config, key);
+    if (hello->role == PROTO_ROLE_PUBLIC && !listed) {
+        s_refuse(self, rid, rid_size, key, BROKER_REJECT_UNKNOWN_KEY, PROTO_ERR_FORBIDDEN, NULL,
+                 NULL, "key %s is not a public node of this broker (add it to public_keys)", key);
+        return 0;
+    }
+    if (hello->role == PROTO_ROLE_PRIVATE && listed) {
+        s_refuse(self, rid, rid_size, key, BROKER_REJECT_UNKNOWN_KEY, PROTO_ERR_FORBIDDEN, NULL,
+                 NULL, "key %s is configured as a public node; it cannot act as private", key);
+        return 0;
+    }
+    //  One session per routing id and per key: a new HELLO replaces both.
+    if (peer)
+        s_peer_drop(self, peer, "hello_again", now_ms);
+    peer_t *same_key = s_peer_by_key(self, key);
+    if (same_key)
+        s_peer_drop(self, same_key, "replaced", now_ms);
+    if (self->peers_count >= (size_t)self->config->max_peers) {
+        s_refuse(self, rid, rid_size, key, BROKER_REJECT_TOO_MANY_PEERS, PROTO_ERR_QUEUE_FULL, NULL,
+                 NULL, "broker has %zu sessions (max_peers); retry later", self->peers_count);
+        return 0;
+    }
+    peer = s_peer_new(self, rid, rid_size, key, hello, now_ms);
+    if (!peer) {
+        s_refuse(self, rid, rid_size, key, BROKER_REJECT_TOO_MANY_PEERS, PROTO_ERR_INTERNAL, NULL,
+                 NULL, "broker out of memory; retry later");
+        return 0;
+    }
+    if (s_attach(self, peer, hello, now_ms) != 0)
+        return -1;
+
+    char rid_text[40];
+    ts_log_limited(&self->session_log, TS_LOG_INFO, "peer connected",
+                   "node=%s role=%s key=%s rid=%s credit=%u conns=%zu", peer->node,
+                   s_side_name(peer->side), key,
+                   s_rid_text(rid, rid_size, rid_text, sizeof rid_text), peer->credit,
+                   hello->conns_count);
+    s_welcome(self, peer);
+    s_remind_joined(self, peer, hello);
+    return 0;
+}
+
+//  ---------------------------------------------------------------------
+//  INVITE and JOIN
+
+static int s_on_invite(broker_core_t *self, peer_t *peer, const proto_invite_msg_t *invite,
+                       int64_t now_ms)
+{
+    if (peer->side != SIDE_PUBLIC) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_UNKNOWN_KEY,
+                 PROTO_ERR_FORBIDDEN, invite->conn, NULL,
+                 "only a public node may INVITE; this key is a private node");
+        return 0;
+    }
+    if ((int64_t)invite->expires <= now_ms / 1000) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_JOIN_EXPIRED,
+                 PROTO_ERR_JOIN_EXPIRED, invite->conn, NULL,
+                 "invitation expiry %" PRIu64 " is already past", invite->expires);
+        return 0;
+    }
+    conn_t *conn = s_conn_find(self, invite->conn);
+    if (conn && strcmp(conn->key[SIDE_PUBLIC], peer->key) != 0) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_FOREIGN_CONN,
+                 PROTO_ERR_FORBIDDEN, invite->conn, NULL,
+                 "connection %s belongs to another public node", invite->conn);
+        return 0;
+    }
+    if (conn && conn->token_used) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_JOIN_REUSED,
+                 PROTO_ERR_JOIN_REUSED, invite->conn, NULL,
+                 "connection %s is already joined; make a new connection to invite again",
+                 invite->conn);
+        return 0;
+    }
+    if (!conn) {
+        if (self->conns_count >= (size_t)self->config->max_connections) {
+            s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_TOO_MANY_CONNS,
+                     PROTO_ERR_QUEUE_FULL, invite->conn, NULL,
+                     "broker holds %zu connections (max_connections)", self->conns_count);
+            return 0;
+        }
+        conn = s_conn_new(invite->conn);
+        if (!conn || !s_set(&conn->key[SIDE_PUBLIC], peer->key) || !s_conn_add(self, conn)) {
+            s_conn_free(conn);
+            return 0;
+        }
+        conn->created = now_ms / 1000;
+        conn->peer[SIDE_PUBLIC] = peer;
+        conn->last_seen_ms[SIDE_PUBLIC] = now_ms;
+    }
+    memcpy(conn->token_hash, invite->token_hash, sizeof conn->token_hash);
+    conn->expires = (int64_t)invite->expires;
+    if (!s_set(&conn->desc[SIDE_PUBLIC], invite->description))
+        return 0;
+    if (s_ensure_queues(self, conn) != 0 || s_conn_save(self, conn) != 0)
+        return -1;
+    ts_log(TS_LOG_INFO, "connection invited", "conn=%s node=%s expires=%" PRId64, conn->id,
+           peer->node, conn->expires);
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_INVITED);
+    msg.invited.conn = conn->id;
+    msg.invited.expires = (uint64_t)conn->expires;
+    s_reply(self, peer->rid, peer->rid_size, &msg);
+    return 0;
+}
+
+//  Sends JOINED for conn to both of its nodes that have a session.
+static void s_joined_both(broker_core_t *self, const conn_t *conn)
+{
+    for (int side = 0; side < 2; side++) {
+        peer_t *peer = conn->peer[side];
+        if (!peer)
+            continue;
+        proto_msg_t msg;
+        proto_msg_init(&msg, PROTO_JOINED);
+        msg.joined.conn = conn->id;
+        msg.joined.description = conn->desc[1 - side];
+        s_reply(self, peer->rid, peer->rid_size, &msg);
+    }
+}
+
+static int s_on_join(broker_core_t *self, peer_t *peer, const proto_join_t *join, int64_t now_ms)
+{
+    const char *id = join->conn;
+    if (peer->side != SIDE_PRIVATE) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_UNKNOWN_KEY,
+                 PROTO_ERR_FORBIDDEN, id, NULL, "only a private node may JOIN");
+        return 0;
+    }
+    conn_t *conn = s_conn_find(self, id);
+    if (!conn) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_UNKNOWN_CONN,
+                 PROTO_ERR_UNKNOWN_CONN, id, NULL,
+                 "no connection %s on this broker (was the invitation registered?)", id);
+        return 0;
+    }
+    uint8_t hash[SHA256_DIGEST_LENGTH];
+    SHA256(join->token, sizeof join->token, hash);
+    bool match = CRYPTO_memcmp(hash, conn->token_hash, sizeof hash) == 0;
+    if (conn->token_used) {
+        if (match && strcmp(conn->key[SIDE_PRIVATE], peer->key) == 0) {
+            conn->peer[SIDE_PRIVATE] = peer;
+            s_joined_both(self, conn); //  The same node asking again: answer again
+            return 0;
+        }
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_JOIN_REUSED,
+                 PROTO_ERR_JOIN_REUSED, id, NULL,
+                 "the invitation for connection %s was already used", id);
+        return 0;
+    }
+    if (!match) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_JOIN_BAD_TOKEN,
+                 PROTO_ERR_JOIN_BAD_TOKEN, id, NULL,
+                 "join token does not match connection %s (was the code copied whole?)", id);
+        return 0;
+    }
+    if (now_ms / 1000 >= conn->expires) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_JOIN_EXPIRED,
+                 PROTO_ERR_JOIN_EXPIRED, id, NULL,
+                 "the invitation for connection %s expired; ask for a new one", id);
+        return 0;
+    }
+    if (!s_set(&conn->key[SIDE_PRIVATE], peer->key) ||
+        !s_set(&conn->desc[SIDE_PRIVATE], join->description))
+        return 0;
+    conn->token_used = true;
+    conn->peer[SIDE_PRIVATE] = peer;
+    conn->last_seen_ms[SIDE_PRIVATE] = now_ms;
+    s_queue_rewind(&conn->queue[BROKER_DIR_TO_PRIVATE]);
+    if (s_conn_save(self, conn) != 0)
+        return -1;
+    ts_log(TS_LOG_INFO, "connection joined", "conn=%s node=%s key=%s", conn->id, peer->node,
+           peer->key);
+    s_joined_both(self, conn);
+    return 0;
+}
+
+//  ---------------------------------------------------------------------
+//  PUBLISH and CONSUMED
+
+//  The connection a data message names, if peer's key is bound to it;
+//  otherwise answers ERROR and returns NULL.
+static conn_t *s_bound_conn(broker_core_t *self, peer_t *peer, const char *id, uint64_t seq)
+{
+    conn_t *conn = s_conn_find(self, id);
+    if (!conn) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_UNKNOWN_CONN,
+                 PROTO_ERR_UNKNOWN_CONN, id, &seq, "no connection %s on this broker", id);
+        return NULL;
+    }
+    if (s_conn_side(conn, peer->key) != peer->side) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_FOREIGN_CONN,
+                 PROTO_ERR_FORBIDDEN, id, &seq, "key %s is not the %s node of connection %s",
+                 peer->key, s_side_name(peer->side), id);
+        return NULL;
+    }
+    return conn;
+}
+
+static void s_stored_reply(broker_core_t *self, const peer_t *peer, const char *conn, uint64_t seq)
+{
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_STORED);
+    msg.stored.conn = conn;
+    msg.stored.seq = seq;
+    s_reply(self, peer->rid, peer->rid_size, &msg);
+}
+
+static int s_on_publish(broker_core_t *self, peer_t *peer, const proto_data_t *data, int64_t now_ms)
+{
+    conn_t *conn = s_bound_conn(self, peer, data->conn, data->seq);
+    if (!conn)
+        return 0;
+    queue_t *queue = &conn->queue[peer->side];
+    queue->published++;
+    if (data->seq <= queue->last_seq) {
+        queue->duplicates++;
+        s_stored_reply(self, peer, conn->id, data->seq);
+        return 0;
+    }
+    if (data->seq != queue->last_seq + 1) {
+        uint64_t expected = queue->last_seq + 1;
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_SEQUENCE_GAP,
+                 PROTO_ERR_OUT_OF_ORDER, conn->id, &expected,
+                 "sequence gap on %s: got %" PRIu64 ", expected %" PRIu64
+                 "; re-send from the expected one",
+                 conn->id, data->seq, expected);
+        return 0;
+    }
+    if (queue->bytes + data->payload_size > (uint64_t)self->config->max_queue_bytes) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_QUEUE_FULL,
+                 PROTO_ERR_QUEUE_FULL, conn->id, &data->seq,
+                 "queue %s %s holds %" PRIu64 " bytes (max_queue_bytes); retry later", conn->id,
+                 s_dir_name(peer->side), queue->bytes);
+        return 0;
+    }
+    if (broker_store_append(self->store, queue->qid, data->seq, data->payload, data->payload_size,
+                            now_ms) != 0)
+        return s_fatal(self);
+    if (queue->count == 0) {
+        queue->oldest_ms = now_ms;
+        queue->oldest_stale = false;
+    }
+    queue->last_seq = data->seq;
+    queue->count++;
+    queue->bytes += data->payload_size;
+    queue->stored++;
+    queue->dirty = true;
+    queue->wake = true;
+    s_stored_reply(self, peer, conn->id, data->seq);
+    return 0;
+}
+
+//  Removes everything of queue up to seq (CONSUMED and HELLO's consumed are
+//  cumulative: the receiver applies in order) and updates the counters.
+//  Returns 0, or -1 (fatal).
+static int s_consume_upto(broker_core_t *self, queue_t *queue, uint64_t seq)
+{
+    if (queue->count == 0)
+        return 0;
+    uint64_t count = 0, bytes = 0;
+    if (broker_store_remove_upto(self->store, queue->qid, seq, &count, &bytes) != 0)
+        return s_fatal(self);
+    if (count == 0)
+        return 0; //  Consumed before (a repeated CONSUMED): nothing to do
+    //  Everything held at or below delivered_upto went out in this session.
+    if (seq >= queue->delivered_upto) {
+        queue->unacked = 0;
+        queue->delivered_upto = seq;
+    } else {
+        queue->unacked -= count < queue->unacked ? count : queue->unacked;
+    }
+    queue->count -= count < queue->count ? count : queue->count;
+    queue->bytes -= bytes < queue->bytes ? bytes : queue->bytes;
+    queue->consumed += count;
+    queue->oldest_stale = true;
+    queue->dirty = true;
+    queue->wake = true;
+    return 0;
+}
+
+static int s_on_consumed(broker_core_t *self, peer_t *peer, const proto_ack_t *ack)
+{
+    conn_t *conn = s_bound_conn(self, peer, ack->conn, ack->seq);
+    if (!conn)
+        return 0;
+    return s_consume_upto(self, &conn->queue[1 - peer->side], ack->seq);
+}
+
+//  ---------------------------------------------------------------------
+//  Frame dispatch
+
+static broker_reject_t s_decode_reason(proto_status_t status, proto_err_code_t *code)
+{
+    switch (status) {
+    case PROTO_E_FRAME_TOO_BIG:
+        *code = PROTO_ERR_TOO_BIG;
+        return BROKER_REJECT_TOO_BIG;
+    case PROTO_E_VERSION:
+        *code = PROTO_ERR_VERSION;
+        return BROKER_REJECT_VERSION;
+    case PROTO_E_UNKNOWN_TYPE:
+        *code = PROTO_ERR_BAD_FRAME;
+        return BROKER_REJECT_UNKNOWN_TYPE;
+    case PROTO_E_TOO_LONG:
+        *code = PROTO_ERR_TOO_BIG;
+        return BROKER_REJECT_TOO_BIG;
+    default:
+        *code = PROTO_ERR_BAD_FRAME;
+        return BROKER_REJECT_BAD_FRAME;
+    }
+}
+
+static int s_dispatch(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
+                      peer_t *peer, const proto_msg_t *msg, int64_t now_ms)
+{
+    if (msg->type == PROTO_HELLO)
+        return s_on_hello(self, rid, rid_size, key, peer, &msg->hello, now_ms);
+    bool from_node = msg->type == PROTO_PING || msg->type == PROTO_PONG ||
+                     msg->type == PROTO_INVITE || msg->type == PROTO_JOIN ||
+                     msg->type == PROTO_PUBLISH || msg->type == PROTO_CONSUMED ||
+                     msg->type == PROTO_ERROR;
+    if (!from_node) {
+        s_refuse(self, rid, rid_size, key, BROKER_REJECT_UNEXPECTED_TYPE, PROTO_ERR_BAD_FRAME, NULL,
+                 NULL, "a node may not send %s to the broker", proto_type_name(msg->type));
+        return 0;
+    }
+    if (!peer) {
+        if (msg->type == PROTO_ERROR)
+            return 0; //  Never answer an ERROR with an ERROR
+        s_refuse(self, rid, rid_size, key, BROKER_REJECT_NOT_HELLO, PROTO_ERR_NOT_HELLO, NULL, NULL,
+                 "unknown session (broker restarted?): send HELLO");
+        return 0;
+    }
+    switch (msg->type) {
+    case PROTO_PING: {
+        proto_msg_t pong;
+        proto_msg_init(&pong, PROTO_PONG);
+        s_reply(self, rid, rid_size, &pong);
+        return 0;
+    }
+    case PROTO_INVITE:
+        return s_on_invite(self, peer, &msg->invite, now_ms);
+    case PROTO_JOIN:
+        return s_on_join(self, peer, &msg->join, now_ms);
+    case PROTO_PUBLISH:
+        return s_on_publish(self, peer, &msg->publish, now_ms);
+    case PROTO_CONSUMED:
+        return s_on_consumed(self, peer, &msg->consumed);
+    case PROTO_ERROR: {
+        char quoted[600];
+        ts_log_limited(&self->limiter, TS_LOG_WARN, "node reported error",
+                       "node=%s code=%u conn=%s text=%s", peer->node, msg->error.code,
+                       msg->error.conn ? msg->error.conn : "-",
+                       ts_log_quote(quoted, sizeof quoted, msg->error.text));
+        return 0;
+    }
+    default: //  PONG: the heartbeat was counted by the caller
+        return 0;
+    }
+}
+
+int broker_core_handle(broker_core_t *self, const uint8_t *rid, size_t rid_size,
+                       const char *user_id, const uint8_t *data, size_t size, int64_t now_ms)
+{
+    if (self->fatal)
+        return -1;
+    if (rid_size == 0 || rid_size >= RID_MAX) {
+        broker_core_reject(self, BROKER_REJECT_BAD_FRAME, "routing id of a bad size");
+        return 0;
+    }
+    if (!user_id || strlen(user_id) != 40) {
+        s_refuse(self, rid, rid_size, NULL, BROKER_REJECT_NO_USER_ID, PROTO_ERR_FORBIDDEN, NULL,
+                 NULL, "message without a CURVE key");
+        return 0;
+    }
+    proto_msg_t msg;
+    proto_error_t perr;
+    proto_status_t status = proto_msg_decode(data, size, &self->limits, &msg, &perr);
+    if (status != PROTO_OK) {
+        proto_err_code_t code;
+        broker_reject_t reason = s_decode_reason(status, &code);
+        s_refuse(self, rid, rid_size, user_id, reason, code, NULL, NULL, "%s",
+                 proto_error_str(&perr));
+        return 0;
+    }
+    peer_t *peer = s_peer_by_rid(self, rid, rid_size);
+    if (peer && strcmp(peer->key, user_id) != 0) {
+        //  The routing id was handed over to a connection with another key:
+        //  the old session cannot be reached any more.
+        self->metrics.rejected[BROKER_REJECT_KEY_MISMATCH]++;
+        s_peer_drop(self, peer, "routing_id_taken", now_ms);
+        peer = NULL;
+    }
+    if (peer)
+        peer->last_seen_ms = now_ms;
+    int rc = s_dispatch(self, rid, rid_size, user_id, peer, &msg, now_ms);
+    proto_msg_clear(&msg);
+    return rc;
+}
+
+//  ---------------------------------------------------------------------
+//  Flush: commit, replies, deliveries
+
+typedef struct {
+    broker_core_t *core; //  The core
+    conn_t *conn;        //  Connection delivered from
+    queue_t *queue;      //  Queue delivered from
+    peer_t *peer;        //  Receiver
+    int64_t now_ms;      //  Clock
+    int failed;          //  0, or the errno of the failed send
+} deliver_t;
+
+static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t stored_at,
+                         void *arg)
+{
+    (void)stored_at;
+    deliver_t *d = arg;
+    broker_core_t *self = d->core;
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_DELIVER);
+    msg.deliver.conn = d->conn->id;
+    msg.deliver.seq = seq;
+    msg.deliver.payload = payload;
+    msg.deliver.payload_size = size;
+    proto_error_t perr;
+    if (proto_msg_encode(&msg, &self->limits, &self->buf, &perr) != PROTO_OK) {
+        ts_log(TS_LOG_ERROR, "cannot encode DELIVER", "conn=%s seq=%" PRIu64 " error=\"%s\"",
+               d->conn->id, seq, proto_error_str(&perr));
+        d->failed = EAGAIN;
+        return 1;
+    }
+    if (s_send(self, d->peer->rid, d->peer->rid_size, self->buf.data, self->buf.size, d->now_ms) !=
+        0) {
+        d->failed = errno;
+        return 1;
+    }
+    queue_t *queue = d->queue;
+    queue->delivered_upto = seq;
+    queue->unacked++;
+    queue->delivered++;
+    if (seq <= queue->max_delivered)
+        queue->redelivered++;
+    else
+        queue->max_delivered = seq;
+    return 0;
+}
+
+//  Sends what the receiver's window allows. Returns 0, or -1 (store read
+//  failure, fatal).
+static int s_deliver(broker_core_t *self, conn_t *conn, int dir, int64_t now_ms)
+{
+    queue_t *queue = &conn->queue[dir];
+    peer_t *peer = conn->peer[1 - dir];
+    if (!peer || queue->qid < 0)
+        return 0;
+    uint64_t window = peer->credit;
+    if (window > (uint64_t)self->config->credit)
+        window = (uint64_t)self->config->credit;
+    while (queue->unacked < window && queue->count > queue->unacked) {
+        deliver_t d = {self, conn, queue, peer, now_ms, 0};
+        int n = broker_store_read(self->store, queue->qid, queue->delivered_upto,
+                                  (int)(window - queue->unacked), s_deliver_one, &d);
+        if (n < 0)
+            return s_fatal(self);
+        if (d.failed == EHOSTUNREACH) {
+            s_peer_drop(self, peer, "unreachable", now_ms);
+            return 0;
+        }
+        if (d.failed) {
+            queue->wake = true; //  Receiver's pipe is full: try again later
+            return 0;
+        }
+        if (n == 0)
+            break; //  count says more, the store says no more: counters are high
+    }
+    return 0;
+}
+
+static int s_deliver_all(broker_core_t *self, int64_t now_ms)
+{
+    for (size_t i = 0; i < self->conns_count; i++) {
+        conn_t *conn = self->conns[i];
+        for (int dir = 0; dir < 2; dir++) {
+            if (!conn->queue[dir].wake)
+                continue;
+            conn->queue[dir].wake = false;
+            if (s_deliver(self, conn, dir, now_ms) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+//  Writes the counters of every queue that changed into the open
+//  transaction.
+static int s_save_queues(broker_core_t *self)
+{
+    for (size_t i = 0; i < self->conns_count; i++) {
+        conn_t *conn = self->conns[i];
+        for (int dir = 0; dir < 2; dir++) {
+            queue_t *queue = &conn->queue[dir];
+            if (!queue->dirty)
+                continue;
+            broker_store_queue_t row = {.qid = queue->qid,
+                                        .last_seq = queue->last_seq,
+                                        .count = queue->count,
+                                        .bytes = queue->bytes};
+            if (broker_store_queue_save(self->store, &row) != 0)
+                return s_fatal(self);
+            queue->dirty = false;
+        }
+    }
+    return 0;
+}
+
+static void s_send_replies(broker_core_t *self, int64_t now_ms)
+{
+    for (size_t i = 0; i < self->replies_count; i++) {
+        reply_t *reply = &self->replies[i];
+        if (s_send(self, reply->rid, reply->rid_size, reply->data, reply->size, now_ms) == 0)
+            continue;
+        if (errno == EHOSTUNREACH)
+            s_unreachable(self, reply->rid, reply->rid_size, now_ms);
+        else
+            self->metrics.replies_dropped++;
+    }
+    s_replies_clear(self);
+}
+
+int broker_core_flush(broker_core_t *self, int64_t now_ms)
+{
+    if (self->fatal)
+        return -1;
+    if (broker_store_dirty(self->store)) {
+        if (s_save_queues(self) != 0)
+            return -1;
+        if (broker_store_commit(self->store) != 0) {
+            s_replies_clear(self);
+            return s_fatal(self);
+        }
+        broker_metrics_observe_fsync(&self->metrics, broker_store_last_commit_seconds(self->store));
+    }
+    s_send_replies(self, now_ms);
+    return s_deliver_all(self, now_ms);
+}
+
+int broker_core_tick(broker_core_t *self, int64_t now_ms)
+{
+    if (self->fatal)
+        return -1;
+    int64_t interval = self->config->heartbeat_ms;
+    int64_t dead_after = interval * self->config->liveness;
+    for (size_t i = 0; i < self->peers_count;) {
+        peer_t *peer = self->peers[i];
+        if (now_ms - peer->last_seen_ms > dead_after) {
+            s_peer_drop(self, peer, "silent", now_ms); //  peers[i] now holds another peer
+            continue;
+        }
+        i++;
+        if (now_ms - peer->last_sent_ms < interval)
+            continue;
+        proto_msg_t ping;
+        proto_msg_init(&ping, PROTO_PING);
+        if (proto_msg_encode(&ping, &self->limits, &self->buf, NULL) != PROTO_OK)
+            continue;
+        if (s_send(self, peer->rid, peer->rid_size, self->buf.data, self->buf.size, now_ms) != 0 &&
+            errno == EHOSTUNREACH) {
+            s_peer_drop(self, peer, "unreachable", now_ms);
+            i--;
+        }
+    }
+    return broker_core_flush(self, now_ms);
+}
+
+//  ---------------------------------------------------------------------
+//  Metrics
+
+typedef double (*queue_value_fn)(broker_core_t *self, queue_t *queue, int64_t now_ms);
+
+static double s_q_ready(broker_core_t *self, queue_t *q, int64_t now_ms)
+{
+    (void)self, (void)now_ms;
+    return (double)(q->count > q->unacked ? q->count - q->unacked : 0);
+}
+static double s_q_unacked(broker_core_t *self, queue_t *q, int64_t now_ms)
+{
+    (void)self, (void)now_ms;
+    return (double)q->unacked;
+}
+static double s_q_bytes(broker_core_t *self, queue_t *q, int64_t now_ms)
+{
+    (void)self, (void)now_ms;
+    return (double)q->bytes;
+}
+static double s_q_last_seq(broker_core_t *self, queue_t *q, int64_t now_ms)
+{
+    (void)self, (void)now_ms;
+    return (double)q->last_seq;
+}
+static double s_q_age(broker_core_t *self, queue_t *q, int64_t now_ms)
+{
+    if (q->count == 0)
+        return 0;
+    if (q->oldest_stale) {
+        q->oldest_ms = broker_store_oldest(self->store, q->qid);
+        q->oldest_stale = false;
+    }
+    return q->oldest_ms && now_ms > q->oldest_ms ? (double)(now_ms - q->oldest_ms) / 1000.0 : 0;
+}
+#define COUNTER_FN(field)                                                                          \
+    static double s_q_##field(broker_core_t *self, queue_t *q, int64_t now_ms)                     \
+    {                                                                                              \
+        (void)self, (void)now_ms;                                                                  \
+        return (double)q->field;                                                                   \
+    }
+COUNTER_FN(published)
+COUNTER_FN(stored)
+COUNTER_FN(delivered)
+COUNTER_FN(consumed)
+COUNTER_FN(redelivered)
+COUNTER_FN(duplicates)
+
+static const struct {
+    const char *name;
+    const char *type;
+    queue_value_fn fn;
+    const char *help;
+} s_queue_families[] = {
+    {"twinsync_broker_queue_messages_ready", "gauge", s_q_ready,
+     "Messages stored and not yet delivered to the receiving node."},
+    {"twinsync_broker_queue_messages_unacked", "gauge", s_q_unacked,
+     "Messages delivered and not yet consumed."},
+    {"twinsync_broker_queue_bytes", "gauge", s_q_bytes, "Payload bytes held in the queue."},
+    {"twinsync_broker_queue_oldest_message_age_seconds", "gauge", s_q_age,
+     "Age of the oldest message held (0 when empty)."},
+    {"twinsync_broker_queue_last_stored_sequence", "gauge", s_q_last_seq,
+     "Highest sequence stored (the duplicate filter)."},
+    {"twinsync_broker_queue_published_total", "counter", s_q_published,
+     "PUBLISH frames accepted, new and duplicate."},
+    {"twinsync_broker_queue_stored_total", "counter", s_q_stored, "Messages stored durably."},
+    {"twinsync_broker_queue_delivered_total", "counter", s_q_delivered,
+     "DELIVER frames sent, first deliveries and redeliveries."},
+    {"twinsync_broker_queue_consumed_total", "counter", s_q_consumed,
+     "Messages removed after the receiving node consumed them."},
+    {"twinsync_broker_queue_redelivered_total", "counter", s_q_redelivered,
+     "DELIVER frames of a sequence already delivered since the broker started."},
+    {"twinsync_broker_queue_duplicates_total", "counter", s_q_duplicates,
+     "PUBLISH frames of a sequence already stored (answered STORED, not stored again)."},
+};
+
+static void s_conn_labels(char *buf, size_t size, const conn_t *conn, const char *key,
+                          const char *value)
+{
+    buf[0] = '\0';
+    broker_prom_label(buf, size, "connection", conn->id);
+    if (key)
+        broker_prom_label(buf, size, key, value);
+}
+
+static void s_write_queue_metrics(broker_core_t *self, proto_buf_t *out, int64_t now_ms)
+{
+    for (size_t f = 0; f < sizeof s_queue_families / sizeof s_queue_families[0]; f++) {
+        broker_prom_family(out, s_queue_families[f].name, s_queue_families[f].type,
+                           s_queue_families[f].help);
+        for (size_t i = 0; i < self->conns_count; i++) {
+            for (int dir = 0; dir < 2; dir++) {
+                char labels[256];
+                s_conn_labels(labels, sizeof labels, self->conns[i], "direction", s_dir_name(dir));
+                queue_t *queue = &self->conns[i]->queue[dir];
+                broker_prom_sample(out, s_queue_families[f].name, labels,
+                                   s_queue_families[f].fn(self, queue, now_ms));
+            }
+        }
+    }
+}
+
+static void s_write_conn_metrics(broker_core_t *self, proto_buf_t *out)
+{
+    const char *name = "twinsync_broker_connection_peers_connected";
+    broker_prom_family(out, name, "gauge", "Nodes of the connection with a live session (0-2).");
+    for (size_t i = 0; i < self->conns_count; i++) {
+        conn_t *conn = self->conns[i];
+        char labels[256];
+        s_conn_labels(labels, sizeof labels, conn, NULL, NULL);
+        broker_prom_sample(out, name, labels, (conn->peer[0] != NULL) + (conn->peer[1] != NULL));
+    }
+    name = "twinsync_broker_connection_joined";
+    broker_prom_family(out, name, "gauge", "1 when the private node has joined, 0 while pending.");
+    for (size_t i = 0; i < self->conns_count; i++) {
+        char labels[256];
+        s_conn_labels(labels, sizeof labels, self->conns[i], NULL, NULL);
+        broker_prom_sample(out, name, labels, self->conns[i]->token_used);
+    }
+    name = "twinsync_broker_connection_last_seen_timestamp_seconds";
+    broker_prom_family(out, name, "gauge",
+                       "When each node of the connection was last heard from (Unix time, 0: "
+                       "never since start).");
+    for (size_t i = 0; i < self->conns_count; i++) {
+        conn_t *conn = self->conns[i];
+        for (int side = 0; side < 2; side++) {
+            int64_t seen =
+                conn->peer[side] ? conn->peer[side]->last_seen_ms : conn->last_seen_ms[side];
+            char labels[256];
+            s_conn_labels(labels, sizeof labels, conn, "role", s_side_name(side));
+            broker_prom_sample(out, name, labels, (double)seen / 1000.0);
+        }
+    }
+}
+
+static void s_write_broker_metrics(broker_core_t *self, proto_buf_t *out)
+{
+    broker_metrics_write_rejects(&self->metrics, out, "twinsync_broker_frames_rejected_total");
+    broker_metrics_write_fsync(&self->metrics, out, "twinsync_broker_store_fsync_seconds");
+    const char *name = "twinsync_broker_store_bytes";
+    broker_prom_family(out, name, "gauge", "Size of the store on disk (database and WAL).");
+    broker_prom_sample(out, name, NULL, (double)broker_store_disk_bytes(self->store));
+    size_t joined = 0;
+    for (size_t i = 0; i < self->conns_count; i++)
+        joined += self->conns[i]->token_used;
+    name = "twinsync_broker_connections";
+    broker_prom_family(out, name, "gauge", "Connections known to the broker, by state.");
+    broker_prom_sample(out, name, "state=\"pending\"", (double)(self->conns_count - joined));
+    broker_prom_sample(out, name, "state=\"active\"", (double)joined);
+    name = "twinsync_broker_peers";
+    broker_prom_family(out, name, "gauge", "Node sessions (peers that said HELLO and are alive).");
+    broker_prom_sample(out, name, NULL, (double)self->peers_count);
+    name = "twinsync_broker_replies_dropped_total";
+    broker_prom_family(out, name, "counter",
+                       "Replies not sent because the peer's queue was full (the node re-sends).");
+    broker_prom_sample(out, name, NULL, (double)self->metrics.replies_dropped);
+    broker_metrics_write_handshakes(&self->metrics, out, "twinsync_broker_handshakes_failed_total");
+    name = "twinsync_broker_hello_ahead_total";
+    broker_prom_family(out, name, "counter",
+                       "HELLOs reporting a STORED sequence the broker does not hold (lost data).");
+    broker_prom_sample(out, name, NULL, (double)self->metrics.hello_ahead);
+    name = "twinsync_broker_start_time_seconds";
+    broker_prom_family(out, name, "gauge", "When the broker started (Unix time).");
+    broker_prom_sample(out, name, NULL, (double)(self->start_ms / 1000));
+}
+
+void broker_core_write_metrics(broker_core_t *self, proto_buf_t *out, int64_t now_ms)
+{
+    proto_buf_reset(out);
+    s_write_queue_metrics(self, out, now_ms);
+    s_write_conn_metrics(self, out);
+    s_write_broker_metrics(self, out);
+}

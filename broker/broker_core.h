@@ -1,0 +1,99 @@
+/*  broker_core.h: the broker's protocol engine, without sockets.
+
+    The core knows peers (sessions, keyed by ZeroMQ routing id), connections
+    (who owns and who joined them) and their two queues, one per direction.
+    It takes frames in (broker_core_handle), and gives frames out through a
+    send callback, so that the daemon (broker_server.c), the tests and the
+    fuzzer drive the same code.
+
+    Batching (group commit): the caller hands in every frame it can read
+    without blocking, up to a batch limit, then calls broker_core_flush. Writes
+    of the batch go into one store transaction; flush commits it (one fsync),
+    then sends every reply of the batch in order (STORED, JOINED, WELCOME,
+    ERROR, PONG ...), then delivers from the store within each receiver's
+    credit window. Nothing that needs durability is answered before the
+    commit.
+
+    Authorisation, per message, by the CURVE key (ZAP User-Id, Z85):
+      - public nodes: keys listed in the configuration; may HELLO, INVITE,
+        PUBLISH and CONSUME on the connections they invited;
+      - private nodes: any other key; may HELLO and JOIN with a valid token,
+        which binds the key to the connection; then PUBLISH and CONSUME on it;
+      - the direction of a PUBLISH/CONSUMED follows from the sender's role
+        on that connection; a key that names a connection it is not bound to
+        gets ERROR 403.
+    Every refusal is counted by reason (broker_metrics_t) and logged with a
+    rate limit.
+*/
+#ifndef BROKER_CORE_H
+#define BROKER_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker_config.h"
+#include "broker_metrics.h"
+#include "broker_store.h"
+#include "proto_buf.h"
+
+//  Queue directions; the label values are "public_to_private" and
+//  "private_to_public".
+typedef enum {
+    BROKER_DIR_TO_PRIVATE = 0, //  Published by the public node
+    BROKER_DIR_TO_PUBLIC = 1   //  Published by the private node
+} broker_dir_t;
+
+//  Sends one frame to routing id rid. Returns 0, or -1 with errno
+//  EHOSTUNREACH (the peer is gone) or EAGAIN (its queue is full); the core
+//  treats any other errno as EAGAIN.
+typedef int (*broker_send_fn)(void *arg, const uint8_t *rid, size_t rid_size, const uint8_t *data,
+                              size_t size);
+
+typedef struct broker_core_t broker_core_t;
+
+//  Makes a core over store (borrowed, must outlive the core) and config
+//  (borrowed), loading connections and queue counters from the store.
+//  Returns NULL with a reason in err.
+broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *config,
+                               broker_send_fn send, void *send_arg, char *err, size_t errlen);
+
+//  Frees the core and sets *self_p to NULL; accepts NULL. Does not commit.
+void broker_core_destroy(broker_core_t **self_p);
+
+//  Handles one frame from routing id rid, sent by CURVE key user_id (Z85,
+//  NULL when the message carried none). now_ms is CLOCK_REALTIME in ms.
+//  Replies wait for broker_core_flush. Returns 0, or -1 when the store
+//  failed (fatal: stop without flushing; broker_core_error says why).
+int broker_core_handle(broker_core_t *self, const uint8_t *rid, size_t rid_size,
+                       const char *user_id, const uint8_t *data, size_t size, int64_t now_ms);
+
+//  Counts (and logs, rate-limited) a frame the caller refused before it
+//  reached broker_core_handle, e.g. a multipart message.
+void broker_core_reject(broker_core_t *self, broker_reject_t reason, const char *detail);
+
+//  Commits the batch, sends its replies, then delivers. Returns 0, or -1
+//  when the commit failed (fatal: the caller must exit non-zero without
+//  sending anything else).
+int broker_core_flush(broker_core_t *self, int64_t now_ms);
+
+//  Heartbeats: PINGs idle peers, drops peers silent for liveness
+//  heartbeats (their deliveries will be made again). Call at least every
+//  heartbeat_ms / 2. Returns 0, or -1 as broker_core_flush.
+int broker_core_tick(broker_core_t *self, int64_t now_ms);
+
+//  Writes every metric in Prometheus text format into out (contents
+//  replaced). extra may add broker-wide counters owned by the caller.
+void broker_core_write_metrics(broker_core_t *self, proto_buf_t *out, int64_t now_ms);
+
+//  The counters the core keeps (owned by the core; the caller may add to
+//  fields it observes itself, e.g. handshakes_refused).
+broker_metrics_t *broker_core_metrics(broker_core_t *self);
+
+//  Why the last fatal failure happened.
+const char *broker_core_error(const broker_core_t *self);
+
+//  Number of live sessions.
+size_t broker_core_peer_count(const broker_core_t *self);
+
+#endif

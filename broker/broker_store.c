@@ -1,0 +1,479 @@
+/*  broker_store.c: the broker's durable store on SQLite (see broker_store.h).
+
+    Schema (version 1, PRAGMA user_version):
+      queues(qid INTEGER PRIMARY KEY, conn, dir, last_seq, count, bytes)
+      messages(qid, seq, stored_at, payload, PRIMARY KEY (qid, seq))
+      connections(conn PRIMARY KEY, public_key, private_key, token_hash,
+                  expires, token_used, public_desc, private_desc, created)
+
+    messages is an ordinary rowid table with a unique (qid, seq) index rather
+    than WITHOUT ROWID: payloads are around a kilobyte, and SQLite's advice is
+    that WITHOUT ROWID pays off only for rows under ~1/20 of a page.
+
+    The backlog lives on disk: the page cache is bounded (cache_size) and
+    memory-mapped I/O is off, so RSS does not grow with the queue. A restart
+    reads the queues and connections tables only.
+
+    Every statement is prepared once at open. Writes go into one transaction
+    that the first write after a commit opens (group commit).
+*/
+#include "broker_store.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define SCHEMA_VERSION 1
+
+enum {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_QUEUE_INSERT,
+    ST_QUEUE_SAVE,
+    ST_QUEUE_ALL,
+    ST_CONN_SAVE,
+    ST_CONN_ALL,
+    ST_APPEND,
+    ST_REMOVE_UPTO_STATS,
+    ST_REMOVE_UPTO,
+    ST_READ,
+    ST_OLDEST,
+    ST_COUNT
+};
+
+static const char *s_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_QUEUE_INSERT] = "INSERT INTO queues (conn, dir, last_seq, count, bytes) "
+                        "VALUES (?1, ?2, 0, 0, 0)",
+    [ST_QUEUE_SAVE] = "UPDATE queues SET last_seq = ?2, count = ?3, bytes = ?4 WHERE qid = ?1",
+    [ST_QUEUE_ALL] = "SELECT qid, conn, dir, last_seq, count, bytes FROM queues ORDER BY qid",
+    [ST_CONN_SAVE] = "INSERT OR REPLACE INTO connections (conn, public_key, private_key, "
+                     "token_hash, expires, token_used, public_desc, private_desc, created) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_CONN_ALL] = "SELECT conn, public_key, private_key, token_hash, expires, token_used, "
+                    "public_desc, private_desc, created FROM connections ORDER BY conn",
+    [ST_APPEND] = "INSERT INTO messages (qid, seq, stored_at, payload) VALUES (?1, ?2, ?3, ?4)",
+    [ST_REMOVE_UPTO_STATS] = "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages "
+                             "WHERE qid = ?1 AND seq <= ?2",
+    [ST_REMOVE_UPTO] = "DELETE FROM messages WHERE qid = ?1 AND seq <= ?2",
+    [ST_READ] = "SELECT seq, payload, stored_at FROM messages WHERE qid = ?1 AND seq > ?2 "
+                "ORDER BY seq LIMIT ?3",
+    [ST_OLDEST] = "SELECT stored_at FROM messages WHERE qid = ?1 ORDER BY seq LIMIT 1",
+};
+
+static const char *s_schema = "CREATE TABLE IF NOT EXISTS queues ("
+                              "  qid INTEGER PRIMARY KEY,"
+                              "  conn TEXT NOT NULL,"
+                              "  dir INTEGER NOT NULL,"
+                              "  last_seq INTEGER NOT NULL,"
+                              "  count INTEGER NOT NULL,"
+                              "  bytes INTEGER NOT NULL,"
+                              "  UNIQUE (conn, dir));"
+                              "CREATE TABLE IF NOT EXISTS messages ("
+                              "  qid INTEGER NOT NULL,"
+                              "  seq INTEGER NOT NULL,"
+                              "  stored_at INTEGER NOT NULL,"
+                              "  payload BLOB NOT NULL,"
+                              "  PRIMARY KEY (qid, seq));"
+                              "CREATE TABLE IF NOT EXISTS connections ("
+                              "  conn TEXT PRIMARY KEY,"
+                              "  public_key TEXT NOT NULL,"
+                              "  private_key TEXT NOT NULL,"
+                              "  token_hash BLOB NOT NULL,"
+                              "  expires INTEGER NOT NULL,"
+                              "  token_used INTEGER NOT NULL,"
+                              "  public_desc TEXT NOT NULL,"
+                              "  private_desc TEXT NOT NULL,"
+                              "  created INTEGER NOT NULL);";
+
+struct broker_store_t {
+    sqlite3 *db;                  //  The database connection
+    sqlite3_stmt *stmt[ST_COUNT]; //  Prepared statements, by ST_*
+    char *path;                   //  Database file path
+    bool in_txn;                  //  A write transaction is open
+    double last_commit_s;         //  Duration of the last commit
+    char error[512];              //  Reason of the last failure
+};
+
+static int s_fail(broker_store_t *self, const char *what)
+{
+    snprintf(self->error, sizeof self->error, "%s: %s (sqlite code %d)", what,
+             sqlite3_errmsg(self->db), sqlite3_extended_errcode(self->db));
+    return -1;
+}
+
+static double s_mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+//  Runs a statement that returns no rows (or whose rows are ignored) and
+//  resets it. Returns 0, or -1 with self->error set.
+static int s_step_done(broker_store_t *self, int which, const char *what)
+{
+    sqlite3_stmt *stmt = self->stmt[which];
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        ;
+    int result = rc == SQLITE_DONE ? 0 : s_fail(self, what);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return result;
+}
+
+//  Opens the write transaction if none is open. Returns 0 or -1.
+static int s_begin(broker_store_t *self)
+{
+    if (self->in_txn)
+        return 0;
+    if (s_step_done(self, ST_BEGIN, "begin transaction") != 0)
+        return -1;
+    self->in_txn = true;
+    return 0;
+}
+
+static int s_exec(broker_store_t *self, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(self->db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return 0;
+    snprintf(self->error, sizeof self->error, "%s: %s", sql, msg ? msg : "failed");
+    sqlite3_free(msg);
+    return -1;
+}
+
+//  Sets the pragmas that make the store what broker_store.h promises, checks
+//  that WAL mode took, and creates the schema.
+static int s_setup(broker_store_t *self, const broker_store_options_t *options)
+{
+    long cache_kib = options && options->cache_kib > 0 ? options->cache_kib : 8192;
+    long wal_kib = options && options->wal_limit_kib > 0 ? options->wal_limit_kib : 65536;
+    bool no_sync = options && options->no_sync;
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "PRAGMA busy_timeout = 5000;"
+             "PRAGMA synchronous = %s;"
+             "PRAGMA cache_size = -%ld;"
+             "PRAGMA mmap_size = 0;"
+             "PRAGMA temp_store = FILE;"
+             "PRAGMA journal_size_limit = %ld;"
+             "PRAGMA foreign_keys = OFF;",
+             no_sync ? "OFF" : "FULL", cache_kib, wal_kib * 1024);
+    if (s_exec(self, sql) != 0)
+        return -1;
+
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(self->db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL) != SQLITE_OK)
+        return s_fail(self, "set journal_mode");
+    int rc = sqlite3_step(stmt);
+    const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(stmt, 0) : NULL;
+    bool wal = mode && strcmp(mode, "wal") == 0;
+    sqlite3_finalize(stmt);
+    if (!wal) {
+        snprintf(self->error, sizeof self->error,
+                 "cannot switch %s to WAL mode (is the file system local?)", self->path);
+        return -1;
+    }
+    if (s_exec(self, s_schema) != 0)
+        return -1;
+
+    if (sqlite3_prepare_v2(self->db, "PRAGMA user_version", -1, &stmt, NULL) != SQLITE_OK)
+        return s_fail(self, "read user_version");
+    int version = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int(stmt, 0) : -1;
+    sqlite3_finalize(stmt);
+    if (version == 0) {
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
+        return s_exec(self, sql);
+    }
+    if (version != SCHEMA_VERSION) {
+        snprintf(self->error, sizeof self->error,
+                 "%s has schema version %d, this broker knows %d (newer broker's store?)",
+                 self->path, version, SCHEMA_VERSION);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_prepare_all(broker_store_t *self)
+{
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (sqlite3_prepare_v3(self->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &self->stmt[i],
+                               NULL) != SQLITE_OK)
+            return s_fail(self, s_sql[i]);
+    }
+    return 0;
+}
+
+broker_store_t *broker_store_open(const char *dir, const broker_store_options_t *options, char *err,
+                                  size_t errlen)
+{
+    if (!dir || !*dir) {
+        snprintf(err, errlen, "no state directory given");
+        return NULL;
+    }
+    broker_store_t *self = calloc(1, sizeof *self);
+    if (!self || asprintf(&self->path, "%s/%s", dir, BROKER_STORE_FILE) < 0) {
+        free(self);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(self->path, &self->db, flags, options ? options->vfs : NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", self->path,
+                 self->db ? sqlite3_errmsg(self->db) : sqlite3_errstr(rc));
+        broker_store_destroy(&self);
+        return NULL;
+    }
+    sqlite3_extended_result_codes(self->db, 1);
+    if (s_setup(self, options) != 0 || s_prepare_all(self) != 0) {
+        snprintf(err, errlen, "cannot open store %s: %s", self->path, self->error);
+        broker_store_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void broker_store_destroy(broker_store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    broker_store_t *self = *self_p;
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(self->stmt[i]);
+    if (self->db) {
+        if (self->in_txn)
+            sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(self->db);
+    }
+    free(self->path);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *broker_store_error(const broker_store_t *self)
+{
+    return self->error;
+}
+
+int broker_store_each_queue(broker_store_t *self,
+                            int (*fn)(const broker_store_queue_t *queue, void *arg), void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[ST_QUEUE_ALL];
+    int rc;
+    int stop = 0;
+    while (!stop && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        broker_store_queue_t queue = {
+            .qid = sqlite3_column_int64(stmt, 0),
+            .conn = (const char *)sqlite3_column_text(stmt, 1),
+            .dir = sqlite3_column_int(stmt, 2),
+            .last_seq = (uint64_t)sqlite3_column_int64(stmt, 3),
+            .count = (uint64_t)sqlite3_column_int64(stmt, 4),
+            .bytes = (uint64_t)sqlite3_column_int64(stmt, 5),
+        };
+        if (!queue.conn)
+            queue.conn = "";
+        stop = fn(&queue, arg);
+    }
+    int result = stop || rc == SQLITE_DONE ? 0 : s_fail(self, "read queues");
+    sqlite3_reset(stmt);
+    return result;
+}
+
+static const char *s_text(sqlite3_stmt *stmt, int column)
+{
+    const char *text = (const char *)sqlite3_column_text(stmt, column);
+    return text ? text : "";
+}
+
+int broker_store_each_conn(broker_store_t *self,
+                           int (*fn)(const broker_store_conn_t *conn, void *arg), void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[ST_CONN_ALL];
+    int rc;
+    int stop = 0;
+    while (!stop && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        broker_store_conn_t conn = {
+            .conn = s_text(stmt, 0),
+            .public_key = s_text(stmt, 1),
+            .private_key = s_text(stmt, 2),
+            .expires = sqlite3_column_int64(stmt, 4),
+            .token_used = sqlite3_column_int(stmt, 5) != 0,
+            .public_desc = s_text(stmt, 6),
+            .private_desc = s_text(stmt, 7),
+            .created = sqlite3_column_int64(stmt, 8),
+        };
+        const void *hash = sqlite3_column_blob(stmt, 3);
+        if (hash && sqlite3_column_bytes(stmt, 3) == (int)sizeof conn.token_hash)
+            memcpy(conn.token_hash, hash, sizeof conn.token_hash);
+        stop = fn(&conn, arg);
+    }
+    int result = stop || rc == SQLITE_DONE ? 0 : s_fail(self, "read connections");
+    sqlite3_reset(stmt);
+    return result;
+}
+
+int broker_store_queue_create(broker_store_t *self, const char *conn, int dir, int64_t *qid)
+{
+    if (s_begin(self) != 0)
+        return -1;
+    sqlite3_stmt *stmt = self->stmt[ST_QUEUE_INSERT];
+    sqlite3_bind_text(stmt, 1, conn, -1, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 2, dir);
+    if (s_step_done(self, ST_QUEUE_INSERT, "create queue") != 0)
+        return -1;
+    *qid = sqlite3_last_insert_rowid(self->db);
+    return 0;
+}
+
+int broker_store_queue_save(broker_store_t *self, const broker_store_queue_t *queue)
+{
+    if (s_begin(self) != 0)
+        return -1;
+    sqlite3_stmt *stmt = self->stmt[ST_QUEUE_SAVE];
+    sqlite3_bind_int64(stmt, 1, queue->qid);
+    sqlite3_bind_int64(stmt, 2, (sqlite3_int64)queue->last_seq);
+    sqlite3_bind_int64(stmt, 3, (sqlite3_int64)queue->count);
+    sqlite3_bind_int64(stmt, 4, (sqlite3_int64)queue->bytes);
+    return s_step_done(self, ST_QUEUE_SAVE, "save queue");
+}
+
+int broker_store_conn_save(broker_store_t *self, const broker_store_conn_t *conn)
+{
+    if (s_begin(self) != 0)
+        return -1;
+    sqlite3_stmt *stmt = self->stmt[ST_CONN_SAVE];
+    sqlite3_bind_text(stmt, 1, conn->conn, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, conn->public_key ? conn->public_key : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 3, conn->private_key ? conn->private_key : "", -1, SQLITE_STATIC);
+    sqlite3_bind_blob(stmt, 4, conn->token_hash, sizeof conn->token_hash, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 5, conn->expires);
+    sqlite3_bind_int(stmt, 6, conn->token_used ? 1 : 0);
+    sqlite3_bind_text(stmt, 7, conn->public_desc ? conn->public_desc : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 8, conn->private_desc ? conn->private_desc : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 9, conn->created);
+    return s_step_done(self, ST_CONN_SAVE, "save connection");
+}
+
+int broker_store_append(broker_store_t *self, int64_t qid, uint64_t seq, const void *payload,
+                        size_t size, int64_t stored_at_ms)
+{
+    if (size > INT_MAX) {
+        snprintf(self->error, sizeof self->error, "payload of %zu bytes too large", size);
+        return -1;
+    }
+    if (s_begin(self) != 0)
+        return -1;
+    sqlite3_stmt *stmt = self->stmt[ST_APPEND];
+    sqlite3_bind_int64(stmt, 1, qid);
+    sqlite3_bind_int64(stmt, 2, (sqlite3_int64)seq);
+    sqlite3_bind_int64(stmt, 3, stored_at_ms);
+    sqlite3_bind_blob(stmt, 4, size ? payload : "", (int)size, SQLITE_STATIC);
+    return s_step_done(self, ST_APPEND, "append message");
+}
+
+int broker_store_remove_upto(broker_store_t *self, int64_t qid, uint64_t upto, uint64_t *count,
+                             uint64_t *bytes)
+{
+    if (s_begin(self) != 0)
+        return -1;
+    sqlite3_stmt *stmt = self->stmt[ST_REMOVE_UPTO_STATS];
+    sqlite3_bind_int64(stmt, 1, qid);
+    sqlite3_bind_int64(stmt, 2, upto > INT64_MAX ? INT64_MAX : (sqlite3_int64)upto);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *count += (uint64_t)sqlite3_column_int64(stmt, 0);
+        *bytes += (uint64_t)sqlite3_column_int64(stmt, 1);
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    if (rc != SQLITE_ROW)
+        return s_fail(self, "count messages to remove");
+    stmt = self->stmt[ST_REMOVE_UPTO];
+    sqlite3_bind_int64(stmt, 1, qid);
+    sqlite3_bind_int64(stmt, 2, upto > INT64_MAX ? INT64_MAX : (sqlite3_int64)upto);
+    return s_step_done(self, ST_REMOVE_UPTO, "remove messages");
+}
+
+int broker_store_read(broker_store_t *self, int64_t qid, uint64_t after, int limit,
+                      broker_store_read_fn fn, void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[ST_READ];
+    sqlite3_bind_int64(stmt, 1, qid);
+    sqlite3_bind_int64(stmt, 2, (sqlite3_int64)after);
+    sqlite3_bind_int(stmt, 3, limit);
+    int rc;
+    int passed = 0;
+    int stop = 0;
+    while (!stop && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        uint64_t seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+        const void *payload = sqlite3_column_blob(stmt, 1);
+        size_t size = (size_t)sqlite3_column_bytes(stmt, 1);
+        int64_t stored_at = sqlite3_column_int64(stmt, 2);
+        stop = fn(seq, payload, size, stored_at, arg);
+        passed++;
+    }
+    int result = stop || rc == SQLITE_DONE ? passed : s_fail(self, "read messages");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return result;
+}
+
+int64_t broker_store_oldest(broker_store_t *self, int64_t qid)
+{
+    sqlite3_stmt *stmt = self->stmt[ST_OLDEST];
+    sqlite3_bind_int64(stmt, 1, qid);
+    int64_t stored_at = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : 0;
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return stored_at;
+}
+
+bool broker_store_dirty(const broker_store_t *self)
+{
+    return self->in_txn;
+}
+
+int broker_store_commit(broker_store_t *self)
+{
+    self->last_commit_s = 0;
+    if (!self->in_txn)
+        return 0;
+    double start = s_mono_seconds();
+    int result = s_step_done(self, ST_COMMIT, "commit");
+    self->last_commit_s = s_mono_seconds() - start;
+    if (result != 0) {
+        //  The transaction may or may not be open now; the caller stops the
+        //  process, and destroy rolls back whatever is left.
+        return -1;
+    }
+    self->in_txn = false;
+    return 0;
+}
+
+double broker_store_last_commit_seconds(const broker_store_t *self)
+{
+    return self->last_commit_s;
+}
+
+static uint64_t s_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+uint64_t broker_store_disk_bytes(const broker_store_t *self)
+{
+    char wal[PATH_MAX];
+    snprintf(wal, sizeof wal, "%s-wal", self->path);
+    return s_file_size(self->path) + s_file_size(wal);
+}

@@ -1,0 +1,338 @@
+/*  test_broker_core.c: the broker's protocol engine and configuration,
+    without sockets (unit; runs under the sanitizers).
+
+    - configuration: defaults, file, flags over file, refusals that name the key;
+    - nothing is answered before the commit: replies appear only at flush;
+    - the dialogue HELLO / INVITE / JOIN / PUBLISH / DELIVER / CONSUMED;
+    - a peer gone (EHOSTUNREACH) keeps its messages, a full peer (EAGAIN) is
+      served later;
+    - an fsync error is fatal: flush fails and no STORED leaves;
+    - a routing id taken over by another key ends the old session;
+    - heartbeats: idle peers are pinged, silent ones dropped;
+    - a restart restores connections, bindings and queues from the store.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core_rig.h"
+#include "faulty_vfs.h"
+#include "ts_ini.h"
+#include "ts_log.h"
+
+//  ---------------------------------------------------------------------
+//  Configuration
+
+static int s_load(broker_config_t *config, const char **argv, char *err, size_t errlen)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    return broker_config_load(config, argc, (char **)argv, 2, err, errlen);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    broker_config_t config;
+    char err[512];
+    const char *none[] = {"b", "run", NULL};
+    assert_int_equal(s_load(&config, none, err, sizeof err), 0);
+    assert_string_equal(config.endpoint, "tcp://0.0.0.0:5570");
+    assert_int_equal(config.credit, 64);
+    assert_int_equal(config.max_frame, 1048576);
+    assert_int_equal(config.metrics_port, 9570);
+    assert_int_equal(config.public_keys_count, 0);
+    broker_config_release(&config);
+
+    char path[] = "/tmp/broker-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "[broker]\ncredit = 8\nendpoint = tcp://127.0.0.1:1\n"
+                       "public_keys = rigPUBLICkey0000000000000000000000000000, "
+                       "rigPRIVATEkey000000000000000000000000000\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    const char *file_and_flag[] = {"b", "run", "--config", path, "--credit", "16", NULL};
+    assert_int_equal(s_load(&config, file_and_flag, err, sizeof err), 0);
+    assert_int_equal(config.credit, 16); //  flag over file
+    assert_string_equal(config.endpoint, "tcp://127.0.0.1:1");
+    assert_int_equal(config.public_keys_count, 2);
+    assert_true(broker_config_is_public_key(&config, "rigPRIVATEkey000000000000000000000000000"));
+    assert_false(broker_config_is_public_key(&config, "rigSTRANGERkey00000000000000000000000000"));
+    broker_config_release(&config);
+    unlink(path);
+
+    const char *unknown[] = {"b", "run", "--crdit", "3", NULL};
+    assert_int_equal(s_load(&config, unknown, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--crdit"));
+    const char *range[] = {"b", "run", "--max-frame", "12", NULL};
+    assert_int_equal(s_load(&config, range, err, sizeof err), -1);
+    assert_non_null(strstr(err, "max_frame"));
+    const char *badkey[] = {"b", "run", "--public-keys", "not-a-key", NULL};
+    assert_int_equal(s_load(&config, badkey, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not-a-key"));
+    const char *badid[] = {"b", "run", "--id", "has space", NULL};
+    assert_int_equal(s_load(&config, badid, err, sizeof err), -1);
+    assert_non_null(strstr(err, "id"));
+}
+
+//  ---------------------------------------------------------------------
+//  Dialogue helpers
+
+//  HELLO from id; with list_c1 set it names connection c1 (nothing
+//  stored or consumed).
+static void s_hello_conns(core_rig_t *rig, int id, proto_role_t role, bool list_c1)
+{
+    static const proto_conn_state_t c1 = {"c1", 0, 0};
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_HELLO);
+    msg.hello.node = id == RIG_PUBLIC ? "pub" : "priv";
+    msg.hello.role = role;
+    msg.hello.conns = list_c1 ? &c1 : NULL;
+    msg.hello.conns_count = list_c1 ? 1 : 0;
+    assert_int_equal(core_rig_send(rig, id, &msg), 0);
+}
+
+static void s_hello(core_rig_t *rig, int id, proto_role_t role)
+{
+    s_hello_conns(rig, id, role, false);
+}
+
+static void s_publish(core_rig_t *rig, int id, uint64_t seq)
+{
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish.conn = "c1";
+    msg.publish.seq = seq;
+    msg.publish.payload = (const uint8_t *)"sealed";
+    msg.publish.payload_size = 6;
+    assert_int_equal(core_rig_send(rig, id, &msg), 0);
+}
+
+static void s_consumed(core_rig_t *rig, int id, uint64_t seq)
+{
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_CONSUMED);
+    msg.consumed.conn = "c1";
+    msg.consumed.seq = seq;
+    assert_int_equal(core_rig_send(rig, id, &msg), 0);
+}
+
+//  Public and private node connected and joined on c1; outputs cleared.
+static void s_joined_pair(core_rig_t *rig)
+{
+    assert_int_equal(core_rig_join(rig), 0);
+}
+
+static int s_setup(void **state)
+{
+    core_rig_t *rig = calloc(1, sizeof *rig);
+    if (core_rig_init(rig, NULL, false, NULL) != 0)
+        return -1;
+    *state = rig;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    core_rig_destroy(*state);
+    free(*state);
+    return 0;
+}
+
+//  ---------------------------------------------------------------------
+//  Tests
+
+static void test_replies_wait_for_commit(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    s_publish(rig, RIG_PUBLIC, 1);
+    assert_int_equal(rig->out_count, 0); //  nothing before the commit
+    assert_int_equal(core_rig_flush(rig), 0);
+    const proto_msg_t *stored = core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0);
+    assert_non_null(stored);
+    assert_int_equal(stored->stored.seq, 1);
+    const proto_msg_t *deliver = core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0);
+    assert_non_null(deliver);
+    assert_int_equal(deliver->deliver.seq, 1);
+    assert_memory_equal(deliver->deliver.payload, "sealed", 6);
+    //  STORED leaves before the DELIVER it allows.
+    assert_true(stored < deliver);
+    core_rig_clear(rig);
+    s_consumed(rig, RIG_PRIVATE, 1);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(rig->out_count, 0);
+}
+
+static void test_unreachable_peer_keeps_messages(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    s_publish(rig, RIG_PUBLIC, 1);
+    s_publish(rig, RIG_PUBLIC, 2);
+    rig->fail_errno = EHOSTUNREACH; //  the private node vanished
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(broker_core_peer_count(rig->core), 0); //  both unreachable now
+    rig->fail_errno = 0;
+    core_rig_clear(rig);
+    s_hello(rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 2);
+}
+
+static void test_full_peer_served_later(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    s_publish(rig, RIG_PUBLIC, 1);
+    rig->fail_errno = EAGAIN;
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(rig->out_count, 0);
+    assert_int_equal(broker_core_peer_count(rig->core), 2);               //  full is not gone
+    assert_int_equal(broker_core_metrics(rig->core)->replies_dropped, 1); //  the STORED
+    rig->fail_errno = 0;
+    assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 1);
+}
+
+static void test_fsync_error_is_fatal(void **state)
+{
+    (void)state;
+    assert_int_equal(faulty_vfs_register(), 0);
+    core_rig_t rig;
+    assert_int_equal(core_rig_init(&rig, NULL, false, "faulty"), 0);
+    s_joined_pair(&rig);
+    s_publish(&rig, RIG_PUBLIC, 1);
+    faulty_vfs_fail_sync(true);
+    assert_int_equal(core_rig_flush(&rig), -1);
+    faulty_vfs_fail_sync(false);
+    assert_int_equal(rig.out_count, 0); //  no STORED, no DELIVER
+    assert_non_null(strstr(broker_core_error(rig.core), "I/O error"));
+    //  And the core stays stopped.
+    assert_int_equal(core_rig_flush(&rig), -1);
+    proto_msg_t ping;
+    proto_msg_init(&ping, PROTO_PING);
+    assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &ping), -1);
+    core_rig_destroy(&rig);
+}
+
+static void test_routing_id_taken_by_other_key(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    //  A frame with the private node's routing id but another key.
+    proto_msg_t ping;
+    proto_msg_init(&ping, PROTO_PING);
+    proto_buf_t buf;
+    proto_buf_init(&buf);
+    assert_int_equal(proto_msg_encode(&ping, NULL, &buf, NULL), PROTO_OK);
+    assert_int_equal(broker_core_handle(rig->core, rig->rids[RIG_PRIVATE],
+                                        sizeof rig->rids[RIG_PRIVATE], rig->keys[RIG_STRANGER],
+                                        buf.data, buf.size, rig->now_ms),
+                     0);
+    proto_buf_release(&buf);
+    assert_int_equal(core_rig_flush(rig), 0);
+    const proto_msg_t *error = core_rig_find(rig, RIG_PRIVATE, PROTO_ERROR, 0);
+    assert_non_null(error);
+    assert_int_equal(error->error.code, 401);
+    assert_int_equal(broker_core_peer_count(rig->core), 1);
+    assert_int_equal(broker_core_metrics(rig->core)->rejected[BROKER_REJECT_KEY_MISMATCH], 1);
+}
+
+static void test_heartbeats(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    rig->now_ms += rig->config.heartbeat_ms;
+    assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_PING), 1);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_PING), 1);
+    //  The public node answers, the private node stays silent.
+    proto_msg_t pong;
+    proto_msg_init(&pong, PROTO_PONG);
+    rig->now_ms += rig->config.heartbeat_ms * 2;
+    assert_int_equal(core_rig_send(rig, RIG_PUBLIC, &pong), 0);
+    rig->now_ms += rig->config.heartbeat_ms;
+    assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+    assert_int_equal(broker_core_peer_count(rig->core), 1);
+}
+
+static void test_restart_restores(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    for (uint64_t seq = 1; seq <= 3; seq++)
+        s_publish(rig, RIG_PUBLIC, seq);
+    assert_int_equal(core_rig_flush(rig), 0);
+    s_consumed(rig, RIG_PRIVATE, 1);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_restart(rig), 0);
+
+    //  Bindings: the private key may publish on c1 after HELLO; the
+    //  duplicate filter: seq 3 is a duplicate, 4 is new.
+    s_hello_conns(rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE, false);
+    s_hello_conns(rig, RIG_PUBLIC, PROTO_ROLE_PUBLIC, true);
+    s_publish(rig, RIG_PUBLIC, 3);
+    s_publish(rig, RIG_PUBLIC, 4);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_STORED), 2);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_JOINED), 1);   //  c1 listed
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_JOINED), 0);  //  none listed
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 3); //  2, 3, 4
+    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 2);
+    proto_buf_t text;
+    proto_buf_init(&text);
+    broker_core_write_metrics(rig->core, &text, rig->now_ms);
+    assert_int_equal(proto_buf_append(&text, "", 1), 0);
+    assert_non_null(strstr((char *)text.data, "twinsync_broker_queue_last_stored_sequence{"
+                                              "connection=\"c1\",direction=\"public_to_private\"}"
+                                              " 4\n"));
+    assert_non_null(strstr((char *)text.data, "twinsync_broker_queue_duplicates_total{"
+                                              "connection=\"c1\",direction=\"public_to_private\"}"
+                                              " 1\n"));
+    proto_buf_release(&text);
+}
+
+static void test_garbage_answered_and_counted(void **state)
+{
+    core_rig_t *rig = *state;
+    assert_int_equal(core_rig_raw(rig, RIG_STRANGER, "\x81\xa1v\x01", 4), 0);
+    assert_int_equal(core_rig_raw(rig, RIG_STRANGER, "", 0), 0);
+    assert_int_equal(
+        broker_core_handle(rig->core, rig->rids[0], 8, NULL, (const uint8_t *)"x", 1, rig->now_ms),
+        0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_STRANGER, PROTO_ERROR), 2);
+    broker_metrics_t *metrics = broker_core_metrics(rig->core);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_VERSION], 1); //  "v" 1 is major 0
+    assert_int_equal(metrics->rejected[BROKER_REJECT_BAD_FRAME], 1);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_NO_USER_ID], 1);
+}
+
+int main(void)
+{
+    ts_log_set_level(TS_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config),
+        cmocka_unit_test_setup_teardown(test_replies_wait_for_commit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_unreachable_peer_keeps_messages, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_full_peer_served_later, s_setup, s_teardown),
+        cmocka_unit_test(test_fsync_error_is_fatal),
+        cmocka_unit_test_setup_teardown(test_routing_id_taken_by_other_key, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeats, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_restores, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_answered_and_counted, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,388 @@
+/*  test_broker_store.c: the broker store keeps its promises (broker_store.h).
+
+    - what is committed survives a reopen, in order, with its counters;
+    - what is not committed is gone after a "crash" (destroy before commit);
+    - a batch of many appends costs one commit's syncs (group commit);
+    - a torn or garbled WAL tail loses exactly the last transaction, never
+      loads it as data, and leaves the earlier ones whole;
+    - an fsync error makes the commit fail (the broker then stops).
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker_store.h"
+#include "faulty_vfs.h"
+
+static int s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int s_setup(void **state)
+{
+    char *dir = strdup("/tmp/test_broker_store.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    *state = dir;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    nftw(*state, s_rm, 8, FTW_DEPTH | FTW_PHYS);
+    free(*state);
+    return 0;
+}
+
+static broker_store_t *s_open(const char *dir, const char *vfs)
+{
+    char err[512] = "";
+    broker_store_options_t options = {.vfs = vfs};
+    broker_store_t *store = broker_store_open(dir, &options, err, sizeof err);
+    if (!store)
+        fail_msg("open: %s", err);
+    return store;
+}
+
+//  Appends seqs [from, to] to qid with payload "m<seq>" and updates the
+//  queue row, in the current transaction.
+static void s_append_range(broker_store_t *store, int64_t qid, uint64_t from, uint64_t to)
+{
+    for (uint64_t seq = from; seq <= to; seq++) {
+        char payload[32];
+        int n = snprintf(payload, sizeof payload, "m%llu", (unsigned long long)seq);
+        assert_int_equal(
+            broker_store_append(store, qid, seq, payload, (size_t)n, 1000 + (int64_t)seq), 0);
+    }
+}
+
+typedef struct {
+    uint64_t seqs[4096];
+    size_t count;
+    bool payload_ok;
+} collected_t;
+
+static int s_collect(uint64_t seq, const void *payload, size_t size, int64_t stored_at, void *arg)
+{
+    collected_t *c = arg;
+    char expect[32];
+    int n = snprintf(expect, sizeof expect, "m%llu", (unsigned long long)seq);
+    if ((size_t)n != size || memcmp(expect, payload, size) != 0 || stored_at != 1000 + (int64_t)seq)
+        c->payload_ok = false;
+    c->seqs[c->count++] = seq;
+    return 0;
+}
+
+static collected_t *s_read_all(broker_store_t *store, int64_t qid)
+{
+    collected_t *c = calloc(1, sizeof *c);
+    c->payload_ok = true;
+    assert_true(broker_store_read(store, qid, 0, 4096, s_collect, c) >= 0);
+    return c;
+}
+
+typedef struct {
+    broker_store_queue_t rows[8];
+    char conns[8][64];
+    size_t count;
+} queues_t;
+
+static int s_queue_row(const broker_store_queue_t *queue, void *arg)
+{
+    queues_t *q = arg;
+    q->rows[q->count] = *queue;
+    snprintf(q->conns[q->count], sizeof q->conns[0], "%s", queue->conn);
+    q->rows[q->count].conn = q->conns[q->count];
+    q->count++;
+    return 0;
+}
+
+static void test_commit_survives_reopen(void **state)
+{
+    broker_store_t *store = s_open(*state, NULL);
+    int64_t qid = 0;
+    assert_int_equal(broker_store_queue_create(store, "c1", 0, &qid), 0);
+    s_append_range(store, qid, 1, 10);
+    broker_store_queue_t row = {.qid = qid, .last_seq = 10, .count = 10, .bytes = 21};
+    assert_int_equal(broker_store_queue_save(store, &row), 0);
+    assert_true(broker_store_dirty(store));
+    assert_int_equal(broker_store_commit(store), 0);
+    assert_false(broker_store_dirty(store));
+    broker_store_destroy(&store);
+    assert_null(store);
+
+    store = s_open(*state, NULL);
+    queues_t queues = {0};
+    assert_int_equal(broker_store_each_queue(store, s_queue_row, &queues), 0);
+    assert_int_equal(queues.count, 1);
+    assert_string_equal(queues.rows[0].conn, "c1");
+    assert_int_equal(queues.rows[0].last_seq, 10);
+    assert_int_equal(queues.rows[0].count, 10);
+    assert_int_equal(queues.rows[0].bytes, 21);
+
+    collected_t *c = s_read_all(store, qid);
+    assert_int_equal(c->count, 10);
+    assert_true(c->payload_ok);
+    for (size_t i = 0; i < c->count; i++)
+        assert_int_equal(c->seqs[i], i + 1);
+    free(c);
+    assert_int_equal(broker_store_oldest(store, qid), 1001);
+    broker_store_destroy(&store);
+    broker_store_destroy(&store); //  idempotent
+}
+
+static void test_uncommitted_is_gone(void **state)
+{
+    broker_store_t *store = s_open(*state, NULL);
+    int64_t qid = 0;
+    assert_int_equal(broker_store_queue_create(store, "c1", 1, &qid), 0);
+    s_append_range(store, qid, 1, 3);
+    assert_int_equal(broker_store_commit(store), 0);
+    s_append_range(store, qid, 4, 6);
+    broker_store_destroy(&store); //  no commit: a crash before STORED
+
+    store = s_open(*state, NULL);
+    collected_t *c = s_read_all(store, qid);
+    assert_int_equal(c->count, 3);
+    assert_int_equal(c->seqs[2], 3);
+    free(c);
+    broker_store_destroy(&store);
+}
+
+static void test_remove_and_read_window(void **state)
+{
+    broker_store_t *store = s_open(*state, NULL);
+    int64_t qid = 0;
+    assert_int_equal(broker_store_queue_create(store, "c1", 0, &qid), 0);
+    s_append_range(store, qid, 1, 20);
+    assert_int_equal(broker_store_commit(store), 0);
+
+    uint64_t count = 0, bytes = 0;
+    assert_int_equal(broker_store_remove_upto(store, qid, 1, &count, &bytes), 0);
+    assert_int_equal(count, 1);
+    assert_int_equal(bytes, 2);
+    count = bytes = 0;
+    assert_int_equal(broker_store_remove_upto(store, qid, 1, &count, &bytes), 0);
+    assert_int_equal(count, 0); //  twice: nothing left to remove
+    assert_int_equal(broker_store_remove_upto(store, qid, 10, &count, &bytes), 0);
+    assert_int_equal(count, 9);         //  2..10
+    assert_int_equal(bytes, 8 * 2 + 3); //  m2..m9 are 2 bytes, m10 is 3
+    assert_int_equal(broker_store_commit(store), 0);
+
+    collected_t *c = calloc(1, sizeof *c);
+    c->payload_ok = true;
+    assert_int_equal(broker_store_read(store, qid, 12, 5, s_collect, c), 5);
+    assert_int_equal(c->count, 5);
+    assert_int_equal(c->seqs[0], 13);
+    assert_int_equal(c->seqs[4], 17);
+    assert_true(c->payload_ok);
+    free(c);
+    assert_int_equal(broker_store_oldest(store, qid), 1011);
+    broker_store_destroy(&store);
+}
+
+static int s_conn_row(const broker_store_conn_t *conn, void *arg)
+{
+    broker_store_conn_t *out = arg;
+    assert_string_equal(conn->conn, "conn-1");
+    assert_string_equal(conn->public_key, "PUBKEY");
+    assert_string_equal(conn->private_key, "PRIVKEY");
+    assert_string_equal(conn->public_desc, "A");
+    assert_string_equal(conn->private_desc, "B");
+    memcpy(out->token_hash, conn->token_hash, 32);
+    out->expires = conn->expires;
+    out->token_used = conn->token_used;
+    out->created = conn->created;
+    return 0;
+}
+
+static void test_connections(void **state)
+{
+    broker_store_t *store = s_open(*state, NULL);
+    broker_store_conn_t conn = {.conn = "conn-1",
+                                .public_key = "PUBKEY",
+                                .private_key = "",
+                                .expires = 1234,
+                                .public_desc = "A",
+                                .created = 99};
+    memset(conn.token_hash, 0xab, 32);
+    assert_int_equal(broker_store_conn_save(store, &conn), 0);
+    conn.private_key = "PRIVKEY";
+    conn.private_desc = "B";
+    conn.token_used = true;
+    assert_int_equal(broker_store_conn_save(store, &conn), 0); //  replaces
+    assert_int_equal(broker_store_commit(store), 0);
+    broker_store_destroy(&store);
+
+    store = s_open(*state, NULL);
+    broker_store_conn_t got = {0};
+    assert_int_equal(broker_store_each_conn(store, s_conn_row, &got), 0);
+    assert_int_equal(got.expires, 1234);
+    assert_true(got.token_used);
+    assert_int_equal(got.created, 99);
+    assert_int_equal(got.token_hash[31], 0xab);
+    broker_store_destroy(&store);
+}
+
+static void test_group_commit_one_sync_per_batch(void **state)
+{
+    assert_int_equal(faulty_vfs_register(), 0);
+    broker_store_t *store = s_open(*state, "faulty");
+    int64_t qid = 0;
+    assert_int_equal(broker_store_queue_create(store, "c1", 0, &qid), 0);
+    assert_int_equal(broker_store_commit(store), 0);
+
+    unsigned before = faulty_vfs_sync_calls();
+    s_append_range(store, qid, 1, 500);
+    assert_int_equal(broker_store_commit(store), 0);
+    unsigned syncs = faulty_vfs_sync_calls() - before;
+    assert_true(syncs >= 1); //  synchronous=FULL really syncs
+    assert_true(syncs <= 2); //  one WAL sync per batch, not per message
+    broker_store_destroy(&store);
+}
+
+//  Copies src to dst byte for byte.
+static void s_copy(const char *src, const char *dst)
+{
+    int in = open(src, O_RDONLY);
+    assert_true(in >= 0);
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(out >= 0);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        assert_int_equal(write(out, buf, (size_t)n), n);
+    close(in);
+    close(out);
+}
+
+typedef enum { TAIL_TORN, TAIL_GARBLED } tail_damage_t;
+
+//  Commits seqs 1..50 then 51..100, photographs the files as a crash would
+//  leave them (the WAL still holds both transactions), damages the last
+//  frame, and checks that only the first transaction comes back.
+static void s_damaged_tail(const char *dir, tail_damage_t damage)
+{
+    broker_store_t *store = s_open(dir, NULL);
+    int64_t qid = 0;
+    assert_int_equal(broker_store_queue_create(store, "c1", 0, &qid), 0);
+    s_append_range(store, qid, 1, 50);
+    broker_store_queue_t row = {.qid = qid, .last_seq = 50, .count = 50};
+    assert_int_equal(broker_store_queue_save(store, &row), 0);
+    assert_int_equal(broker_store_commit(store), 0);
+    s_append_range(store, qid, 51, 100);
+    row.last_seq = 100;
+    row.count = 100;
+    assert_int_equal(broker_store_queue_save(store, &row), 0);
+    assert_int_equal(broker_store_commit(store), 0);
+
+    char crash[512], path[600], copy[600];
+    snprintf(crash, sizeof crash, "%s/crash", dir);
+    assert_int_equal(mkdir(crash, 0700), 0);
+    snprintf(path, sizeof path, "%s/%s", dir, BROKER_STORE_FILE);
+    snprintf(copy, sizeof copy, "%s/%s", crash, BROKER_STORE_FILE);
+    s_copy(path, copy);
+    snprintf(path, sizeof path, "%s/%s-wal", dir, BROKER_STORE_FILE);
+    snprintf(copy, sizeof copy, "%s/%s-wal", crash, BROKER_STORE_FILE);
+    s_copy(path, copy);
+    broker_store_destroy(&store);
+
+    struct stat st;
+    assert_int_equal(stat(copy, &st), 0);
+    assert_true(st.st_size > 4096 * 2);
+    if (damage == TAIL_TORN) {
+        //  The last frame (24-byte header + one page) only half written.
+        assert_int_equal(truncate(copy, st.st_size - 2048), 0);
+    } else {
+        //  The last frame fully there, with its page content garbled.
+        int fd = open(copy, O_RDWR);
+        assert_true(fd >= 0);
+        char junk[512];
+        memset(junk, 0x5a, sizeof junk);
+        assert_int_equal(pwrite(fd, junk, sizeof junk, st.st_size - 1024), (ssize_t)sizeof junk);
+        close(fd);
+    }
+
+    store = s_open(crash, NULL);
+    queues_t queues = {0};
+    assert_int_equal(broker_store_each_queue(store, s_queue_row, &queues), 0);
+    assert_int_equal(queues.count, 1);
+    assert_int_equal(queues.rows[0].last_seq, 50); //  counters agree with the data
+    collected_t *c = s_read_all(store, qid);
+    assert_int_equal(c->count, 50);
+    assert_true(c->payload_ok);
+    for (size_t i = 0; i < c->count; i++)
+        assert_int_equal(c->seqs[i], i + 1);
+    free(c);
+    //  And the store is usable: the lost seqs can be stored again.
+    s_append_range(store, qid, 51, 52);
+    assert_int_equal(broker_store_commit(store), 0);
+    broker_store_destroy(&store);
+}
+
+static void test_torn_wal_tail_is_cut(void **state)
+{
+    s_damaged_tail(*state, TAIL_TORN);
+}
+
+static void test_garbled_wal_tail_is_cut(void **state)
+{
+    s_damaged_tail(*state, TAIL_GARBLED);
+}
+
+static void test_fsync_error_fails_commit(void **state)
+{
+    assert_int_equal(faulty_vfs_register(), 0);
+    broker_store_t *store = s_open(*state, "faulty");
+    int64_t qid = 0;
+    assert_int_equal(broker_store_queue_create(store, "c1", 0, &qid), 0);
+    assert_int_equal(broker_store_commit(store), 0);
+
+    s_append_range(store, qid, 1, 5);
+    faulty_vfs_fail_sync(true);
+    assert_int_equal(broker_store_commit(store), -1);
+    faulty_vfs_fail_sync(false);
+    const char *error = broker_store_error(store);
+    assert_non_null(strstr(error, "commit"));
+    assert_non_null(strstr(error, "I/O error"));
+    broker_store_destroy(&store);
+}
+
+static void test_open_fails_cleanly(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    assert_null(broker_store_open("/nonexistent/dir/for/sure", NULL, err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/dir/for/sure"));
+    assert_null(broker_store_open("", NULL, err, sizeof err));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_commit_survives_reopen, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_uncommitted_is_gone, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_remove_and_read_window, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_connections, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_one_sync_per_batch, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_torn_wal_tail_is_cut, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_garbled_wal_tail_is_cut, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_fsync_error_fails_commit, s_setup, s_teardown),
+        cmocka_unit_test(test_open_fails_cleanly),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
