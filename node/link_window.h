@@ -1,0 +1,77 @@
+/*  link_window.h: one connection's un-STORED PUBLISHes, in sequence order.
+
+    The link (link_broker.h) keeps every PUBLISH it accepted until the broker
+    answers STORED, so that it can send it again after a reconnect, a broker
+    restart (ERROR 401) or a refusal (ERROR 429 / 422 / 500) without asking
+    the application. The window is bounded: the application offers more only
+    when there is room, and keeps the rest in its durable outbox.
+
+    Entries hold the encoded PUBLISH frame, ready to send again as is. They are
+    split in two runs: the first `sent` entries went out in this session, the
+    rest wait for their turn (link_window_next). A rewind moves entries back
+    from sent to waiting; STORED removes them from the front.
+
+        link_window_t *w = link_window_new(64);
+        link_window_push(w, 1, frame, size);      //  accepted: the window copies it
+        const link_entry_t *e = link_window_next(w);
+        ... send e->frame ...; link_window_mark_sent(w);
+        link_window_ack(w, 1);                     //  STORED 1: gone
+        link_window_destroy(&w);
+*/
+#ifndef LINK_WINDOW_H
+#define LINK_WINDOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint64_t seq;   //  Sequence of the PUBLISH
+    uint8_t *frame; //  Encoded PUBLISH, owned by the window
+    size_t size;    //  Bytes in frame
+} link_entry_t;
+
+typedef struct link_window_t link_window_t;
+
+//  A window holding at most capacity (>= 1) entries, or NULL when out of
+//  memory.
+link_window_t *link_window_new(size_t capacity);
+
+//  Frees the window and every frame in it; sets *self_p to NULL; accepts NULL.
+void link_window_destroy(link_window_t **self_p);
+
+//  Appends a copy of frame as entry seq, waiting to be sent. Returns 0; 1 when
+//  the window is full; -1 when seq is not above the last entry's (or the last
+//  acknowledged sequence), or out of memory.
+int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *frame, size_t size);
+
+//  STORED seq: removes every entry with a sequence <= seq (STORED is
+//  cumulative, docs/protocol.md §4.4). Returns the number removed.
+size_t link_window_ack(link_window_t *self, uint64_t seq);
+
+//  The first waiting entry, or NULL when every entry was sent. The pointer is
+//  valid until the next call that changes the window.
+const link_entry_t *link_window_next(const link_window_t *self);
+
+//  Marks the entry link_window_next returned as sent.
+void link_window_mark_sent(link_window_t *self);
+
+//  Makes every entry with a sequence >= seq wait again (sent ones included).
+//  Returns 0, or -1 when the window holds nothing at or after seq's place
+//  (seq is below the first entry: the window no longer has it).
+int link_window_rewind(link_window_t *self, uint64_t seq);
+
+//  Makes every entry wait again (new session).
+void link_window_rewind_all(link_window_t *self);
+
+//  Entries held; entries sent and not yet acknowledged; free places.
+size_t link_window_count(const link_window_t *self);
+size_t link_window_sent(const link_window_t *self);
+size_t link_window_room(const link_window_t *self);
+
+//  Sequence of the first entry, or 0 when empty.
+uint64_t link_window_first_seq(const link_window_t *self);
+
+//  Highest sequence ever pushed or acknowledged (0: none).
+uint64_t link_window_last_seq(const link_window_t *self);
+
+#endif
