@@ -31,12 +31,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker_tail.h"
 #include "proto_msg.h"
 #include "ts_log.h"
 
 #define RID_MAX      256 //  ZeroMQ routing ids are at most 255 bytes
 #define SIDE_PUBLIC  0
 #define SIDE_PRIVATE 1
+
+//  In-memory tails (broker_tail.h): a queue with a receiver keeps its newest
+//  messages so that delivering them reads nothing back from the store. The
+//  bound is broker-wide, so a million queued messages or ten thousand
+//  connections never cost more than TAILS_BYTES_MAX of RSS.
+#define TAIL_BYTES      (256 * 1024)       //  Payload bytes per queue's tail
+#define TAIL_COUNT      1024               //  Messages per queue's tail
+#define TAILS_BYTES_MAX (16 * 1024 * 1024) //  All tails together
+
+#define DEFER_BATCHES_MAX 64 //  Batches of CONSUMED only that may share one commit
 
 typedef struct {
     uint8_t rid[RID_MAX];        //  Routing id
@@ -61,6 +72,10 @@ typedef struct {
     bool oldest_stale;       //  oldest_ms must be read again
     bool dirty;              //  Counters changed in the open transaction
     bool wake;               //  Try to deliver at the next flush
+    uint64_t stored_batch;   //  Batch in which stored_reply was queued
+    size_t stored_reply;     //  Index of this batch's STORED in replies
+    uint64_t stored_seq;     //  The seq it carries
+    broker_tail_t *tail;     //  Newest messages in memory while a receiver is attached, or NULL
     uint64_t published;      //  PUBLISH frames accepted (new and duplicates)
     uint64_t stored;         //  Messages stored
     uint64_t delivered;      //  DELIVER frames sent
@@ -85,8 +100,9 @@ typedef struct {
 typedef struct {
     uint8_t rid[RID_MAX]; //  Destination
     size_t rid_size;      //  Bytes in rid
-    uint8_t *data;        //  Encoded frame (owned)
-    size_t size;          //  Bytes in data
+    size_t offset;        //  Encoded frame: its place in broker_core_t.reply_data
+    size_t size;          //  Bytes of the frame
+    bool cancelled;       //  Covered by a later cumulative STORED: not sent
 } reply_t;
 
 struct broker_core_t {
@@ -104,6 +120,10 @@ struct broker_core_t {
     reply_t *replies;              //  Replies waiting for the commit
     size_t replies_count;          //  Entries in replies
     size_t replies_cap;            //  Allocated entries
+    proto_buf_t reply_data;        //  Their encoded frames, one after another
+    uint64_t batch;                //  Number of the batch being read (from 1)
+    size_t tails_bytes;            //  Memory the queues' tails hold, at most TAILS_BYTES_MAX
+    int deferred;                  //  Batches of removals only waiting for a commit
     proto_buf_t buf;               //  Encode buffer
     broker_metrics_t metrics;      //  Broker-wide counters
     ts_log_limiter_t limiter;      //  Rate limit of refusal logs
@@ -167,6 +187,7 @@ static void s_conn_free(conn_t *conn)
     for (int side = 0; side < 2; side++) {
         free(conn->key[side]);
         free(conn->desc[side]);
+        broker_tail_destroy(&conn->queue[side].tail);
     }
     free(conn);
 }
@@ -248,13 +269,51 @@ static int s_conn_save(broker_core_t *self, const conn_t *conn)
     return broker_store_conn_save(self->store, &row) == 0 ? 0 : s_fatal(self);
 }
 
+//  Gives the memory of queue's tail back to the broker-wide budget.
+static void s_tail_release(broker_core_t *self, queue_t *queue)
+{
+    if (!queue->tail)
+        return;
+    self->tails_bytes -= broker_tail_allocated(queue->tail);
+    broker_tail_destroy(&queue->tail);
+}
+
+//  Keeps a message just stored in queue's tail, when the queue has a
+//  receiver to deliver it to and the budget allows.
+static void s_tail_keep(broker_core_t *self, queue_t *queue, bool receiver, uint64_t seq,
+                        const void *payload, size_t size)
+{
+    if (!receiver)
+        return;
+    if (!queue->tail) {
+        if (self->tails_bytes + TAIL_BYTES > TAILS_BYTES_MAX)
+            return;
+        queue->tail = broker_tail_new(TAIL_BYTES, TAIL_COUNT);
+        if (!queue->tail)
+            return;
+    }
+    size_t before = broker_tail_allocated(queue->tail);
+    broker_tail_push(queue->tail, seq, payload, size);
+    self->tails_bytes += broker_tail_allocated(queue->tail) - before;
+}
+
 //  Forgets what was delivered to the receiver of queue dir: everything
-//  unconsumed goes out again to the next receiver session.
-static void s_queue_rewind(queue_t *queue)
+//  unconsumed goes out again to the next receiver session, from the store.
+static void s_queue_rewind(broker_core_t *self, queue_t *queue)
 {
     queue->delivered_upto = 0;
     queue->unacked = 0;
     queue->wake = true;
+    s_tail_release(self, queue);
+}
+
+//  The next sequence to deliver. The queue holds exactly the sequences
+//  (last_seq - count, last_seq]: PUBLISH appends last_seq + 1 only, and
+//  CONSUMED removes a prefix.
+static uint64_t s_queue_next(const queue_t *queue)
+{
+    uint64_t head = queue->last_seq - queue->count + 1;
+    return queue->delivered_upto + 1 > head ? queue->delivered_upto + 1 : head;
 }
 
 //  ---------------------------------------------------------------------
@@ -330,7 +389,9 @@ broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *con
     self->limiter.per_second = 10;
     self->session_log.per_second = 20;
     self->start_ms = ts_now_ms();
+    self->batch = 1;
     proto_buf_init(&self->buf);
+    proto_buf_init(&self->reply_data);
     if (broker_store_each_conn(store, s_load_conn, self) != 0 || *self->error ||
         broker_store_each_queue(store, s_load_queue, self) != 0) {
         snprintf(err, errlen, "cannot load the store: %s",
@@ -348,11 +409,12 @@ broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *con
     return self;
 }
 
+//  Forgets the batch's replies and starts the next batch.
 static void s_replies_clear(broker_core_t *self)
 {
-    for (size_t i = 0; i < self->replies_count; i++)
-        free(self->replies[i].data);
     self->replies_count = 0;
+    proto_buf_reset(&self->reply_data);
+    self->batch++;
 }
 
 void broker_core_destroy(broker_core_t **self_p)
@@ -366,8 +428,8 @@ void broker_core_destroy(broker_core_t **self_p)
     for (size_t i = 0; i < self->conns_count; i++)
         s_conn_free(self->conns[i]);
     free(self->conns);
-    s_replies_clear(self);
     free(self->replies);
+    proto_buf_release(&self->reply_data);
     proto_buf_release(&self->buf);
     free(self);
     *self_p = NULL;
@@ -421,7 +483,7 @@ static void s_peer_drop(broker_core_t *self, peer_t *peer, const char *why, int6
                 continue;
             conn->peer[side] = NULL;
             conn->last_seen_ms[side] = peer->last_seen_ms;
-            s_queue_rewind(&conn->queue[1 - side]);
+            s_queue_rewind(self, &conn->queue[1 - side]);
         }
     }
     char rid[40];
@@ -442,27 +504,30 @@ static void s_peer_drop(broker_core_t *self, peer_t *peer, const char *why, int6
 //  ---------------------------------------------------------------------
 //  Output
 
-//  Encodes msg into a reply for rid, sent after the commit.
-static void s_reply(broker_core_t *self, const uint8_t *rid, size_t rid_size,
+//  Encodes msg into a reply for rid, sent after the commit. Returns its
+//  index in replies, or -1 when it could not be queued (logged; the node
+//  asks again).
+static long s_reply(broker_core_t *self, const uint8_t *rid, size_t rid_size,
                     const proto_msg_t *msg)
 {
     proto_error_t perr;
     if (proto_msg_encode(msg, &self->limits, &self->buf, &perr) != PROTO_OK) {
         ts_log(TS_LOG_ERROR, "cannot encode reply", "type=%s error=\"%s\"",
                proto_type_name(msg->type), proto_error_str(&perr));
-        return;
+        return -1;
     }
     if (!s_grow((void **)&self->replies, &self->replies_cap, self->replies_count, sizeof(reply_t)))
-        return;
+        return -1;
+    size_t offset = self->reply_data.size;
+    if (proto_buf_append(&self->reply_data, self->buf.data, self->buf.size) != 0)
+        return -1;
     reply_t *reply = &self->replies[self->replies_count];
-    reply->data = malloc(self->buf.size);
-    if (!reply->data)
-        return;
-    memcpy(reply->data, self->buf.data, self->buf.size);
+    reply->offset = offset;
     reply->size = self->buf.size;
+    reply->cancelled = false;
     memcpy(reply->rid, rid, rid_size);
     reply->rid_size = rid_size;
-    self->replies_count++;
+    return (long)self->replies_count++;
 }
 
 //  Sends a frame now. Returns 0, or -1 with errno EHOSTUNREACH / EAGAIN.
@@ -551,7 +616,7 @@ static int s_attach(broker_core_t *self, peer_t *peer, const proto_hello_t *hell
             continue;
         conn->peer[peer->side] = peer;
         conn->last_seen_ms[peer->side] = now_ms;
-        s_queue_rewind(&conn->queue[1 - peer->side]);
+        s_queue_rewind(self, &conn->queue[1 - peer->side]);
     }
     for (size_t i = 0; i < hello->conns_count; i++) {
         const proto_conn_state_t *state = &hello->conns[i];
@@ -794,7 +859,7 @@ static int s_on_join(broker_core_t *self, peer_t *peer, const proto_join_t *join
     conn->token_used = true;
     conn->peer[SIDE_PRIVATE] = peer;
     conn->last_seen_ms[SIDE_PRIVATE] = now_ms;
-    s_queue_rewind(&conn->queue[BROKER_DIR_TO_PRIVATE]);
+    s_queue_rewind(self, &conn->queue[BROKER_DIR_TO_PRIVATE]);
     if (s_conn_save(self, conn) != 0)
         return -1;
     ts_log(TS_LOG_INFO, "connection joined", "conn=%s node=%s key=%s", conn->id, peer->node,
@@ -825,13 +890,32 @@ static conn_t *s_bound_conn(broker_core_t *self, peer_t *peer, const char *id, u
     return conn;
 }
 
-static void s_stored_reply(broker_core_t *self, const peer_t *peer, const char *conn, uint64_t seq)
+//  Answers STORED seq on queue. STORED is cumulative (docs/protocol.md
+//  §4.4), so one per queue and peer is enough for a batch: a second one
+//  cancels the first and carries the higher of the two sequences, at the
+//  place of the later one, which keeps the order of replies to the peer.
+static void s_stored_reply(broker_core_t *self, const peer_t *peer, const conn_t *conn,
+                           queue_t *queue, uint64_t seq)
 {
+    if (queue->stored_batch == self->batch) {
+        reply_t *before = &self->replies[queue->stored_reply];
+        if (before->rid_size == peer->rid_size &&
+            memcmp(before->rid, peer->rid, peer->rid_size) == 0) {
+            before->cancelled = true;
+            if (queue->stored_seq > seq)
+                seq = queue->stored_seq;
+        }
+    }
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_STORED);
-    msg.stored.conn = conn;
+    msg.stored.conn = conn->id;
     msg.stored.seq = seq;
-    s_reply(self, peer->rid, peer->rid_size, &msg);
+    long at = s_reply(self, peer->rid, peer->rid_size, &msg);
+    if (at < 0)
+        return;
+    queue->stored_batch = self->batch;
+    queue->stored_reply = (size_t)at;
+    queue->stored_seq = seq;
 }
 
 static int s_on_publish(broker_core_t *self, peer_t *peer, const proto_data_t *data, int64_t now_ms)
@@ -843,7 +927,7 @@ static int s_on_publish(broker_core_t *self, peer_t *peer, const proto_data_t *d
     queue->published++;
     if (data->seq <= queue->last_seq) {
         queue->duplicates++;
-        s_stored_reply(self, peer, conn->id, data->seq);
+        s_stored_reply(self, peer, conn, queue, data->seq);
         return 0;
     }
     if (data->seq != queue->last_seq + 1) {
@@ -869,13 +953,15 @@ static int s_on_publish(broker_core_t *self, peer_t *peer, const proto_data_t *d
         queue->oldest_ms = now_ms;
         queue->oldest_stale = false;
     }
+    s_tail_keep(self, queue, conn->peer[1 - peer->side] != NULL, data->seq, data->payload,
+                data->payload_size);
     queue->last_seq = data->seq;
     queue->count++;
     queue->bytes += data->payload_size;
     queue->stored++;
     queue->dirty = true;
     queue->wake = true;
-    s_stored_reply(self, peer, conn->id, data->seq);
+    s_stored_reply(self, peer, conn, queue, data->seq);
     return 0;
 }
 
@@ -1074,8 +1160,25 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t
     return 0;
 }
 
-//  Sends what the receiver's window allows. Returns 0, or -1 (store read
-//  failure, fatal).
+//  Delivers from queue's tail while it holds the next sequence and the
+//  window allows. Returns the number delivered (d->failed set when a send
+//  failed).
+static int s_deliver_from_tail(queue_t *queue, uint64_t window, deliver_t *d)
+{
+    int n = 0;
+    broker_tail_entry_t entry;
+    while (queue->tail && queue->unacked < window && queue->count > queue->unacked &&
+           broker_tail_find(queue->tail, s_queue_next(queue), &entry)) {
+        if (s_deliver_one(entry.seq, entry.payload, entry.size, 0, d) != 0)
+            break;
+        n++;
+    }
+    return n;
+}
+
+//  Sends what the receiver's window allows, from the tail when it has the
+//  messages, else from the store. Returns 0, or -1 (store read failure,
+//  fatal).
 static int s_deliver(broker_core_t *self, conn_t *conn, int dir, int64_t now_ms)
 {
     queue_t *queue = &conn->queue[dir];
@@ -1087,7 +1190,9 @@ static int s_deliver(broker_core_t *self, conn_t *conn, int dir, int64_t now_ms)
         window = (uint64_t)self->config->credit;
     while (queue->unacked < window && queue->count > queue->unacked) {
         deliver_t d = {self, conn, queue, peer, now_ms, 0};
-        int n = broker_store_read(self->store, queue->qid, queue->delivered_upto,
+        int n = s_deliver_from_tail(queue, window, &d);
+        if (n == 0 && !d.failed)
+            n = broker_store_read(self->store, queue->qid, queue->delivered_upto,
                                   (int)(window - queue->unacked), s_deliver_one, &d);
         if (n < 0)
             return s_fatal(self);
@@ -1146,7 +1251,10 @@ static void s_send_replies(broker_core_t *self, int64_t now_ms)
 {
     for (size_t i = 0; i < self->replies_count; i++) {
         reply_t *reply = &self->replies[i];
-        if (s_send(self, reply->rid, reply->rid_size, reply->data, reply->size, now_ms) == 0)
+        if (reply->cancelled)
+            continue;
+        const uint8_t *data = self->reply_data.data + reply->offset;
+        if (s_send(self, reply->rid, reply->rid_size, data, reply->size, now_ms) == 0)
             continue;
         if (errno == EHOSTUNREACH)
             s_unreachable(self, reply->rid, reply->rid_size, now_ms);
@@ -1156,21 +1264,46 @@ static void s_send_replies(broker_core_t *self, int64_t now_ms)
     s_replies_clear(self);
 }
 
+//  Commits the open transaction, if any (counters included). Returns 0, or
+//  -1 (fatal; the batch's replies are dropped).
+static int s_commit(broker_core_t *self)
+{
+    self->deferred = 0;
+    if (!broker_store_dirty(self->store))
+        return 0;
+    if (s_save_queues(self) != 0)
+        return -1;
+    if (broker_store_commit(self->store) != 0) {
+        s_replies_clear(self);
+        return s_fatal(self);
+    }
+    broker_metrics_observe_fsync(&self->metrics, broker_store_last_commit_seconds(self->store));
+    return 0;
+}
+
+//  True when the batch must be committed now. A batch that answers nothing
+//  wrote only removals (CONSUMED): nobody waits for them to be durable, and
+//  losing them in a crash only makes the broker deliver those messages
+//  again, which the receiver discards (docs/protocol.md §4.4). Such
+//  batches share the next commit, at most DEFER_BATCHES_MAX of them and at
+//  most until the next tick, so that a receiver draining a queue does not
+//  wait for an fsync per window.
+static bool s_commit_due(broker_core_t *self)
+{
+    return self->replies_count > 0 || ++self->deferred >= DEFER_BATCHES_MAX;
+}
+
 int broker_core_flush(broker_core_t *self, int64_t now_ms)
 {
     if (self->fatal)
         return -1;
-    if (broker_store_dirty(self->store)) {
-        if (s_save_queues(self) != 0)
-            return -1;
-        if (broker_store_commit(self->store) != 0) {
-            s_replies_clear(self);
-            return s_fatal(self);
-        }
-        broker_metrics_observe_fsync(&self->metrics, broker_store_last_commit_seconds(self->store));
-    }
+    if (broker_store_dirty(self->store) && s_commit_due(self) && s_commit(self) != 0)
+        return -1;
     s_send_replies(self, now_ms);
-    return s_deliver_all(self, now_ms);
+    if (s_deliver_all(self, now_ms) != 0)
+        return -1;
+    //  Everything of the batch is on its way: now the WAL may be copied.
+    return broker_store_checkpoint(self->store) == 0 ? 0 : s_fatal(self);
 }
 
 int broker_core_tick(broker_core_t *self, int64_t now_ms)
@@ -1198,7 +1331,16 @@ int broker_core_tick(broker_core_t *self, int64_t now_ms)
             i--;
         }
     }
-    return broker_core_flush(self, now_ms);
+    if (broker_core_flush(self, now_ms) != 0)
+        return -1;
+    return s_commit(self);
+}
+
+int broker_core_commit(broker_core_t *self)
+{
+    if (self->fatal)
+        return -1;
+    return s_commit(self);
 }
 
 //  ---------------------------------------------------------------------

@@ -10,9 +10,13 @@
     without blocking, up to a batch limit, then calls broker_core_flush. Writes
     of the batch go into one store transaction; flush commits it (one fsync),
     then sends every reply of the batch in order (STORED, JOINED, WELCOME,
-    ERROR, PONG ...), then delivers from the store within each receiver's
-    credit window. Nothing that needs durability is answered before the
-    commit.
+    ERROR, PONG ...), then delivers within each receiver's credit window
+    (from a queue's in-memory tail when it holds the message, else from the
+    store). Nothing that needs durability is answered before the commit. A
+    batch that answers nothing (only CONSUMED) is not committed at once: it
+    joins the next commit (the next batch with a reply, at most 64 batches
+    later, or the next tick); a crash before then only re-delivers messages
+    the receiver already applied, which it discards.
 
     Authorisation, per message, by the CURVE key (ZAP User-Id, Z85):
       - public nodes: keys listed in the configuration; may HELLO, INVITE,
@@ -78,9 +82,14 @@ void broker_core_reject(broker_core_t *self, broker_reject_t reason, const char 
 int broker_core_flush(broker_core_t *self, int64_t now_ms);
 
 //  Heartbeats: PINGs idle peers, drops peers silent for liveness
-//  heartbeats (their deliveries will be made again). Call at least every
-//  heartbeat_ms / 2. Returns 0, or -1 as broker_core_flush.
+//  heartbeats (their deliveries will be made again), and commits what
+//  flush left uncommitted. Call at least every heartbeat_ms / 2. Returns 0,
+//  or -1 as broker_core_flush.
 int broker_core_tick(broker_core_t *self, int64_t now_ms);
+
+//  Commits whatever flush left uncommitted (removals of CONSUMED messages;
+//  see below). Call it before stopping. Returns 0, or -1 (fatal).
+int broker_core_commit(broker_core_t *self);
 
 //  Writes every metric in Prometheus text format into out (contents
 //  replaced). extra may add broker-wide counters owned by the caller.

@@ -272,6 +272,7 @@ static void s_shutdown(broker_server_t *self)
 {
     zmq_unbind(self->router, self->endpoint);
     broker_core_flush(self->core, ts_now_ms());
+    broker_core_commit(self->core);
     ts_log(TS_LOG_INFO, "broker stopping", "reason=signal peers=%zu",
            broker_core_peer_count(self->core));
 }

@@ -128,6 +128,12 @@ bool broker_store_dirty(const broker_store_t *self);
 //  stop without answering anything written in this transaction.
 int broker_store_commit(broker_store_t *self);
 
+//  Copies the WAL into the database when enough of it is waiting (a few
+//  MiB); does nothing inside a transaction or below that. Call it when the
+//  replies of a commit are out, so that no answer waits for it. Returns 0,
+//  or -1: fatal, as a failed commit (a failed fsync of the database).
+int broker_store_checkpoint(broker_store_t *self);
+
 //  Seconds the last commit took (for the fsync latency histogram); 0 if the
 //  last call had nothing to commit.
 double broker_store_last_commit_seconds(const broker_store_t *self);

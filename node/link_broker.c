@@ -21,7 +21,8 @@
 #include "link_window.h"
 #include "proto_buf.h"
 
-#define LINK_HANDLE_BATCH 1024 //  Messages read per link_handle at most
+#define LINK_HANDLE_BATCH   1024 //  Messages read per link_handle at most
+#define LINK_DEFAULT_CREDIT 64   //  The broker's credit when HELLO asks for none (§4.5)
 
 typedef struct {
     char id[PROTO_MAX_ID + 1]; //  Connection id
@@ -30,6 +31,7 @@ typedef struct {
     link_window_t *window;     //  Un-STORED PUBLISHes
     int64_t resume_at;         //  Paused (429 / 422 / 5xx) until then; 0: not paused
     bool stopped;              //  Refused (403 / 404 / 413): silent until next session
+    uint32_t acks_owed;        //  Applied in this burst, CONSUMED not sent yet
 } s_conn_t;
 
 typedef struct {
@@ -60,6 +62,7 @@ struct link_t {
     int64_t last_send;      //  Last message sent
     int64_t reopen_at;      //  When a down link opens its socket
     int64_t backoff_ms;     //  Delay before the next reopen after a death
+    bool in_burst;          //  Inside link_handle: CONSUMED waits for the burst's end
     proto_buf_t buf;        //  Encoding scratch
 };
 
@@ -166,6 +169,36 @@ static int s_send_ack(link_t *self, proto_type_t type, const char *conn, uint64_
     return s_send_msg(self, &msg);
 }
 
+//  Applications that answer DELIVER with little work between messages
+//  would otherwise send one CONSUMED per DELIVER. Inside a burst (the
+//  messages link_handle reads without blocking) CONSUMED is owed instead and
+//  sent once per connection at the end, or when half the credit is owed so
+//  that the broker's window never closes; it carries the connection's
+//  consumed position, which covers every message before it (cumulative,
+//  docs/protocol.md §4.4).
+static uint32_t s_ack_every(const link_t *self)
+{
+    uint32_t credit = self->config.credit ? self->config.credit : LINK_DEFAULT_CREDIT;
+    return credit / 2 > 0 ? credit / 2 : 1;
+}
+
+//  Sends the CONSUMED conn owes, if any. Outside LINK_READY nothing is
+//  sent: the next HELLO carries the consumed position.
+static void s_ack_flush(link_t *self, s_conn_t *conn)
+{
+    if (conn->acks_owed == 0)
+        return;
+    conn->acks_owed = 0;
+    if (self->state == LINK_READY)
+        s_send_ack(self, PROTO_CONSUMED, conn->id, conn->consumed);
+}
+
+static void s_ack_flush_all(link_t *self)
+{
+    for (size_t i = 0; i < self->conns_count; i++)
+        s_ack_flush(self, self->conns[i]);
+}
+
 static int s_send_request(link_t *self, const s_request_t *request)
 {
     proto_msg_t msg;
@@ -249,6 +282,7 @@ static void s_hello(link_t *self, const char *reason)
     for (size_t i = 0; i < self->conns_count; i++) {
         s_conn_t *conn = self->conns[i];
         link_window_rewind_all(conn->window);
+        conn->acks_owed = 0; //  HELLO carries the consumed position
         conn->stopped = false;
         conn->resume_at = 0;
         states[i] = (proto_conn_state_t){conn->id, conn->stored, conn->consumed};
@@ -628,8 +662,9 @@ int link_consume(link_t *self, const char *conn, uint64_t seq)
         found->consumed = seq;
     //  Best effort: a CONSUMED that does not go out is covered by the
     //  consumed position of the next HELLO (the broker drops what it covers).
-    if (self->state == LINK_READY)
-        s_send_ack(self, PROTO_CONSUMED, found->id, seq);
+    found->acks_owed++;
+    if (!self->in_burst || found->acks_owed >= s_ack_every(self))
+        s_ack_flush(self, found);
     return LINK_OK;
 }
 
@@ -712,6 +747,7 @@ int link_handle(link_t *self, int64_t now_ms)
 {
     self->now = now_ms;
     int handled = 0;
+    self->in_burst = true;
     while (self->socket && handled < LINK_HANDLE_BATCH) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
@@ -720,6 +756,7 @@ int link_handle(link_t *self, int64_t now_ms)
             zmq_msg_close(&frame);
             if (error == EAGAIN || error == EINTR)
                 break;
+            self->in_burst = false; //  What is owed goes in the next HELLO
             s_die(self, "socket failure");
             return -1;
         }
@@ -742,6 +779,8 @@ int link_handle(link_t *self, int64_t now_ms)
         s_dispatch(self, &msg);
         proto_msg_clear(&msg);
     }
+    self->in_burst = false;
+    s_ack_flush_all(self);
     s_pump(self);
     return handled;
 }

@@ -26,7 +26,11 @@
       the message is durably applied (or is a duplicate) and the link answers
       CONSUMED; LINK_LATER when the application applies it later and calls
       link_consume itself; LINK_REFUSED to answer nothing (a payload that does
-      not open: the broker keeps it, the metrics show it).
+      not open: the broker keeps it, the metrics show it). CONSUMED is
+      cumulative (docs/protocol.md §4.4): for what is applied during one
+      link_handle burst the link sends one CONSUMED per connection when the
+      burst ends (or when half the credit is owed), carrying the highest
+      sequence applied; link_consume outside link_handle sends at once.
     - Requests: link_invite / link_join send INVITE / JOIN and send them again
       after every new session until the broker answers INVITED / JOINED (or an
       ERROR naming the connection), which reach on_invited / on_joined /
@@ -185,9 +189,12 @@ size_t link_room(const link_t *self, const char *conn);
 //  Messages of conn not yet STORED (0 for an unknown connection).
 size_t link_unstored(const link_t *self, const char *conn);
 
-//  Reports inbound (conn, seq) applied durably: sends CONSUMED (when the
-//  link is up; otherwise the next HELLO carries it) and raises conn's
-//  consumed position. Returns a link_status_t.
+//  Reports inbound (conn, seq) applied durably (and, the receiver applying
+//  in order, everything before it): raises conn's consumed position and
+//  sends CONSUMED with it when the link is up (otherwise the next HELLO
+//  carries it). Called from a callback inside link_handle, the CONSUMED
+//  waits for the end of the burst, so that one frame covers many messages.
+//  Returns a link_status_t.
 int link_consume(link_t *self, const char *conn, uint64_t seq);
 
 //  Registers a join token with the broker (public node): INVITE until

@@ -461,6 +461,34 @@ void th_sync(th_client_t *client)
     fail_msg("no PONG within 5 s");
 }
 
+size_t th_expect_stored(th_client_t *client, const char *conn, uint64_t upto)
+{
+    s_ping(client, PROTO_PING);
+    proto_msg_t msg;
+    size_t count = 0;
+    uint64_t highest = 0;
+    while (s_recv(client, &msg, 5000, true)) {
+        proto_type_t type = msg.type;
+        if (type == PROTO_PONG) {
+            proto_msg_clear(&msg);
+            if (highest != upto)
+                fail_msg("STORED reached seq %llu, expected %llu", (unsigned long long)highest,
+                         (unsigned long long)upto);
+            return count;
+        }
+        if (type != PROTO_STORED)
+            fail_msg("expected STORED, got %s", proto_type_name(type));
+        if (strcmp(msg.stored.conn, conn) != 0 || msg.stored.seq > upto || msg.stored.seq == 0)
+            fail_msg("unexpected STORED %s %llu (expected %s up to %llu)", msg.stored.conn,
+                     (unsigned long long)msg.stored.seq, conn, (unsigned long long)upto);
+        highest = msg.stored.seq > highest ? msg.stored.seq : highest;
+        count++;
+        proto_msg_clear(&msg);
+    }
+    fail_msg("no PONG within 5 s");
+    return 0;
+}
+
 void th_expect(th_client_t *client, proto_type_t type, proto_msg_t *msg, int timeout_ms)
 {
     if (!th_recv(client, msg, timeout_ms))

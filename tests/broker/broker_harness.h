@@ -105,6 +105,12 @@ bool th_recv(th_client_t *client, proto_msg_t *msg, int timeout_ms);
 //  (and committed). Fails on an ERROR in between.
 void th_sync(th_client_t *client);
 
+//  STORED is cumulative (docs/protocol.md §4.4): after PUBLISHes up to
+//  upto on conn, sends PING and reads until its PONG, expecting only
+//  STOREDs of conn that never name a seq above upto and reach upto.
+//  Returns how many STOREDs came (at least 1).
+size_t th_expect_stored(th_client_t *client, const char *conn, uint64_t upto);
+
 //  Receives and asserts the type; returns the message (caller clears).
 void th_expect(th_client_t *client, proto_type_t type, proto_msg_t *msg, int timeout_ms);
 

@@ -118,6 +118,8 @@ void core_rig_destroy(core_rig_t *rig)
 
 int core_rig_restart(core_rig_t *rig)
 {
+    if (broker_core_commit(rig->core) != 0) //  a clean stop, as on SIGTERM
+        return -1;
     broker_core_destroy(&rig->core);
     broker_store_destroy(&rig->store);
     core_rig_clear(rig);

@@ -51,7 +51,8 @@ int core_rig_init(core_rig_t *rig, const char *const *extra_args, bool fast, con
 //  Destroys core and store, removes the directory.
 void core_rig_destroy(core_rig_t *rig);
 
-//  Destroys and re-makes core and store on the same directory (a restart).
+//  Commits what the core left uncommitted (as the daemon does on SIGTERM),
+//  then destroys and re-makes core and store on the same directory.
 int core_rig_restart(core_rig_t *rig);
 
 //  Hands a raw frame from identity id to the core. Returns its result.

@@ -175,6 +175,57 @@ static void test_replies_wait_for_commit(void **state)
     assert_int_equal(rig->out_count, 0);
 }
 
+//  STORED is cumulative: a batch answers one STORED per queue and peer,
+//  carrying the highest sequence, even when a re-sent duplicate comes last;
+//  the next batch answers again.
+static void test_stored_once_per_batch(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    for (uint64_t seq = 1; seq <= 5; seq++)
+        s_publish(rig, RIG_PUBLIC, seq);
+    s_publish(rig, RIG_PUBLIC, 2);  //  a re-send: must not lower the answer
+    s_publish(rig, RIG_PRIVATE, 1); //  the other queue has its own STORED
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_STORED), 1);
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 5);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_STORED), 1);
+    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_STORED, 0)->stored.seq, 1);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 5);
+    core_rig_clear(rig);
+    s_publish(rig, RIG_PUBLIC, 3); //  a duplicate alone in its batch
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_STORED), 1);
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 3);
+}
+
+//  A batch of CONSUMED only answers nothing, so it is not committed at
+//  once: it joins the next commit (a batch with replies, or the tick).
+static void test_consumed_commit_deferred(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    s_publish(rig, RIG_PUBLIC, 1);
+    s_publish(rig, RIG_PUBLIC, 2);
+    assert_int_equal(core_rig_flush(rig), 0);
+    const broker_metrics_t *metrics = broker_core_metrics(rig->core);
+    uint64_t commits = metrics->fsync_count;
+    s_consumed(rig, RIG_PRIVATE, 1);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(metrics->fsync_count, commits); //  no fsync for it
+    assert_true(broker_store_dirty(rig->store));
+    s_publish(rig, RIG_PUBLIC, 3); //  a STORED to answer: one commit for both
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(metrics->fsync_count, commits + 1);
+    assert_false(broker_store_dirty(rig->store));
+    s_consumed(rig, RIG_PRIVATE, 2);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_true(broker_store_dirty(rig->store));
+    assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0); //  the tick commits
+    assert_false(broker_store_dirty(rig->store));
+    assert_int_equal(metrics->fsync_count, commits + 2);
+}
+
 static void test_unreachable_peer_keeps_messages(void **state)
 {
     core_rig_t *rig = *state;
@@ -286,7 +337,8 @@ static void test_restart_restores(void **state)
     s_publish(rig, RIG_PUBLIC, 3);
     s_publish(rig, RIG_PUBLIC, 4);
     assert_int_equal(core_rig_flush(rig), 0);
-    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_STORED), 2);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_STORED), 1); //  cumulative: 4
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 4);
     assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_JOINED), 1);   //  c1 listed
     assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_JOINED), 0);  //  none listed
     assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 3); //  2, 3, 4
@@ -326,6 +378,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
         cmocka_unit_test_setup_teardown(test_replies_wait_for_commit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_stored_once_per_batch, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_consumed_commit_deferred, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_peer_keeps_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_full_peer_served_later, s_setup, s_teardown),
         cmocka_unit_test(test_fsync_error_is_fatal),

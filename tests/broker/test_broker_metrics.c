@@ -109,10 +109,7 @@ static void test_known_scenario(void **state)
         th_publish(&pair.pub, "conn-m", (uint64_t)i + 1, payloads[i], strlen(payloads[i]));
     th_publish(&pair.pub, "conn-m", 4, payloads[3], 4); //  re-sent
     th_publish(&pair.pub, "conn-m", 5, payloads[4], 5);
-    for (int i = 0; i < 7; i++) {
-        th_expect(&pair.pub, PROTO_STORED, &msg, 5000);
-        proto_msg_clear(&msg);
-    }
+    th_expect_stored(&pair.pub, "conn-m", 5);
     for (int i = 0; i < 5; i++) {
         th_expect(&pair.priv, PROTO_DELIVER, &msg, 5000);
         if (msg.deliver.seq <= 2)

@@ -488,6 +488,39 @@ static void test_deliver_consumed(void **state)
     proto_msg_clear(&ack);
 }
 
+//  CONSUMED is cumulative: what is applied in one burst of input is
+//  answered by one CONSUMED per connection at the end of the burst, or
+//  every half credit (the default credit is 64: every 32) so that the
+//  broker's window never closes.
+static void test_consumed_once_per_burst(void **state)
+{
+    env_t *env = *state;
+    s_ready(env, 16);
+    proto_buf_t buf;
+    proto_buf_init(&buf);
+    for (uint64_t seq = 1; seq <= 40; seq++) {
+        proto_msg_t msg;
+        proto_msg_init(&msg, PROTO_DELIVER);
+        msg.deliver = (proto_data_t){"c1", seq, (const uint8_t *)"x", 1};
+        assert_int_equal(proto_msg_encode(&msg, NULL, &buf, NULL), PROTO_OK);
+        zmq_send(env->router, env->node_id, strlen(env->node_id), ZMQ_SNDMORE);
+        zmq_send(env->router, buf.data, buf.size, 0);
+    }
+    proto_buf_release(&buf);
+    struct timespec pause = {0, 200 * 1000 * 1000}; //  let all 40 reach the link's socket
+    nanosleep(&pause, NULL);
+    assert_int_equal(link_handle(env->link, env->now), 40); //  one burst
+    assert_int_equal(s_count(env, 'D'), 40);
+    proto_msg_t ack;
+    s_expect(env, PROTO_CONSUMED, &ack);
+    assert_int_equal(ack.consumed.seq, 32); //  half the credit owed
+    proto_msg_clear(&ack);
+    s_expect(env, PROTO_CONSUMED, &ack);
+    assert_int_equal(ack.consumed.seq, 40); //  the end of the burst
+    proto_msg_clear(&ack);
+    assert_true(s_quiet(env, 100));
+}
+
 static void test_heartbeat(void **state)
 {
     env_t *env = *state;
@@ -759,6 +792,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_window_and_credit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resend_after_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_consumed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumed_once_per_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_death_and_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
