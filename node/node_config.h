@@ -1,0 +1,78 @@
+/*  node_config.h: the configuration of twinsync-public and twinsync-private.
+
+    One INI file (sections [node], [servicenow], [broker]) and the same keys
+    as flags: "--servicenow.url=https://acme.service-now.com" or
+    "--servicenow.url https://...". A flag wins over the file. The key table
+    in node_config.c is the single source of truth for names, defaults and
+    the --help text; docs/configuration.md repeats it. Unknown keys are
+    refused (a typo must not silently fall back to a default).
+
+    Secrets never come from flags or the file itself: password_file /
+    client_secret_file name a 0600 file, password_env / client_secret_env an
+    environment variable (ts_secret.h).
+*/
+#ifndef NODE_CONFIG_H
+#define NODE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "proto_msg.h"
+#include "ts_ini.h"
+
+typedef struct {
+    ts_ini_t *ini;                  //  File + flags (owned)
+    proto_role_t role;              //  Which binary
+    const char *name;               //  [node] name: node id at the broker
+    const char *state_dir;          //  [node] state_dir
+    long poll_interval_ms;          //  [node] poll_interval_ms
+    long lookback_s;                //  [node] lookback_s
+    long invite_ttl_s;              //  [node] invite_ttl_s (public)
+    const char *log_level;          //  [node] log_level
+    const char *url;                //  [servicenow] url
+    const char *instance;           //  [servicenow] instance (derived from url if absent)
+    const char *user;               //  [servicenow] user
+    const char *auth;               //  [servicenow] auth: basic | oauth
+    const char *password_file;      //  [servicenow] password_file
+    const char *password_env;       //  [servicenow] password_env
+    const char *client_id;          //  [servicenow] client_id (oauth)
+    const char *client_secret_file; //  [servicenow] client_secret_file (oauth)
+    const char *client_secret_env;  //  [servicenow] client_secret_env (oauth)
+    const char *ca_file;            //  [servicenow] ca_file
+    bool allow_insecure_http;       //  [servicenow] allow_insecure_http
+    long request_timeout_ms;        //  [servicenow] request_timeout_ms
+    long max_retry_wait_ms;         //  [servicenow] max_retry_wait_ms
+    const char *endpoint;           //  [broker] endpoint
+    const char *broker_key;         //  [broker] public_key (Z85)
+    long heartbeat_ms;              //  [broker] heartbeat_ms
+    char instance_buf[64];          //  Storage of a derived instance name
+} node_config_t;
+
+//  Loads path (NULL: flags only) and applies flags (argv entries of the form
+//  --section.key=value or --section.key value; other arguments are left in
+//  *rest, compacted, with *rest_count set; rest may alias argv). Checks every
+//  key against the table and every value's type and range. Returns 0, or -1
+//  with a message naming the file, key or flag in err. Release with
+//  node_config_release.
+int node_config_load(node_config_t *cfg, proto_role_t role, const char *path, int argc, char **argv,
+                     char **rest, int *rest_count, char *err, size_t errlen);
+
+//  Frees what node_config_load allocated; safe on a zeroed or released value.
+void node_config_release(node_config_t *cfg);
+
+//  Checks that what the daemon (or `connection initiate`) needs is set:
+//  name, state_dir, url, user, a password source; public: broker endpoint
+//  and key. Returns 0 or -1 with the missing key named in err.
+int node_config_check_run(const node_config_t *cfg, char *err, size_t errlen);
+
+//  Reads the ServiceNow password (and OAuth client secret) named by the
+//  configuration. Returns 0 with strings owned by the caller
+//  (ts_secret_free), or -1 with a reason in err.
+int node_config_secrets(const node_config_t *cfg, char **password, char **client_secret, char *err,
+                        size_t errlen);
+
+//  Prints every key with its default and meaning (the --help text).
+void node_config_print_help(FILE *out, proto_role_t role);
+
+#endif

@@ -1,0 +1,781 @@
+/*  node_engine.c: the node daemon's two threads (see node_engine.h).
+
+    How the parts fit:
+      s_pair_*      the inproc messages between loop and worker
+      worker        s_worker_*: inbound queues (sorted by seq, one per
+                    connection), the poll schedule with back-off, admin
+                    requests and retries, all through node_sync
+      loop          s_scan (connections the admin commands created or
+                    deleted, INVITE / JOIN, link creation), s_offer (outbox
+                    -> link_publish), the link callbacks, node_engine_run
+*/
+#include "node_engine.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "link_broker.h"
+#include "node_keys.h"
+#include "node_state.h"
+#include "node_sync.h"
+#include "proto_invite.h"
+#include "sn_query.h"
+#include "ts_log.h"
+#include "ts_secret.h"
+
+#define S_SCAN_MS        1000  //  Loop re-reads connections this often
+#define S_TICK_MS        250   //  Worker looks at requests and retries this often
+#define S_HOLD_MS        1000  //  Retry of a held inbound message
+#define S_BACKOFF_MAX_MS 30000 //  Longest pause after ServiceNow failures
+
+//  A connection as the loop serves it.
+typedef struct {
+    char id[PROTO_MAX_ID + 1]; //  Connection id
+    bool in_link;              //  link_conn_add done
+    bool requested;            //  INVITE / JOIN sent by this process
+    uint64_t offered;          //  Highest seq offered to link_publish
+    bool seen;                 //  Still in the database (scan mark)
+    bool paused;               //  Deactivated: its outbox waits
+} s_known_t;
+
+//  One inbound message waiting in the worker.
+typedef struct s_inbound {
+    uint64_t seq;           //  Sequence
+    uint8_t *data;          //  Sealed payload, owned
+    size_t size;            //  Bytes
+    struct s_inbound *next; //  Next higher seq
+} s_inbound_t;
+
+//  A connection as the worker serves it.
+typedef struct {
+    char id[PROTO_MAX_ID + 1]; //  Connection id
+    s_inbound_t *queue;        //  Inbound messages by seq
+    int64_t apply_at;          //  Monotonic ms before which the queue waits
+    int64_t poll_at;           //  Monotonic ms of the next poll
+    int failures;              //  ServiceNow failures in a row (back-off)
+} s_wconn_t;
+
+struct node_engine {
+    const node_config_t *cfg;             //  Configuration (not owned)
+    proto_role_t role;                    //  Our role
+    char description[PROTO_MAX_NAME + 1]; //  Shown to the other node
+    sn_client_t *sn;                      //  Used by the worker only
+    uint8_t public_key[PROTO_KEY_SIZE];   //  Node's CURVE pair
+    uint8_t secret_key[PROTO_KEY_SIZE];   //  (secret wiped on destroy)
+    void *zmq_ctx;                        //  ZeroMQ context
+    char pair_endpoint[64];               //  inproc://...
+    //  loop
+    node_state_t *state; //  Loop's database handle
+    link_t *link;        //  Broker link, NULL until an endpoint is known
+    void *pair;          //  Loop's end of the PAIR
+    s_known_t *known;    //  Connections served
+    size_t known_count;  //  Entries
+    atomic_int fatal;    //  A thread failed for good (read by both threads)
+    pthread_t worker;    //  Worker thread
+    bool worker_started; //  worker is joinable
+    //  worker
+    node_state_t *wstate; //  Worker's database handle
+    node_sync_t *sync;    //  Poll and apply
+    void *wpair;          //  Worker's end of the PAIR
+    s_wconn_t *wconns;    //  Worker's connections
+    size_t wconn_count;   //  Entries
+};
+
+//  --- inproc messages
+
+//  Sends a message of up to four frames (NULL frames are left out).
+static void s_pair_send(void *socket, const char *type, const char *conn, const uint64_t *seq,
+                        const uint8_t *data, size_t size)
+{
+    bool more_conn = conn != NULL, more_seq = seq != NULL, more_data = data != NULL;
+    zmq_send(socket, type, strlen(type), more_conn ? ZMQ_SNDMORE : 0);
+    if (more_conn)
+        zmq_send(socket, conn, strlen(conn), more_seq ? ZMQ_SNDMORE : 0);
+    if (more_seq)
+        zmq_send(socket, seq, sizeof *seq, more_data ? ZMQ_SNDMORE : 0);
+    if (more_data)
+        zmq_send(socket, data, size, 0);
+}
+
+typedef struct {
+    char type[16];               //  Message type
+    char conn[PROTO_MAX_ID + 1]; //  Connection, "" when absent
+    uint64_t seq;                //  Sequence, 0 when absent
+    zmq_msg_t data;              //  Payload frame (empty when absent)
+} s_pair_msg_t;
+
+//  Receives one message without waiting. Returns 0, or -1 when none.
+static int s_pair_recv(void *socket, s_pair_msg_t *msg)
+{
+    memset(msg, 0, sizeof *msg);
+    zmq_msg_init(&msg->data);
+    zmq_msg_t part;
+    int index = 0;
+    bool more = true;
+    while (more) {
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, socket, index == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            zmq_msg_close(&part);
+            return -1;
+        }
+        size_t size = zmq_msg_size(&part);
+        const char *data = zmq_msg_data(&part);
+        if (index == 0)
+            snprintf(msg->type, sizeof msg->type, "%.*s", (int)size, data);
+        else if (index == 1)
+            snprintf(msg->conn, sizeof msg->conn, "%.*s", (int)size, data);
+        else if (index == 2 && size == sizeof msg->seq)
+            memcpy(&msg->seq, data, sizeof msg->seq);
+        else if (index == 3)
+            zmq_msg_copy(&msg->data, &part);
+        more = zmq_msg_more(&part);
+        zmq_msg_close(&part);
+        index++;
+    }
+    return 0;
+}
+
+//  --- worker
+
+static s_wconn_t *s_wconn(node_engine_t *self, const char *id)
+{
+    for (size_t i = 0; i < self->wconn_count; i++)
+        if (!strcmp(self->wconns[i].id, id))
+            return &self->wconns[i];
+    s_wconn_t *grown = realloc(self->wconns, (self->wconn_count + 1) * sizeof(s_wconn_t));
+    if (!grown)
+        return NULL;
+    self->wconns = grown;
+    s_wconn_t *c = &self->wconns[self->wconn_count++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->id, sizeof c->id, "%s", id);
+    return c;
+}
+
+static void s_queue_free(s_inbound_t *head)
+{
+    while (head) {
+        s_inbound_t *next = head->next;
+        free(head->data);
+        free(head);
+        head = next;
+    }
+}
+
+//  Inserts a DELIVER in seq order (a re-delivered seq already queued is
+//  dropped; one re-delivered after a refusal goes back to its place).
+static void s_enqueue(s_wconn_t *c, uint64_t seq, const void *data, size_t size)
+{
+    s_inbound_t **at = &c->queue;
+    while (*at && (*at)->seq < seq)
+        at = &(*at)->next;
+    if (*at && (*at)->seq == seq)
+        return;
+    s_inbound_t *item = calloc(1, sizeof *item);
+    uint8_t *copy = malloc(size ? size : 1);
+    if (!item || !copy) {
+        free(item);
+        free(copy);
+        return; //  not consumed: the broker delivers it again next session
+    }
+    memcpy(copy, data, size);
+    *item = (s_inbound_t){seq, copy, size, *at};
+    *at = item;
+    c->apply_at = 0;
+}
+
+//  Milliseconds to wait after n failures in a row.
+static int64_t s_backoff(const node_engine_t *self, int failures)
+{
+    int64_t delay = self->cfg->poll_interval_ms;
+    for (int i = 0; i < failures && delay < S_BACKOFF_MAX_MS; i++)
+        delay *= 2;
+    return delay < S_BACKOFF_MAX_MS ? delay : S_BACKOFF_MAX_MS;
+}
+
+//  Applies the queued messages of c in order, as far as possible.
+static void s_worker_drain(node_engine_t *self, s_wconn_t *c, int64_t now)
+{
+    bool applied = false;
+    while (c->queue && now >= c->apply_at && !self->fatal) {
+        s_inbound_t *head = c->queue;
+        node_sync_rc_t rc = node_sync_apply(self->sync, c->id, head->seq, head->data, head->size);
+        if (rc == NODE_SYNC_OK || rc == NODE_SYNC_REFUSED) {
+            if (rc == NODE_SYNC_OK)
+                s_pair_send(self->wpair, "CONSUMED", c->id, &head->seq, NULL, 0);
+            c->queue = head->next;
+            head->next = NULL;
+            s_queue_free(head);
+            applied = true;
+            continue;
+        }
+        if (rc == NODE_SYNC_FATAL) {
+            self->fatal = 1;
+            s_pair_send(self->wpair, "FATAL", NULL, NULL, NULL, 0);
+            break;
+        }
+        c->failures += rc != NODE_SYNC_HOLD;
+        c->apply_at = now + (rc == NODE_SYNC_HOLD ? S_HOLD_MS : s_backoff(self, c->failures));
+    }
+    if (applied)
+        s_pair_send(self->wpair, "OUTBOX", c->id, NULL, NULL, 0); //  RECEIPTs
+}
+
+//  Polls the connections that are due, then requests and retries.
+static void s_worker_tick(node_engine_t *self, int64_t now)
+{
+    node_conn_t *conns = NULL;
+    size_t count = 0;
+    if (node_state_conn_list(self->wstate, &conns, &count)) {
+        self->fatal = 1;
+        return;
+    }
+    for (size_t i = 0; i < count && !self->fatal; i++) {
+        if (conns[i].status != NODE_CONN_ACTIVE && conns[i].status != NODE_CONN_ERROR)
+            continue;
+        s_wconn_t *c = s_wconn(self, conns[i].id);
+        if (!c || now < c->poll_at)
+            continue;
+        node_sync_report_t report = {0};
+        node_sync_rc_t rc = node_sync_poll(self->sync, c->id, &report);
+        if (rc == NODE_SYNC_FATAL)
+            self->fatal = 1;
+        c->failures = rc == NODE_SYNC_OK ? 0 : c->failures + 1;
+        c->poll_at =
+            now + (c->failures ? s_backoff(self, c->failures) : self->cfg->poll_interval_ms);
+        if (rc == NODE_SYNC_OK)
+            c->apply_at = 0; //  a connection back from error applies what waited
+        if (report.sent)
+            s_pair_send(self->wpair, "OUTBOX", c->id, NULL, NULL, 0);
+    }
+    if (!self->fatal && (node_sync_requests(self->sync) == NODE_SYNC_FATAL ||
+                         node_sync_retry(self->sync, NULL) == NODE_SYNC_FATAL))
+        self->fatal = 1;
+    for (size_t i = 0; i < count && !self->fatal; i++)
+        s_pair_send(self->wpair, "OUTBOX", conns[i].id, NULL, NULL, 0); //  exalate, retries
+    free(conns);
+    if (self->fatal)
+        s_pair_send(self->wpair, "FATAL", NULL, NULL, NULL, 0);
+}
+
+//  Handles one message from the loop. Returns false on STOP.
+static bool s_worker_handle(node_engine_t *self, s_pair_msg_t *msg)
+{
+    if (!strcmp(msg->type, "STOP"))
+        return false;
+    if (!strcmp(msg->type, "DELIVER")) {
+        s_wconn_t *c = s_wconn(self, msg->conn);
+        if (c)
+            s_enqueue(c, msg->seq, zmq_msg_data(&msg->data), zmq_msg_size(&msg->data));
+    } else if (!strcmp(msg->type, "FORGET")) {
+        for (size_t i = 0; i < self->wconn_count; i++) {
+            if (strcmp(self->wconns[i].id, msg->conn))
+                continue;
+            s_queue_free(self->wconns[i].queue);
+            self->wconns[i] = self->wconns[--self->wconn_count];
+            break;
+        }
+        node_sync_forget(self->sync, msg->conn);
+    }
+    return true;
+}
+
+static void *s_worker_main(void *arg)
+{
+    node_engine_t *self = arg;
+    int64_t next_tick = 0;
+    bool running = true;
+    while (running && !self->fatal) {
+        int64_t now = ts_mono_ms();
+        long timeout = next_tick > now ? (long)(next_tick - now) : 0;
+        for (size_t i = 0; i < self->wconn_count; i++) {
+            s_wconn_t *c = &self->wconns[i];
+            if (c->queue)
+                timeout = c->apply_at <= now            ? 0
+                          : c->apply_at - now < timeout ? (long)(c->apply_at - now)
+                                                        : timeout;
+        }
+        zmq_pollitem_t item = {self->wpair, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, timeout);
+        s_pair_msg_t msg;
+        while (running && s_pair_recv(self->wpair, &msg) == 0) {
+            running = s_worker_handle(self, &msg);
+            zmq_msg_close(&msg.data);
+        }
+        now = ts_mono_ms();
+        for (size_t i = 0; running && i < self->wconn_count; i++)
+            s_worker_drain(self, &self->wconns[i], now);
+        if (running && now >= next_tick) {
+            s_worker_tick(self, now);
+            next_tick = now + S_TICK_MS;
+        }
+    }
+    return NULL;
+}
+
+//  --- loop: connections
+
+static s_known_t *s_known(node_engine_t *self, const char *id)
+{
+    for (size_t i = 0; i < self->known_count; i++)
+        if (!strcmp(self->known[i].id, id))
+            return &self->known[i];
+    return NULL;
+}
+
+static s_known_t *s_known_add(node_engine_t *self, const char *id)
+{
+    s_known_t *known = s_known(self, id);
+    if (known)
+        return known;
+    s_known_t *grown = realloc(self->known, (self->known_count + 1) * sizeof(s_known_t));
+    if (!grown)
+        return NULL;
+    self->known = grown;
+    known = &self->known[self->known_count++];
+    memset(known, 0, sizeof *known);
+    snprintf(known->id, sizeof known->id, "%s", id);
+    return known;
+}
+
+static void s_log_state_error(node_engine_t *self, const char *during)
+{
+    char quoted[600];
+    ts_log(TS_LOG_ERROR, "state database failure", "during=%s error=%s", during,
+           ts_log_quote(quoted, sizeof quoted, node_state_error(self->state)));
+    self->fatal = 1;
+}
+
+typedef struct {
+    node_engine_t *engine; //  Engine
+    s_known_t *known;      //  Connection offered
+} s_offer_t;
+
+static int s_offer_row(uint64_t seq, const uint8_t *payload, size_t size, void *arg)
+{
+    s_offer_t *offer = arg;
+    int rc = link_publish(offer->engine->link, offer->known->id, seq, payload, size);
+    if (rc == LINK_OK || rc == LINK_E_SEQ) {
+        offer->known->offered = seq; //  E_SEQ: the link already has it
+        return 0;
+    }
+    if (rc != LINK_FULL)
+        ts_log(TS_LOG_ERROR, "cannot offer message", "conn=%s seq=%" PRIu64 " error=\"%s\"",
+               offer->known->id, seq, link_status_str(rc));
+    return 1;
+}
+
+//  Offers the outbox rows of conn the link does not have yet.
+static void s_offer(node_engine_t *self, const char *conn)
+{
+    s_known_t *known = s_known(self, conn);
+    if (!self->link || !known || !known->in_link || known->paused)
+        return;
+    size_t room = link_room(self->link, conn);
+    if (room == 0)
+        return;
+    s_offer_t offer = {self, known};
+    if (node_state_outbox_each(self->state, conn, known->offered, room, s_offer_row, &offer))
+        s_log_state_error(self, "offer");
+}
+
+//  Puts conn in the link with its durable positions.
+static void s_link_add(node_engine_t *self, s_known_t *known, const node_conn_t *conn)
+{
+    if (!self->link || known->in_link)
+        return;
+    if (link_conn_add(self->link, conn->id, conn->stored_seq, conn->applied_in_seq) != LINK_OK)
+        return;
+    known->in_link = true;
+    if (known->offered < conn->stored_seq)
+        known->offered = conn->stored_seq;
+}
+
+//  Sends INVITE (public, pending) or JOIN (private, joining) for conn.
+static void s_request(node_engine_t *self, s_known_t *known, const node_conn_t *conn)
+{
+    node_keys_t keys;
+    char err[512];
+    int rc = node_keys_read(self->cfg->state_dir, conn->id, &keys, err, sizeof err);
+    if (rc || !keys.has_token) {
+        ts_log(TS_LOG_ERROR, "cannot read the join token", "conn=%s reason=\"%s\"", conn->id,
+               rc ? err : "no token in the key file");
+        node_keys_wipe(&keys);
+        return;
+    }
+    if (self->role == PROTO_ROLE_PUBLIC) {
+        uint8_t hash[PROTO_KEY_SIZE];
+        proto_invite_token_hash(keys.join_token, hash);
+        rc = link_invite(self->link, conn->id, hash, (uint64_t)conn->expires, self->description);
+    } else {
+        rc = link_join(self->link, conn->id, keys.join_token, self->description);
+        known->in_link = rc == LINK_OK;
+    }
+    node_keys_wipe(&keys);
+    known->requested = rc == LINK_OK;
+    ts_log(TS_LOG_INFO, self->role == PROTO_ROLE_PUBLIC ? "invite sent" : "join sent",
+           "conn=%s status=\"%s\"", conn->id, link_status_str(rc));
+}
+
+static void s_on_state(link_state_t state, const char *reason, void *arg);
+static void s_on_stored(const char *conn, uint64_t seq, void *arg);
+static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
+                        void *arg);
+static void s_on_invited(const char *conn, uint64_t expires, void *arg);
+static void s_on_joined(const char *conn, const char *description, void *arg);
+static void s_on_error(const link_error_t *error, void *arg);
+
+//  Creates the link once a broker endpoint and key are known: from the
+//  configuration, or (private node) from the first accepted invitation.
+static void s_link_open(node_engine_t *self, const node_conn_t *conns, size_t count)
+{
+    const char *endpoint = self->cfg->endpoint, *key = self->cfg->broker_key;
+    for (size_t i = 0; (!*endpoint || !*key) && i < count; i++) {
+        if (*conns[i].broker_endpoint && *conns[i].broker_key) {
+            endpoint = conns[i].broker_endpoint;
+            key = conns[i].broker_key;
+        }
+    }
+    if (!*endpoint || !*key)
+        return;
+    link_config_t config;
+    link_config_defaults(&config);
+    config.endpoint = endpoint;
+    config.node_id = self->cfg->name;
+    config.role = self->role;
+    config.heartbeat_ms = (uint32_t)self->cfg->heartbeat_ms;
+    memcpy(config.public_key, self->public_key, PROTO_KEY_SIZE);
+    memcpy(config.secret_key, self->secret_key, PROTO_KEY_SIZE);
+    if (strlen(key) != 40 || !zmq_z85_decode(config.broker_key, key)) {
+        ts_log(TS_LOG_ERROR, "broker public key is not 40 Z85 characters", NULL);
+        self->fatal = 1;
+        return;
+    }
+    link_callbacks_t callbacks = {s_on_state,  s_on_stored, s_on_deliver, s_on_invited,
+                                  s_on_joined, s_on_error,  self};
+    char err[256];
+    self->link = link_new(self->zmq_ctx, &config, &callbacks, err, sizeof err);
+    memset(config.secret_key, 0, PROTO_KEY_SIZE);
+    if (!self->link) {
+        ts_log(TS_LOG_ERROR, "cannot create the broker link", "reason=\"%s\"", err);
+        self->fatal = 1;
+        return;
+    }
+    ts_log(TS_LOG_INFO, "broker link created", "endpoint=%s node=%s", endpoint, self->cfg->name);
+}
+
+//  Drops connections deleted by an admin.
+static void s_scan_removed(node_engine_t *self)
+{
+    size_t i = 0;
+    while (i < self->known_count) {
+        if (self->known[i].seen) {
+            self->known[i++].seen = false;
+            continue;
+        }
+        ts_log(TS_LOG_INFO, "connection removed", "conn=%s", self->known[i].id);
+        if (self->link && self->known[i].in_link)
+            link_conn_remove(self->link, self->known[i].id);
+        s_pair_send(self->pair, "FORGET", self->known[i].id, NULL, NULL, 0);
+        self->known[i] = self->known[--self->known_count];
+    }
+}
+
+//  Reads the connections and does what each needs from the loop.
+static void s_scan(node_engine_t *self)
+{
+    node_conn_t *conns = NULL;
+    size_t count = 0;
+    if (node_state_conn_list(self->state, &conns, &count)) {
+        s_log_state_error(self, "scan");
+        return;
+    }
+    if (!self->link)
+        s_link_open(self, conns, count);
+    for (size_t i = 0; i < count && self->link; i++) {
+        const node_conn_t *conn = &conns[i];
+        s_known_t *known = s_known_add(self, conn->id);
+        if (!known)
+            continue;
+        known->seen = true;
+        known->paused = conn->status == NODE_CONN_DEACTIVATED;
+        bool public_side = self->role == PROTO_ROLE_PUBLIC;
+        if (!known->requested &&
+            ((public_side && conn->status == NODE_CONN_PENDING && !conn->invite_sent) ||
+             (!public_side && conn->status == NODE_CONN_JOINING)))
+            s_request(self, known, conn);
+        bool serves = conn->status == NODE_CONN_ACTIVE || conn->status == NODE_CONN_DEACTIVATED ||
+                      (conn->status == NODE_CONN_ERROR && conn->joined_at) ||
+                      (public_side && conn->status == NODE_CONN_PENDING && conn->invite_sent);
+        if (serves)
+            s_link_add(self, known, conn);
+        s_offer(self, conn->id);
+    }
+    for (size_t i = 0; !self->link && i < count; i++)
+        s_known_add(self, conns[i].id)->seen = true;
+    s_scan_removed(self);
+    free(conns);
+    char now[32];
+    snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+    if (node_state_meta_set(self->state, "daemon_seen", now))
+        s_log_state_error(self, "heartbeat");
+}
+
+//  --- loop: link callbacks
+
+static void s_on_state(link_state_t state, const char *reason, void *arg)
+{
+    node_engine_t *self = arg;
+    ts_log(state == LINK_READY ? TS_LOG_INFO : TS_LOG_WARN, "broker link", "state=%s reason=\"%s\"",
+           link_state_name(state), reason ? reason : "");
+    node_state_meta_set(self->state, "link_state", link_state_name(state));
+    node_state_meta_set(self->state, "link_reason", reason ? reason : "");
+}
+
+static void s_on_stored(const char *conn, uint64_t seq, void *arg)
+{
+    node_engine_t *self = arg;
+    if (node_state_begin(self->state) || node_state_outbox_remove_upto(self->state, conn, seq) ||
+        node_state_conn_set_stored(self->state, conn, seq) < 0 || node_state_commit(self->state)) {
+        s_log_state_error(self, "stored");
+        return;
+    }
+    s_offer(self, conn);
+}
+
+static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
+                        void *arg)
+{
+    node_engine_t *self = arg;
+    s_pair_send(self->pair, "DELIVER", conn, &seq, payload, size);
+    return LINK_LATER;
+}
+
+static void s_on_invited(const char *conn, uint64_t expires, void *arg)
+{
+    node_engine_t *self = arg;
+    (void)expires;
+    ts_log(TS_LOG_INFO, "invitation registered", "conn=%s", conn);
+    if (node_state_conn_set_invite_sent(self->state, conn, true) < 0)
+        s_log_state_error(self, "invited");
+}
+
+static void s_on_joined(const char *conn, const char *description, void *arg)
+{
+    node_engine_t *self = arg;
+    node_conn_t c;
+    if (node_state_conn_get(self->state, conn, &c))
+        return;
+    int rc = node_state_conn_set_peer(self->state, conn, description,
+                                      c.joined_at ? c.joined_at : time(NULL));
+    if (rc == 0 && (c.status == NODE_CONN_PENDING || c.status == NODE_CONN_JOINING)) {
+        //  Changes from now on are synced: the cursor starts here.
+        char stamp[SN_STAMP_SIZE];
+        sn_stamp_from_time(time(NULL), stamp);
+        rc = node_state_conn_set_cursor(self->state, conn, stamp, 0) < 0 ||
+             node_state_conn_set_status(self->state, conn, NODE_CONN_ACTIVE, NULL) < 0;
+        ts_log(TS_LOG_INFO, "connection active", "conn=%s peer=\"%s\"", conn,
+               description ? description : "");
+    }
+    if (rc)
+        s_log_state_error(self, "joined");
+    s_known_t *known = s_known(self, conn);
+    if (known && node_state_conn_get(self->state, conn, &c) == 0)
+        s_link_add(self, known, &c);
+}
+
+static void s_on_error(const link_error_t *error, void *arg)
+{
+    node_engine_t *self = arg;
+    char quoted[600];
+    ts_log(TS_LOG_WARN, "broker error", "code=%u conn=%s local=%d text=%s", error->code,
+           error->conn ? error->conn : "-", error->local,
+           ts_log_quote(quoted, sizeof quoted, error->text));
+    node_conn_t c;
+    if (!error->conn || node_state_conn_get(self->state, error->conn, &c))
+        return;
+    if (c.status != NODE_CONN_PENDING && c.status != NODE_CONN_JOINING)
+        return;
+    char text[NODE_TEXT_MAX + 1];
+    snprintf(text, sizeof text, "the broker refused the %s: %s (%u)",
+             self->role == PROTO_ROLE_PUBLIC ? "invitation" : "join", error->text, error->code);
+    if (node_state_conn_set_status(self->state, error->conn, NODE_CONN_ERROR, text) < 0)
+        s_log_state_error(self, "error");
+}
+
+//  --- engine
+
+static void s_sn_log(void *arg, const char *line)
+{
+    (void)arg;
+    ts_log(TS_LOG_WARN, "servicenow", "%s", line);
+}
+
+//  Builds the worker's ServiceNow client.
+static sn_client_t *s_sn_client(const node_config_t *cfg, char *err, size_t errlen)
+{
+    char *password = NULL, *client_secret = NULL;
+    if (node_config_secrets(cfg, &password, &client_secret, err, errlen))
+        return NULL;
+    sn_config_t sn = {.instance_url = cfg->url,
+                      .auth = strcmp(cfg->auth, "oauth") ? SN_AUTH_BASIC : SN_AUTH_OAUTH,
+                      .user = cfg->user,
+                      .password = password,
+                      .oauth_client_id = *cfg->client_id ? cfg->client_id : NULL,
+                      .oauth_client_secret = *client_secret ? client_secret : NULL,
+                      .ca_bundle = *cfg->ca_file ? cfg->ca_file : NULL,
+                      .allow_insecure_http = cfg->allow_insecure_http,
+                      .request_timeout_ms = cfg->request_timeout_ms,
+                      .log = s_sn_log};
+    sn.retry = sn_retry_policy_default();
+    sn.retry.max_total_wait_ms = cfg->max_retry_wait_ms;
+    sn_error_t sn_err;
+    sn_client_t *client = sn_client_new(&sn, &sn_err);
+    ts_secret_free(&password);
+    ts_secret_free(&client_secret);
+    if (!client)
+        snprintf(err, errlen, "servicenow: %s%s%s", sn_err.message, *sn_err.detail ? " - " : "",
+                 sn_err.detail);
+    return client;
+}
+
+node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errlen)
+{
+    node_engine_t *self = calloc(1, sizeof(node_engine_t));
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->cfg = cfg;
+    self->role = cfg->role;
+    snprintf(self->description, sizeof self->description, "%s (%s)", cfg->name, cfg->url);
+    snprintf(self->pair_endpoint, sizeof self->pair_endpoint, "inproc://node-worker-%p",
+             (void *)self);
+    if (node_config_check_run(cfg, err, errlen))
+        goto fail;
+    self->state = node_state_open(cfg->state_dir, err, errlen);
+    if (!self->state)
+        goto fail;
+    self->wstate = node_state_open(cfg->state_dir, err, errlen);
+    if (!self->wstate)
+        goto fail;
+    if (node_keys_node_pair(cfg->state_dir, self->public_key, self->secret_key, NULL, err, errlen))
+        goto fail;
+    self->sn = s_sn_client(cfg, err, errlen);
+    if (!self->sn)
+        goto fail;
+    node_sync_config_t sync = {.state = self->wstate,
+                               .sn = self->sn,
+                               .state_dir = cfg->state_dir,
+                               .instance = cfg->instance,
+                               .sync_user = cfg->user,
+                               .lookback_s = (int)cfg->lookback_s};
+    self->sync = node_sync_new(&sync);
+    self->zmq_ctx = zmq_ctx_new();
+    self->pair = self->zmq_ctx ? zmq_socket(self->zmq_ctx, ZMQ_PAIR) : NULL;
+    self->wpair = self->zmq_ctx ? zmq_socket(self->zmq_ctx, ZMQ_PAIR) : NULL;
+    if (!self->sync || !self->pair || !self->wpair || zmq_bind(self->pair, self->pair_endpoint) ||
+        zmq_connect(self->wpair, self->pair_endpoint)) {
+        snprintf(err, errlen, "cannot set up the engine: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    int linger = 0;
+    zmq_setsockopt(self->pair, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self->wpair, ZMQ_LINGER, &linger, sizeof linger);
+    return self;
+fail:
+    node_engine_destroy(&self);
+    return NULL;
+}
+
+void node_engine_destroy(node_engine_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    node_engine_t *self = *self_p;
+    if (self->worker_started) {
+        s_pair_send(self->pair, "STOP", NULL, NULL, NULL, 0);
+        pthread_join(self->worker, NULL);
+    }
+    link_destroy(&self->link);
+    if (self->pair)
+        zmq_close(self->pair);
+    if (self->wpair)
+        zmq_close(self->wpair);
+    if (self->zmq_ctx)
+        zmq_ctx_term(self->zmq_ctx);
+    for (size_t i = 0; i < self->wconn_count; i++)
+        s_queue_free(self->wconns[i].queue);
+    free(self->wconns);
+    free(self->known);
+    node_sync_destroy(&self->sync);
+    sn_client_destroy(&self->sn);
+    node_state_destroy(&self->state);
+    node_state_destroy(&self->wstate);
+    memset(self->secret_key, 0, sizeof self->secret_key);
+    free(self);
+    *self_p = NULL;
+}
+
+//  Handles what the worker sent.
+static void s_loop_from_worker(node_engine_t *self)
+{
+    s_pair_msg_t msg;
+    while (s_pair_recv(self->pair, &msg) == 0) {
+        if (!strcmp(msg.type, "CONSUMED") && self->link)
+            link_consume(self->link, msg.conn, msg.seq);
+        else if (!strcmp(msg.type, "OUTBOX"))
+            s_offer(self, msg.conn);
+        else if (!strcmp(msg.type, "FATAL"))
+            self->fatal = 1;
+        zmq_msg_close(&msg.data);
+    }
+}
+
+int node_engine_run(node_engine_t *self, volatile sig_atomic_t *stop)
+{
+    char pid[32];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    node_state_meta_set(self->state, "daemon_pid", pid);
+    if (pthread_create(&self->worker, NULL, s_worker_main, self)) {
+        ts_log(TS_LOG_ERROR, "cannot start the worker thread", NULL);
+        return 1;
+    }
+    self->worker_started = true;
+    ts_log(TS_LOG_INFO, "node started", "node=%s role=%s instance=%s url=%s", self->cfg->name,
+           proto_role_name(self->role), self->cfg->instance, self->cfg->url);
+    int64_t next_scan = 0;
+    while (!*stop && !self->fatal) {
+        int64_t now = ts_mono_ms();
+        if (now >= next_scan) {
+            s_scan(self);
+            next_scan = now + S_SCAN_MS;
+        }
+        if (self->link)
+            link_tick(self->link, now);
+        zmq_pollitem_t items[2] = {{self->pair, 0, ZMQ_POLLIN, 0}, {0}};
+        int count = self->link && link_pollitem(self->link, &items[1]) ? 2 : 1;
+        long timeout = (long)(next_scan - now);
+        if (self->link) {
+            long link_timeout = link_next_timeout_ms(self->link, now);
+            timeout = link_timeout < timeout ? link_timeout : timeout;
+        }
+        if (zmq_poll(items, count, timeout < 0 ? 0 : timeout) < 0)
+            continue; //  interrupted by a signal: check stop
+        if (items[0].revents & ZMQ_POLLIN)
+            s_loop_from_worker(self);
+        if (count == 2 && (items[1].revents & ZMQ_POLLIN))
+            link_handle(self->link, ts_mono_ms());
+    }
+    ts_log(self->fatal ? TS_LOG_ERROR : TS_LOG_INFO, "node stopping", "reason=%s",
+           self->fatal ? "fatal" : "signal");
+    node_state_meta_set(self->state, "daemon_seen", "0");
+    return self->fatal ? 1 : 0;
+}

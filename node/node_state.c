@@ -1,0 +1,1128 @@
+/*  node_state.c: the node's SQLite state store (see node_state.h).
+
+    Every statement goes through two helpers: s_prepare binds arguments from
+    a small format string ('t' text, 'i' int64, 'b' blob pointer + size,
+    'z' text stored as NULL when empty), s_exec runs a statement that returns
+    no rows. Readers step the statement themselves and copy columns with
+    s_copy. Statements are prepared per call: the node does a few per second,
+    and SQLite prepares in microseconds.
+*/
+#include "node_state.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+struct node_state {
+    sqlite3 *db;     //  Connection to node.db
+    char error[512]; //  Last failure, "" none
+};
+
+static const char *s_schema =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS connections("
+    " id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, mode TEXT NOT NULL,"
+    " role INTEGER NOT NULL, status INTEGER NOT NULL, error_text TEXT NOT NULL DEFAULT '',"
+    " peer_description TEXT NOT NULL DEFAULT '', peer_url TEXT NOT NULL DEFAULT '',"
+    " trigger TEXT NOT NULL DEFAULT '', broker_endpoint TEXT NOT NULL DEFAULT '',"
+    " broker_key TEXT NOT NULL DEFAULT '', expires INTEGER NOT NULL DEFAULT 0,"
+    " invite_sent INTEGER NOT NULL DEFAULT 0, joined_at INTEGER NOT NULL DEFAULT 0,"
+    " next_out_seq INTEGER NOT NULL DEFAULT 1, stored_seq INTEGER NOT NULL DEFAULT 0,"
+    " applied_in_seq INTEGER NOT NULL DEFAULT 0, poll_cursor TEXT NOT NULL DEFAULT '',"
+    " last_poll_at INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS twins("
+    " conn TEXT NOT NULL, local_sys_id TEXT NOT NULL, local_number TEXT NOT NULL DEFAULT '',"
+    " remote_sys_id TEXT, remote_number TEXT NOT NULL DEFAULT '',"
+    " under_sync INTEGER NOT NULL DEFAULT 1, peer_stopped INTEGER NOT NULL DEFAULT 0,"
+    " local_fields BLOB, previous_fields BLOB, pending_fields BLOB,"
+    " last_sent_seq INTEGER NOT NULL DEFAULT 0, acked_seq INTEGER NOT NULL DEFAULT 0,"
+    " mod_count TEXT NOT NULL DEFAULT '', last_sync_at INTEGER NOT NULL DEFAULT 0,"
+    " created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(conn, local_sys_id), UNIQUE(conn, remote_sys_id));"
+    "CREATE TABLE IF NOT EXISTS comments("
+    " conn TEXT NOT NULL, dir INTEGER NOT NULL, journal_id TEXT NOT NULL,"
+    " local_sys_id TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(conn, dir, journal_id));"
+    "CREATE TABLE IF NOT EXISTS outbox("
+    " conn TEXT NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL,"
+    " created_at INTEGER NOT NULL, PRIMARY KEY(conn, seq));"
+    "CREATE TABLE IF NOT EXISTS intents("
+    " conn TEXT NOT NULL, seq INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(conn, seq));"
+    "CREATE TABLE IF NOT EXISTS blocked("
+    " conn TEXT NOT NULL, seq INTEGER NOT NULL, remote_sys_id TEXT NOT NULL,"
+    " payload BLOB NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY(conn, seq));"
+    "CREATE TABLE IF NOT EXISTS errors("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, conn TEXT NOT NULL,"
+    " local_sys_id TEXT NOT NULL DEFAULT '', local_number TEXT NOT NULL DEFAULT '',"
+    " remote_sys_id TEXT NOT NULL DEFAULT '', remote_number TEXT NOT NULL DEFAULT '',"
+    " seq INTEGER NOT NULL DEFAULT 0, origin TEXT NOT NULL, code TEXT NOT NULL,"
+    " message TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " retries INTEGER NOT NULL DEFAULT 0, retry_requested INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS requests("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, conn TEXT NOT NULL, kind INTEGER NOT NULL,"
+    " arg TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '',"
+    " created_at INTEGER NOT NULL);";
+
+//  --- helpers
+
+static int s_fail(node_state_t *self, const char *what)
+{
+    snprintf(self->error, sizeof self->error, "%s: %s", what, sqlite3_errmsg(self->db));
+    return -1;
+}
+
+static int64_t s_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+//  Prepares sql and binds the arguments described by fmt (see the top).
+//  Returns the statement (finalize it), or NULL with the error recorded.
+static sqlite3_stmt *s_vprepare(node_state_t *self, const char *sql, const char *fmt, va_list ap)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(self->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        s_fail(self, "prepare");
+        return NULL;
+    }
+    //  A format that does not match the statement is a programmer error.
+    assert(sqlite3_bind_parameter_count(stmt) == (int)(fmt ? strlen(fmt) : 0));
+    int rc = SQLITE_OK;
+    for (int i = 0; fmt && fmt[i] && rc == SQLITE_OK; i++) {
+        int at = i + 1;
+        if (fmt[i] == 't') {
+            rc = sqlite3_bind_text(stmt, at, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+        } else if (fmt[i] == 'z') {
+            const char *text = va_arg(ap, const char *);
+            rc = text && *text ? sqlite3_bind_text(stmt, at, text, -1, SQLITE_TRANSIENT)
+                               : sqlite3_bind_null(stmt, at);
+        } else if (fmt[i] == 'i') {
+            rc = sqlite3_bind_int64(stmt, at, va_arg(ap, int64_t));
+        } else if (fmt[i] == 'b') {
+            const void *data = va_arg(ap, const void *);
+            size_t size = va_arg(ap, size_t);
+            rc = sqlite3_bind_blob64(stmt, at, data ? data : "", size, SQLITE_TRANSIENT);
+        }
+    }
+    if (rc != SQLITE_OK) {
+        s_fail(self, "bind");
+        sqlite3_finalize(stmt);
+        return NULL;
+    }
+    return stmt;
+}
+
+static sqlite3_stmt *s_prepare(node_state_t *self, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sqlite3_stmt *stmt = s_vprepare(self, sql, fmt, ap);
+    va_end(ap);
+    return stmt;
+}
+
+//  Runs a statement returning no rows. Returns the number of rows changed
+//  (>= 0), or -1.
+static int s_exec(node_state_t *self, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sqlite3_stmt *stmt = s_vprepare(self, sql, fmt, ap);
+    va_end(ap);
+    if (!stmt)
+        return -1;
+    int rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE)
+        return s_fail(self, "write");
+    return sqlite3_changes(self->db);
+}
+
+//  0 when a row changed, 1 when none matched, -1 on error.
+static int s_exec_one(int changed)
+{
+    return changed < 0 ? -1 : changed == 0 ? 1 : 0;
+}
+
+static void s_copy(sqlite3_stmt *stmt, int col, char *buf, size_t size)
+{
+    const unsigned char *text = sqlite3_column_text(stmt, col);
+    snprintf(buf, size, "%s", text ? (const char *)text : "");
+}
+
+//  Field set from a BLOB column (NULL column: empty set). NULL when the blob
+//  is damaged or memory ran out.
+static node_fields_t *s_fields(sqlite3_stmt *stmt, int col)
+{
+    const void *data = sqlite3_column_blob(stmt, col);
+    int size = sqlite3_column_bytes(stmt, col);
+    return data ? node_fields_decode(data, (size_t)size) : node_fields_new();
+}
+
+//  Steps a statement expected to return at most one row. Returns 0 with a
+//  row, 1 when none, -1 on error (statement finalized on 1 and -1).
+static int s_step_row(node_state_t *self, sqlite3_stmt *stmt)
+{
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        return 0;
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_DONE ? 1 : s_fail(self, "read");
+}
+
+//  --- store
+
+static int s_mkdir(const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0700) == 0 || errno == EEXIST)
+        return 0;
+    snprintf(err, errlen, "cannot create state directory %s: %s", dir, strerror(errno));
+    return -1;
+}
+
+//  Reads the schema version into *version (0 when the database is new).
+static int s_schema_version(node_state_t *self, long *version)
+{
+    sqlite3_stmt *stmt = s_prepare(self, "SELECT value FROM meta WHERE key = 'schema'", NULL);
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    *version = 0;
+    if (rc)
+        return rc < 0 ? -1 : 0;
+    *version = strtol((const char *)sqlite3_column_text(stmt, 0), NULL, 10);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+//  Creates the schema, or checks the version of an existing one. One
+//  write transaction, so that processes opening a new database at the same
+//  moment (the daemon and an admin command) do not both create it.
+static int s_schema_check(node_state_t *self, char *err, size_t errlen)
+{
+    long version = 0;
+    int rc = node_state_begin(self);
+    if (rc == 0 && sqlite3_exec(self->db, s_schema, NULL, NULL, NULL) != SQLITE_OK)
+        rc = s_fail(self, "create schema");
+    if (rc == 0)
+        rc = s_schema_version(self, &version);
+    if (rc == 0 && version == 0 &&
+        s_exec(self, "INSERT INTO meta(key, value) VALUES('schema', ?)", "i",
+               (int64_t)NODE_STATE_SCHEMA) < 0)
+        rc = -1;
+    if (rc == 0)
+        rc = node_state_commit(self);
+    if (rc) {
+        node_state_rollback(self);
+        snprintf(err, errlen, "cannot set up the state database: %s", self->error);
+        return -1;
+    }
+    if (version != 0 && version != NODE_STATE_SCHEMA) {
+        snprintf(err, errlen,
+                 "state database has schema version %ld, this twinsync knows %d: "
+                 "use the matching twinsync version",
+                 version, NODE_STATE_SCHEMA);
+        return -1;
+    }
+    return 0;
+}
+
+//  Switches the database to WAL. A concurrent first open may hold the lock
+//  the switch needs for a moment: retried for up to ten seconds.
+static int s_wal(node_state_t *self)
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int rc = sqlite3_exec(self->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return sqlite3_exec(self->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) == SQLITE_OK
+                       ? 0
+                       : -1;
+        if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+            return -1;
+        sqlite3_sleep(100);
+    }
+    return -1;
+}
+
+node_state_t *node_state_open(const char *dir, char *err, size_t errlen)
+{
+    if (s_mkdir(dir, err, errlen))
+        return NULL;
+    node_state_t *self = calloc(1, sizeof(node_state_t));
+    char *path = NULL;
+    if (!self || asprintf(&path, "%s/%s", dir, NODE_STATE_FILE) < 0) {
+        snprintf(err, errlen, "out of memory");
+        free(self);
+        return NULL;
+    }
+    int rc = sqlite3_open_v2(
+        path, &self->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    free(path);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s/%s: %s", dir, NODE_STATE_FILE,
+                 self->db ? sqlite3_errmsg(self->db) : "out of memory");
+        node_state_destroy(&self);
+        return NULL;
+    }
+    sqlite3_busy_timeout(self->db, 10000);
+    if (s_wal(self)) {
+        snprintf(err, errlen, "cannot set WAL mode on %s/%s: %s", dir, NODE_STATE_FILE,
+                 sqlite3_errmsg(self->db));
+        node_state_destroy(&self);
+        return NULL;
+    }
+    if (s_schema_check(self, err, errlen))
+        node_state_destroy(&self);
+    return self;
+}
+
+void node_state_destroy(node_state_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    node_state_t *self = *self_p;
+    if (self->db && !sqlite3_get_autocommit(self->db))
+        sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close_v2(self->db);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *node_state_error(const node_state_t *self)
+{
+    return self->error;
+}
+
+int node_state_begin(node_state_t *self)
+{
+    return sqlite3_exec(self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+               ? 0
+               : s_fail(self, "begin");
+}
+
+int node_state_commit(node_state_t *self)
+{
+    if (sqlite3_exec(self->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    s_fail(self, "commit");
+    node_state_rollback(self);
+    return -1;
+}
+
+void node_state_rollback(node_state_t *self)
+{
+    if (!sqlite3_get_autocommit(self->db))
+        sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+//  --- meta
+
+int node_state_meta_set(node_state_t *self, const char *key, const char *value)
+{
+    return s_exec(self, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", "tt", key, value) <
+                   0
+               ? -1
+               : 0;
+}
+
+int node_state_meta_get(node_state_t *self, const char *key, char *buf, size_t size)
+{
+    sqlite3_stmt *stmt = s_prepare(self, "SELECT value FROM meta WHERE key = ?", "t", key);
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return rc;
+    s_copy(stmt, 0, buf, size);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+//  --- connections
+
+const char *node_conn_status_name(node_conn_status_t status)
+{
+    switch (status) {
+    case NODE_CONN_PENDING:
+        return "pending";
+    case NODE_CONN_JOINING:
+        return "joining";
+    case NODE_CONN_ACTIVE:
+        return "active";
+    case NODE_CONN_DEACTIVATED:
+        return "deactivated";
+    case NODE_CONN_ERROR:
+        return "error";
+    }
+    return "unknown";
+}
+
+#define S_CONN_COLUMNS                                                                             \
+    "id, name, mode, role, status, error_text, peer_description, peer_url, trigger,"               \
+    " broker_endpoint, broker_key, expires, invite_sent, joined_at, next_out_seq, stored_seq,"     \
+    " applied_in_seq, poll_cursor, last_poll_at, created_at"
+
+static void s_read_conn(sqlite3_stmt *stmt, node_conn_t *out)
+{
+    memset(out, 0, sizeof *out);
+    s_copy(stmt, 0, out->id, sizeof out->id);
+    s_copy(stmt, 1, out->name, sizeof out->name);
+    s_copy(stmt, 2, out->mode, sizeof out->mode);
+    out->role = (proto_role_t)sqlite3_column_int(stmt, 3);
+    out->status = (node_conn_status_t)sqlite3_column_int(stmt, 4);
+    s_copy(stmt, 5, out->error_text, sizeof out->error_text);
+    s_copy(stmt, 6, out->peer_description, sizeof out->peer_description);
+    s_copy(stmt, 7, out->peer_url, sizeof out->peer_url);
+    s_copy(stmt, 8, out->trigger, sizeof out->trigger);
+    s_copy(stmt, 9, out->broker_endpoint, sizeof out->broker_endpoint);
+    s_copy(stmt, 10, out->broker_key, sizeof out->broker_key);
+    out->expires = sqlite3_column_int64(stmt, 11);
+    out->invite_sent = sqlite3_column_int(stmt, 12) != 0;
+    out->joined_at = sqlite3_column_int64(stmt, 13);
+    out->next_out_seq = (uint64_t)sqlite3_column_int64(stmt, 14);
+    out->stored_seq = (uint64_t)sqlite3_column_int64(stmt, 15);
+    out->applied_in_seq = (uint64_t)sqlite3_column_int64(stmt, 16);
+    s_copy(stmt, 17, out->poll_cursor, sizeof out->poll_cursor);
+    out->last_poll_at = sqlite3_column_int64(stmt, 18);
+    out->created_at = sqlite3_column_int64(stmt, 19);
+}
+
+int node_state_conn_insert(node_state_t *self, const node_conn_t *conn)
+{
+    int rc = s_exec(self,
+                    "INSERT INTO connections(" S_CONN_COLUMNS ") VALUES"
+                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "tttiittttttiiiiiitii", conn->id, conn->name, conn->mode, (int64_t)conn->role,
+                    (int64_t)conn->status, conn->error_text, conn->peer_description, conn->peer_url,
+                    conn->trigger, conn->broker_endpoint, conn->broker_key, conn->expires,
+                    (int64_t)conn->invite_sent, conn->joined_at,
+                    (int64_t)(conn->next_out_seq ? conn->next_out_seq : 1),
+                    (int64_t)conn->stored_seq, (int64_t)conn->applied_in_seq, conn->poll_cursor,
+                    conn->last_poll_at, conn->created_at ? conn->created_at : s_now());
+    if (rc < 0 && sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_UNIQUE)
+        return 1;
+    if (rc < 0 && sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return 1;
+    return rc < 0 ? -1 : 0;
+}
+
+int node_state_conn_get(node_state_t *self, const char *id_or_name, node_conn_t *out)
+{
+    sqlite3_stmt *stmt = s_prepare(self,
+                                   "SELECT " S_CONN_COLUMNS " FROM connections"
+                                   " WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1",
+                                   "t", id_or_name);
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return rc;
+    s_read_conn(stmt, out);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+int node_state_conn_list(node_state_t *self, node_conn_t **list_p, size_t *count_p)
+{
+    *list_p = NULL;
+    *count_p = 0;
+    sqlite3_stmt *stmt =
+        s_prepare(self, "SELECT " S_CONN_COLUMNS " FROM connections ORDER BY created_at, id", NULL);
+    if (!stmt)
+        return -1;
+    node_conn_t *list = NULL;
+    size_t count = 0;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        node_conn_t *grown = realloc(list, (count + 1) * sizeof(node_conn_t));
+        if (!grown) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        list = grown;
+        s_read_conn(stmt, &list[count++]);
+    }
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE) {
+        free(list);
+        return s_fail(self, "list connections");
+    }
+    *list_p = list;
+    *count_p = count;
+    return 0;
+}
+
+int node_state_conn_delete(node_state_t *self, const char *id)
+{
+    static const char *const tables[] = {"twins",   "comments", "outbox",   "intents",
+                                         "blocked", "errors",   "requests", NULL};
+    bool own = sqlite3_get_autocommit(self->db) != 0;
+    if (own && node_state_begin(self))
+        return -1;
+    int rc = 0;
+    for (int i = 0; tables[i] && rc >= 0; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "DELETE FROM %s WHERE conn = ?", tables[i]);
+        rc = s_exec(self, sql, "t", id);
+    }
+    if (rc >= 0)
+        rc = s_exec(self, "DELETE FROM connections WHERE id = ?", "t", id);
+    if (rc < 0) {
+        if (own)
+            node_state_rollback(self);
+        return -1;
+    }
+    if (own && node_state_commit(self))
+        return -1;
+    return rc == 0 ? 1 : 0;
+}
+
+int node_state_conn_set_status(node_state_t *self, const char *id, node_conn_status_t status,
+                               const char *error_text)
+{
+    return s_exec_one(s_exec(self, "UPDATE connections SET status = ?, error_text = ? WHERE id = ?",
+                             "itt", (int64_t)status, error_text ? error_text : "", id));
+}
+
+int node_state_conn_set_trigger(node_state_t *self, const char *id, const char *trigger)
+{
+    return s_exec_one(
+        s_exec(self, "UPDATE connections SET trigger = ? WHERE id = ?", "tt", trigger, id));
+}
+
+int node_state_conn_set_peer(node_state_t *self, const char *id, const char *description,
+                             int64_t joined_at)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE connections SET peer_description = ?, joined_at = ?"
+                             " WHERE id = ?",
+                             "tit", description ? description : "", joined_at, id));
+}
+
+int node_state_conn_set_invite_sent(node_state_t *self, const char *id, bool sent)
+{
+    return s_exec_one(s_exec(self, "UPDATE connections SET invite_sent = ? WHERE id = ?", "it",
+                             (int64_t)sent, id));
+}
+
+int node_state_conn_set_cursor(node_state_t *self, const char *id, const char *cursor,
+                               int64_t last_poll_at)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE connections SET poll_cursor = ?, last_poll_at = ?"
+                             " WHERE id = ?",
+                             "tit", cursor, last_poll_at, id));
+}
+
+int node_state_conn_set_stored(node_state_t *self, const char *id, uint64_t seq)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE connections SET stored_seq = max(stored_seq, ?) WHERE id = ?",
+                             "it", (int64_t)seq, id));
+}
+
+int node_state_conn_set_applied(node_state_t *self, const char *id, uint64_t seq)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE connections SET applied_in_seq = max(applied_in_seq, ?)"
+                             " WHERE id = ?",
+                             "it", (int64_t)seq, id));
+}
+
+int node_state_conn_take_seq(node_state_t *self, const char *id, uint64_t *seq)
+{
+    sqlite3_stmt *stmt = s_prepare(self,
+                                   "UPDATE connections SET next_out_seq = next_out_seq + 1"
+                                   " WHERE id = ? RETURNING next_out_seq - 1",
+                                   "t", id);
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return rc;
+    *seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+    rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_DONE ? 0 : s_fail(self, "take seq");
+}
+
+//  --- twins
+
+void node_twin_clear(node_twin_t *twin)
+{
+    node_fields_destroy(&twin->local);
+    node_fields_destroy(&twin->previous);
+    node_fields_destroy(&twin->pending);
+    memset(twin, 0, sizeof *twin);
+}
+
+#define S_TWIN_COLUMNS                                                                             \
+    "conn, local_sys_id, local_number, remote_sys_id, remote_number, under_sync, peer_stopped,"    \
+    " local_fields, previous_fields, pending_fields, last_sent_seq, acked_seq, mod_count,"         \
+    " last_sync_at, created_at"
+
+//  Fills *out from a twins row. Returns 0, or -1 when a field set is damaged.
+static int s_read_twin(node_state_t *self, sqlite3_stmt *stmt, node_twin_t *out)
+{
+    node_twin_clear(out);
+    s_copy(stmt, 0, out->conn, sizeof out->conn);
+    s_copy(stmt, 1, out->local_sys_id, sizeof out->local_sys_id);
+    s_copy(stmt, 2, out->local_number, sizeof out->local_number);
+    s_copy(stmt, 3, out->remote_sys_id, sizeof out->remote_sys_id);
+    s_copy(stmt, 4, out->remote_number, sizeof out->remote_number);
+    out->under_sync = sqlite3_column_int(stmt, 5) != 0;
+    out->peer_stopped = sqlite3_column_int(stmt, 6) != 0;
+    out->local = s_fields(stmt, 7);
+    out->previous = s_fields(stmt, 8);
+    out->pending = s_fields(stmt, 9);
+    out->last_sent_seq = (uint64_t)sqlite3_column_int64(stmt, 10);
+    out->acked_seq = (uint64_t)sqlite3_column_int64(stmt, 11);
+    s_copy(stmt, 12, out->mod_count, sizeof out->mod_count);
+    out->last_sync_at = sqlite3_column_int64(stmt, 13);
+    out->created_at = sqlite3_column_int64(stmt, 14);
+    if (out->local && out->previous && out->pending)
+        return 0;
+    snprintf(self->error, sizeof self->error, "twin %s: damaged field set", out->local_sys_id);
+    node_twin_clear(out);
+    return -1;
+}
+
+//  Runs a twin lookup (sql selects S_TWIN_COLUMNS with two text parameters).
+static int s_twin_lookup(node_state_t *self, const char *sql, const char *conn, const char *key,
+                         node_twin_t *out)
+{
+    node_twin_clear(out);
+    sqlite3_stmt *stmt = s_prepare(self, sql, "tt", conn, key);
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return rc;
+    rc = s_read_twin(self, stmt, out);
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int node_state_twin_by_local(node_state_t *self, const char *conn, const char *sys_id,
+                             node_twin_t *out)
+{
+    return s_twin_lookup(self,
+                         "SELECT " S_TWIN_COLUMNS " FROM twins WHERE conn = ? AND local_sys_id = ?",
+                         conn, sys_id, out);
+}
+
+int node_state_twin_by_remote(node_state_t *self, const char *conn, const char *sys_id,
+                              node_twin_t *out)
+{
+    return s_twin_lookup(
+        self, "SELECT " S_TWIN_COLUMNS " FROM twins WHERE conn = ? AND remote_sys_id = ?", conn,
+        sys_id, out);
+}
+
+int node_state_twin_by_number(node_state_t *self, const char *conn, const char *number,
+                              node_twin_t *out)
+{
+    return s_twin_lookup(self,
+                         "SELECT " S_TWIN_COLUMNS " FROM twins WHERE conn = ?1 AND"
+                         " (local_number = ?2 OR remote_number = ?2)"
+                         " ORDER BY local_number = ?2 DESC LIMIT 1",
+                         conn, number, out);
+}
+
+int node_state_twin_put(node_state_t *self, const node_twin_t *twin)
+{
+    proto_buf_t local, previous, pending;
+    proto_buf_init(&local);
+    proto_buf_init(&previous);
+    proto_buf_init(&pending);
+    int rc = -1;
+    if (node_fields_encode(twin->local, &local) || node_fields_encode(twin->previous, &previous) ||
+        node_fields_encode(twin->pending, &pending)) {
+        snprintf(self->error, sizeof self->error, "out of memory");
+        goto done;
+    }
+    rc = s_exec(self,
+                "INSERT INTO twins(" S_TWIN_COLUMNS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(conn, local_sys_id) DO UPDATE SET"
+                " local_number = excluded.local_number, remote_sys_id = excluded.remote_sys_id,"
+                " remote_number = excluded.remote_number, peer_stopped = excluded.peer_stopped,"
+                " local_fields = excluded.local_fields,"
+                " previous_fields = excluded.previous_fields,"
+                " pending_fields = excluded.pending_fields,"
+                " last_sent_seq = excluded.last_sent_seq, acked_seq = excluded.acked_seq,"
+                " mod_count = excluded.mod_count, last_sync_at = excluded.last_sync_at",
+                "tttztiibbbiitii", twin->conn, twin->local_sys_id, twin->local_number,
+                twin->remote_sys_id, twin->remote_number, (int64_t)twin->under_sync,
+                (int64_t)twin->peer_stopped, local.data, local.size, previous.data, previous.size,
+                pending.data, pending.size, (int64_t)twin->last_sent_seq, (int64_t)twin->acked_seq,
+                twin->mod_count, twin->last_sync_at, twin->created_at ? twin->created_at : s_now());
+    rc = rc < 0 ? -1 : 0;
+done:
+    proto_buf_release(&local);
+    proto_buf_release(&previous);
+    proto_buf_release(&pending);
+    return rc;
+}
+
+int node_state_twin_set_sync(node_state_t *self, const char *conn, const char *local_sys_id,
+                             bool under_sync)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE twins SET under_sync = ?1,"
+                             " peer_stopped = CASE WHEN ?1 THEN 0 ELSE peer_stopped END"
+                             " WHERE conn = ?2 AND local_sys_id = ?3",
+                             "itt", (int64_t)under_sync, conn, local_sys_id));
+}
+
+int node_state_twin_each(node_state_t *self, const char *conn,
+                         int (*fn)(const node_twin_t *twin, void *arg), void *arg)
+{
+    sqlite3_stmt *stmt = s_prepare(
+        self, "SELECT " S_TWIN_COLUMNS " FROM twins WHERE conn = ? ORDER BY created_at, rowid", "t",
+        conn);
+    if (!stmt)
+        return -1;
+    node_twin_t twin = {0};
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (s_read_twin(self, stmt, &twin)) {
+            sqlite3_finalize(stmt);
+            return -1;
+        }
+        int stop = fn(&twin, arg);
+        node_twin_clear(&twin);
+        if (stop) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_DONE ? 0 : s_fail(self, "list twins");
+}
+
+//  Runs a one-row, one-integer-column query.
+static int s_count(node_state_t *self, sqlite3_stmt *stmt, uint64_t *count)
+{
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return -1;
+    *count = (uint64_t)sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+int node_state_twin_count(node_state_t *self, const char *conn, uint64_t *total, uint64_t *synced)
+{
+    sqlite3_stmt *stmt = s_prepare(
+        self, "SELECT count(*), coalesce(sum(under_sync), 0) FROM twins WHERE conn = ?", "t", conn);
+    if (!stmt)
+        return -1;
+    if (s_step_row(self, stmt))
+        return -1;
+    *total = (uint64_t)sqlite3_column_int64(stmt, 0);
+    *synced = (uint64_t)sqlite3_column_int64(stmt, 1);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+//  --- comments
+
+int node_state_comment_seen(node_state_t *self, const char *conn, node_comment_dir_t dir,
+                            const char *journal_id, bool *seen)
+{
+    uint64_t count = 0;
+    int rc = s_count(self,
+                     s_prepare(self,
+                               "SELECT count(*) FROM comments"
+                               " WHERE conn = ? AND dir = ? AND journal_id = ?",
+                               "tit", conn, (int64_t)dir, journal_id),
+                     &count);
+    *seen = count > 0;
+    return rc;
+}
+
+int node_state_comment_add(node_state_t *self, const char *conn, node_comment_dir_t dir,
+                           const char *journal_id, const char *local_sys_id)
+{
+    return s_exec(self,
+                  "INSERT OR IGNORE INTO comments(conn, dir, journal_id, local_sys_id, created_at)"
+                  " VALUES(?,?,?,?,?)",
+                  "titti", conn, (int64_t)dir, journal_id, local_sys_id, s_now()) < 0
+               ? -1
+               : 0;
+}
+
+//  --- outbox
+
+int node_state_outbox_add(node_state_t *self, const char *conn, uint64_t seq,
+                          const uint8_t *payload, size_t size)
+{
+    return s_exec(self, "INSERT INTO outbox(conn, seq, payload, created_at) VALUES(?,?,?,?)",
+                  "tibi", conn, (int64_t)seq, payload, size, s_now()) < 0
+               ? -1
+               : 0;
+}
+
+int node_state_outbox_each(node_state_t *self, const char *conn, uint64_t after, size_t limit,
+                           int (*fn)(uint64_t seq, const uint8_t *payload, size_t size, void *arg),
+                           void *arg)
+{
+    sqlite3_stmt *stmt = s_prepare(self,
+                                   "SELECT seq, payload FROM outbox WHERE conn = ? AND seq > ?"
+                                   " ORDER BY seq LIMIT ?",
+                                   "tii", conn, (int64_t)after, limit ? (int64_t)limit : -1);
+    if (!stmt)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const uint8_t *payload = sqlite3_column_blob(stmt, 1);
+        size_t size = (size_t)sqlite3_column_bytes(stmt, 1);
+        if (fn((uint64_t)sqlite3_column_int64(stmt, 0), payload, size, arg)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_DONE ? 0 : s_fail(self, "read outbox");
+}
+
+int node_state_outbox_remove(node_state_t *self, const char *conn, uint64_t seq)
+{
+    int rc =
+        s_exec(self, "DELETE FROM outbox WHERE conn = ? AND seq = ?", "ti", conn, (int64_t)seq);
+    return rc < 0 ? -1 : 0;
+}
+
+int node_state_outbox_remove_upto(node_state_t *self, const char *conn, uint64_t seq)
+{
+    int rc =
+        s_exec(self, "DELETE FROM outbox WHERE conn = ? AND seq <= ?", "ti", conn, (int64_t)seq);
+    return rc < 0 ? -1 : 0;
+}
+
+int node_state_outbox_count(node_state_t *self, const char *conn, uint64_t *count)
+{
+    return s_count(self, s_prepare(self, "SELECT count(*) FROM outbox WHERE conn = ?", "t", conn),
+                   count);
+}
+
+//  --- intents
+
+int node_state_intent_add(node_state_t *self, const char *conn, uint64_t seq)
+{
+    return s_exec(self, "INSERT OR IGNORE INTO intents(conn, seq, created_at) VALUES(?,?,?)", "tii",
+                  conn, (int64_t)seq, s_now()) < 0
+               ? -1
+               : 0;
+}
+
+int node_state_intent_exists(node_state_t *self, const char *conn, uint64_t seq, bool *exists)
+{
+    uint64_t count = 0;
+    int rc = s_count(self,
+                     s_prepare(self, "SELECT count(*) FROM intents WHERE conn = ? AND seq = ?",
+                               "ti", conn, (int64_t)seq),
+                     &count);
+    *exists = count > 0;
+    return rc;
+}
+
+int node_state_intent_remove(node_state_t *self, const char *conn, uint64_t seq)
+{
+    return s_exec(self, "DELETE FROM intents WHERE conn = ? AND seq = ?", "ti", conn,
+                  (int64_t)seq) < 0
+               ? -1
+               : 0;
+}
+
+//  --- blocked
+
+int node_state_blocked_add(node_state_t *self, const char *conn, uint64_t seq,
+                           const char *remote_sys_id, const uint8_t *plain, size_t size)
+{
+    return s_exec(self,
+                  "INSERT OR IGNORE INTO blocked(conn, seq, remote_sys_id, payload, created_at)"
+                  " VALUES(?,?,?,?,?)",
+                  "titbi", conn, (int64_t)seq, remote_sys_id, plain, size, s_now()) < 0
+               ? -1
+               : 0;
+}
+
+int node_state_blocked_each(node_state_t *self, const char *conn, const char *remote_sys_id,
+                            int (*fn)(uint64_t seq, const char *remote_sys_id, const uint8_t *plain,
+                                      size_t size, void *arg),
+                            void *arg)
+{
+    sqlite3_stmt *stmt = s_prepare(self,
+                                   "SELECT seq, remote_sys_id, payload FROM blocked"
+                                   " WHERE conn = ?1 AND (?2 IS NULL OR remote_sys_id = ?2)"
+                                   " ORDER BY seq",
+                                   "tz", conn, remote_sys_id);
+    if (!stmt)
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *remote = (const char *)sqlite3_column_text(stmt, 1);
+        const uint8_t *plain = sqlite3_column_blob(stmt, 2);
+        size_t size = (size_t)sqlite3_column_bytes(stmt, 2);
+        if (fn((uint64_t)sqlite3_column_int64(stmt, 0), remote ? remote : "", plain, size, arg)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_DONE ? 0 : s_fail(self, "read blocked");
+}
+
+int node_state_blocked_remove(node_state_t *self, const char *conn, uint64_t seq)
+{
+    return s_exec(self, "DELETE FROM blocked WHERE conn = ? AND seq = ?", "ti", conn,
+                  (int64_t)seq) < 0
+               ? -1
+               : 0;
+}
+
+int node_state_blocked_count(node_state_t *self, const char *conn, const char *remote_sys_id,
+                             uint64_t *count)
+{
+    return s_count(self,
+                   s_prepare(self,
+                             "SELECT count(*) FROM blocked"
+                             " WHERE conn = ?1 AND (?2 IS NULL OR remote_sys_id = ?2)",
+                             "tz", conn, remote_sys_id),
+                   count);
+}
+
+//  --- errors
+
+#define S_ERROR_COLUMNS                                                                            \
+    "id, conn, local_sys_id, local_number, remote_sys_id, remote_number, seq, origin, code,"       \
+    " message, created_at, updated_at, retries, retry_requested"
+
+static void s_read_error(sqlite3_stmt *stmt, node_error_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(stmt, 0);
+    s_copy(stmt, 1, out->conn, sizeof out->conn);
+    s_copy(stmt, 2, out->local_sys_id, sizeof out->local_sys_id);
+    s_copy(stmt, 3, out->local_number, sizeof out->local_number);
+    s_copy(stmt, 4, out->remote_sys_id, sizeof out->remote_sys_id);
+    s_copy(stmt, 5, out->remote_number, sizeof out->remote_number);
+    out->seq = (uint64_t)sqlite3_column_int64(stmt, 6);
+    s_copy(stmt, 7, out->origin, sizeof out->origin);
+    s_copy(stmt, 8, out->code, sizeof out->code);
+    s_copy(stmt, 9, out->message, sizeof out->message);
+    out->created_at = sqlite3_column_int64(stmt, 10);
+    out->updated_at = sqlite3_column_int64(stmt, 11);
+    out->retries = sqlite3_column_int(stmt, 12);
+    out->retry_requested = sqlite3_column_int(stmt, 13) != 0;
+}
+
+//  Reads one error row selected by stmt into *out. Returns 0, 1, -1.
+static int s_error_row(node_state_t *self, sqlite3_stmt *stmt, node_error_t *out)
+{
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return rc;
+    s_read_error(stmt, out);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+int node_state_error_for_twin(node_state_t *self, const char *conn, const char *sys_id,
+                              const char *origin, node_error_t *out)
+{
+    return s_error_row(self,
+                       s_prepare(self,
+                                 "SELECT " S_ERROR_COLUMNS " FROM errors WHERE conn = ?1"
+                                 " AND origin = ?3 AND ?2 <> ''"
+                                 " AND (local_sys_id = ?2 OR remote_sys_id = ?2)"
+                                 " ORDER BY id LIMIT 1",
+                                 "ttt", conn, sys_id, origin),
+                       out);
+}
+
+int node_state_error_add(node_state_t *self, node_error_t *error)
+{
+    node_error_t old;
+    const char *key = *error->local_sys_id ? error->local_sys_id : error->remote_sys_id;
+    int rc = *key ? node_state_error_for_twin(self, error->conn, key, error->origin, &old)
+                  : s_error_row(self,
+                                s_prepare(self,
+                                          "SELECT " S_ERROR_COLUMNS " FROM errors WHERE conn = ?"
+                                          " AND origin = ? AND seq = ? AND local_sys_id = ''"
+                                          " AND remote_sys_id = '' LIMIT 1",
+                                          "tti", error->conn, error->origin, (int64_t)error->seq),
+                                &old);
+    if (rc < 0)
+        return -1;
+    int64_t now = s_now();
+    if (rc == 0) {
+        error->id = old.id;
+        return s_exec(self,
+                      "UPDATE errors SET code = ?, message = ?, updated_at = ?,"
+                      " retries = retries + 1, retry_requested = 0,"
+                      " local_number = CASE WHEN ? <> '' THEN ? ELSE local_number END"
+                      " WHERE id = ?",
+                      "ttitti", error->code, error->message, now, error->local_number,
+                      error->local_number, error->id) < 0
+                   ? -1
+                   : 0;
+    }
+    rc = s_exec(self,
+                "INSERT INTO errors(conn, local_sys_id, local_number, remote_sys_id,"
+                " remote_number, seq, origin, code, message, created_at, updated_at)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                "tttttitttii", error->conn, error->local_sys_id, error->local_number,
+                error->remote_sys_id, error->remote_number, (int64_t)error->seq, error->origin,
+                error->code, error->message, now, now);
+    if (rc < 0)
+        return -1;
+    error->id = sqlite3_last_insert_rowid(self->db);
+    error->created_at = error->updated_at = now;
+    return 0;
+}
+
+int node_state_error_get(node_state_t *self, int64_t id, node_error_t *out)
+{
+    return s_error_row(
+        self, s_prepare(self, "SELECT " S_ERROR_COLUMNS " FROM errors WHERE id = ?", "i", id), out);
+}
+
+int node_state_error_list(node_state_t *self, const char *conn, node_error_t **list_p,
+                          size_t *count_p)
+{
+    *list_p = NULL;
+    *count_p = 0;
+    sqlite3_stmt *stmt = s_prepare(self,
+                                   "SELECT " S_ERROR_COLUMNS " FROM errors"
+                                   " WHERE ?1 IS NULL OR conn = ?1 ORDER BY id",
+                                   "z", conn);
+    if (!stmt)
+        return -1;
+    node_error_t *list = NULL;
+    size_t count = 0;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        node_error_t *grown = realloc(list, (count + 1) * sizeof(node_error_t));
+        if (!grown) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        list = grown;
+        s_read_error(stmt, &list[count++]);
+    }
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE) {
+        free(list);
+        return s_fail(self, "list errors");
+    }
+    *list_p = list;
+    *count_p = count;
+    return 0;
+}
+
+int node_state_error_request_retry(node_state_t *self, int64_t id)
+{
+    return s_exec_one(s_exec(self, "UPDATE errors SET retry_requested = 1 WHERE id = ?", "i", id));
+}
+
+int node_state_error_failed_again(node_state_t *self, int64_t id, const char *message)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE errors SET message = ?, updated_at = ?,"
+                             " retries = retries + 1, retry_requested = 0 WHERE id = ?",
+                             "tii", message, s_now(), id));
+}
+
+int node_state_error_remove(node_state_t *self, int64_t id)
+{
+    return s_exec(self, "DELETE FROM errors WHERE id = ?", "i", id) < 0 ? -1 : 0;
+}
+
+int node_state_error_count(node_state_t *self, const char *conn, uint64_t *count)
+{
+    return s_count(
+        self,
+        s_prepare(self, "SELECT count(*) FROM errors WHERE ?1 IS NULL OR conn = ?1", "z", conn),
+        count);
+}
+
+//  --- requests
+
+static void s_read_request(sqlite3_stmt *stmt, node_request_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(stmt, 0);
+    s_copy(stmt, 1, out->conn, sizeof out->conn);
+    out->kind = (node_req_kind_t)sqlite3_column_int(stmt, 2);
+    s_copy(stmt, 3, out->arg, sizeof out->arg);
+    out->status = (node_req_status_t)sqlite3_column_int(stmt, 4);
+    s_copy(stmt, 5, out->result, sizeof out->result);
+    out->created_at = sqlite3_column_int64(stmt, 6);
+}
+
+static int s_request_row(node_state_t *self, sqlite3_stmt *stmt, node_request_t *out)
+{
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return rc;
+    s_read_request(stmt, out);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+int node_state_request_add(node_state_t *self, node_request_t *request)
+{
+    request->created_at = s_now();
+    request->status = NODE_REQ_QUEUED;
+    if (s_exec(self, "INSERT INTO requests(conn, kind, arg, created_at) VALUES(?,?,?,?)", "titi",
+               request->conn, (int64_t)request->kind, request->arg, request->created_at) < 0)
+        return -1;
+    request->id = sqlite3_last_insert_rowid(self->db);
+    return 0;
+}
+
+#define S_REQUEST_COLUMNS "id, conn, kind, arg, status, result, created_at"
+
+int node_state_request_get(node_state_t *self, int64_t id, node_request_t *out)
+{
+    return s_request_row(
+        self, s_prepare(self, "SELECT " S_REQUEST_COLUMNS " FROM requests WHERE id = ?", "i", id),
+        out);
+}
+
+int node_state_request_next(node_state_t *self, node_request_t *out)
+{
+    return s_request_row(self,
+                         s_prepare(self,
+                                   "SELECT " S_REQUEST_COLUMNS " FROM requests WHERE status = 0"
+                                   " ORDER BY id LIMIT 1",
+                                   NULL),
+                         out);
+}
+
+int node_state_request_finish(node_state_t *self, int64_t id, node_req_status_t status,
+                              const char *result)
+{
+    //  Finished requests older than a day are dropped on the way: the
+    //  command that queued one reads its result within seconds.
+    if (s_exec(self, "DELETE FROM requests WHERE status <> 0 AND created_at < ?", "i",
+               s_now() - 86400) < 0)
+        return -1;
+    return s_exec_one(s_exec(self, "UPDATE requests SET status = ?, result = ? WHERE id = ?", "iti",
+                             (int64_t)status, result ? result : "", id));
+}

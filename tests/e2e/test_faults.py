@@ -1,0 +1,128 @@
+"""End to end: ServiceNow faults (DESIGN.md §5, §7).
+
+A 401 puts the connection in error with ServiceNow's message, nothing is lost, and it resumes by
+itself once the password is fixed; a 429 storm and 503 bursts only delay; one incident refused by
+the instance (here: a body above the private emulator's --max-content-length, a record-scoped
+400 like a data policy refusal) blocks that twin only, is listed by `errors list` on both sides,
+and `errors retry` succeeds after the fix.
+"""
+
+import time
+import unittest
+
+from harness import POLL_MS, SYNC_PASSWORD, World, wait_until
+
+MAX_BODY = 20000
+
+
+class FaultsTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.world = World(globex_args=["--max-content-length", str(MAX_BODY)]).start()
+        cls.world.connect(trigger="urgency=1")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.world.cleanup()
+
+    def tearDown(self):
+        self.world.acme.reset_faults()
+        self.world.globex.reset_faults()
+
+    def twin(self, instance, sys_id, timeout=30):
+        return wait_until(lambda: instance.twin_of(sys_id), timeout=timeout,
+                          what="twin of %s on %s\n%s" % (sys_id, instance.name, self.world.logs()))
+
+    def test_1_auth_failure_errors_connection_and_resumes(self):
+        w = self.world
+        w.globex.set_password("sync", "changed-by-someone")
+        a = w.acme.create(short_description="during the 401", urgency="1", comments="kept")
+        status = wait_until(lambda: [c for c in w.priv.cli_json("status")["connections"]
+                                     if c["status"] == "error"], what="private connection in error")
+        self.assertIn("auth", status[0]["error"])
+        self.assertIn("User Not Authenticated", status[0]["error"])
+        out = w.priv.cli("status")
+        self.assertIn("error", out.stdout)
+        self.assertIn("User Not Authenticated", out.stdout)
+        time.sleep(6 * POLL_MS / 1000)
+        self.assertIsNone(w.globex.twin_of(a["sys_id"]))
+        # The public side is not affected.
+        self.assertEqual(w.pub.cli_json("connection", "show", w.conn)["status"], "active")
+        w.globex.set_password("sync", SYNC_PASSWORD)
+        b = self.twin(w.globex, a["sys_id"], timeout=45)
+        wait_until(lambda: w.priv.cli_json("connection", "show", w.conn)["status"] == "active",
+                   what="private connection active again")
+        wait_until(lambda: [e["value"] for e in w.globex.journal(b["sys_id"])]
+                   == ["[acme] alice wrote:\nkept"], what="comment delivered once")
+
+    def test_2_rate_limit_storm_delays_only(self):
+        w = self.world
+        w.globex.clear_log()
+        made = [w.acme.create(short_description="storm %d" % i, urgency="1") for i in range(5)]
+        w.globex.faults(rate_limit={"count": 40, "retry_after": 1})
+        for a in made:
+            self.twin(w.globex, a["sys_id"], timeout=60)
+        self.assertEqual(w.priv.cli_json("errors", "list")["errors"], [])
+        hits = [r for r in w.globex.log() if r["status"] == 429 and r["user"] == "sync"]
+        self.assertTrue(hits, "the node ran into the storm")
+
+    def test_3_outage_bursts_delay_only(self):
+        w = self.world
+        w.acme.clear_log()
+        w.globex.clear_log()
+        from_acme = [w.acme.create(short_description="burst a%d" % i, urgency="1") for i in range(3)]
+        from_globex = [w.globex.create(short_description="burst g%d" % i, urgency="1")
+                       for i in range(2)]
+        w.globex.faults(fail_next={"count": 12, "status": 503})
+        w.acme.faults(fail_next={"count": 12, "status": 502})
+        for a in from_acme:
+            self.twin(w.globex, a["sys_id"], timeout=60)
+        for b in from_globex:
+            self.twin(w.acme, b["sys_id"], timeout=60)
+        self.assertEqual(w.pub.cli_json("errors", "list")["errors"], [])
+        self.assertEqual(w.priv.cli_json("errors", "list")["errors"], [])
+        for inst, status in ((w.acme, 502), (w.globex, 503)):
+            self.assertTrue([r for r in inst.log() if r["status"] == status],
+                            "%s returned %d" % (inst.name, status))
+
+    def test_4_refused_incident_blocks_only_its_twin_then_retry(self):
+        w = self.world
+        big = w.acme.create(short_description="huge", description="x" * (MAX_BODY + 5000),
+                            urgency="1")
+        small = [w.acme.create(short_description="small %d" % i, urgency="1") for i in range(2)]
+        for a in small:
+            self.twin(w.globex, a["sys_id"])
+        errors = wait_until(lambda: w.priv.cli_json("errors", "list")["errors"],
+                            what="the refusal listed on the private node")
+        self.assertEqual(len(errors), 1)
+        err = errors[0]
+        self.assertEqual(err["origin"], "local")
+        self.assertEqual(err["remote"], big["number"])
+        self.assertIn("bad_request", err["code"])
+        self.assertIn("Exception while reading request", err["message"])
+        out = w.priv.cli("errors", "list")
+        self.assertIn(big["number"], out.stdout)
+        remote = wait_until(lambda: w.pub.cli_json("errors", "list")["errors"],
+                            what="the refusal reported to the public node")
+        self.assertEqual(remote[0]["origin"], "remote")
+        self.assertEqual(remote[0]["local"], big["number"])
+        # Other twins keep syncing meanwhile.
+        a = w.acme.create(short_description="still flowing", urgency="1")
+        self.twin(w.globex, a["sys_id"])
+        self.assertIsNone(w.globex.twin_of(big["sys_id"]))
+        # The fix on the private side: an instance that takes large bodies.
+        w.globex.stop()
+        w.globex.start(extra_args=[])
+        out = w.priv.cli("errors", "retry", str(err["id"]), "--wait", "40")
+        self.assertEqual(out.returncode, 0, out.stderr + w.logs())
+        self.assertIn("resolved", out.stdout)
+        b = self.twin(w.globex, big["sys_id"])
+        self.assertEqual(len(b["description"]), MAX_BODY + 5000)
+        wait_until(lambda: w.pub.cli_json("errors", "list")["errors"] == [],
+                   what="the public node's copy of the error cleared by the RECEIPT")
+        self.assertEqual(w.priv.cli_json("errors", "list")["errors"], [])
+
+
+if __name__ == "__main__":
+    unittest.main()

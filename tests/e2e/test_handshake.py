@@ -1,0 +1,146 @@
+"""End to end: the invitation handshake (DESIGN.md §3), with a real broker and both nodes.
+
+initiate -> accept -> active on both sides; wrong, truncated, altered, expired and reused codes
+are refused with one clear line and a non-zero status, and nothing is written; the private node
+listens on no TCP port.
+"""
+
+import os
+import time
+import unittest
+
+from harness import PRIVATE, Node, World, wait_until
+
+
+class HandshakeTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.world = World().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.world.cleanup()
+
+    def private_connections(self):
+        return self.world.priv.cli_json("connection", "list")["connections"]
+
+    def assert_refused(self, code, words):
+        """accept(code) fails with exactly one stderr line containing words, writes nothing."""
+        before = self.private_connections()
+        out = self.world.priv.cli("connection", "accept", code, "--wait", "10")
+        self.assertNotEqual(out.returncode, 0, out.stdout)
+        lines = out.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, out.stderr)
+        self.assertIn(words, lines[0])
+        self.assertTrue(lines[0].startswith("twinsync-private: "), lines[0])
+        self.assertEqual(self.private_connections(), before)
+        return lines[0]
+
+    def test_1_initiate_accept_active_on_both_sides(self):
+        w = self.world
+        out = w.pub.cli("connection", "initiate", "--name", "first", "--mode", "basic", "--trigger",
+                        "urgency=1", "--json", "--wait", "20")
+        self.assertEqual(out.returncode, 0, out.stderr + w.logs())
+        import json
+        doc = json.loads(out.stdout)
+        self.assertEqual(doc["status"], "pending")
+        self.assertTrue(doc["registered"], "the daemon registered the INVITE before printing")
+        code = doc["code"]
+        self.assertTrue(code.startswith("tsi1."))
+        self.assertEqual(w.pub.cli_json("connection", "show", "first")["status"], "pending")
+
+        # Refusals before the good accept: garbage, truncated, altered.
+        self.assert_refused("hello world", "cannot read invitation code")
+        self.assert_refused(code[:len(code) // 2], "cannot read invitation code")
+        i = len(code) // 2
+        altered = code[:i] + ("A" if code[i] != "A" else "B") + code[i + 1:]
+        self.assert_refused(altered, "cannot read invitation code")
+
+        out = w.priv.cli("connection", "accept", code, "--wait", "20")
+        self.assertEqual(out.returncode, 0, out.stderr + w.logs())
+        self.assertIn("is active", out.stdout)
+        wait_until(lambda: w.pub.cli_json("connection", "show", "first")["status"] == "active",
+                   what="public side active")
+        priv = w.priv.cli_json("connection", "show", "first")
+        self.assertEqual(priv["status"], "active")
+        self.assertIn("acme-node", priv["peer"])
+        self.assertIn("globex-node", w.pub.cli_json("connection", "show", "first")["peer"])
+
+        # The same code again on the same node: already accepted, nothing changes.
+        self.assert_refused(code, "accepted already")
+        type(self).code = code
+
+    def test_2_reused_code_on_another_node_refused_by_broker(self):
+        # A second private node presents the burnt join token: the broker refuses (409).
+        w = self.world
+        other = Node(w, "private", w.globex)
+        other.dir = os.path.join(w.tmp, "private2")
+        other.state_dir = os.path.join(other.dir, "state")
+        other.config = os.path.join(other.dir, "node.ini")
+        other.log_path = os.path.join(other.dir, "node.log")
+        os.makedirs(other.dir, exist_ok=True)
+        other.password_file = w.priv.password_file
+        other.write_config()
+        with open(other.config) as f:
+            text = f.read().replace("name = globex-node", "name = intruder-node")
+        with open(other.config, "w") as f:
+            f.write(text)
+        other.proc = None
+        import subprocess
+        log = open(other.log_path, "ab")
+        other.proc = subprocess.Popen([PRIVATE, "run", "--config", other.config], stdout=log,
+                                      stderr=subprocess.STDOUT)
+        log.close()
+        try:
+            out = other.cli("connection", "accept", self.code, "--wait", "20")
+            self.assertNotEqual(out.returncode, 0)
+            lines = out.stderr.strip().splitlines()
+            self.assertEqual(len(lines), 1, out.stderr)
+            self.assertIn("cannot accept invitation", lines[0])
+            self.assertIn("409", lines[0])
+            self.assertEqual(other.cli_json("connection", "list")["connections"], [])
+        finally:
+            other.stop()
+
+    def test_3_expired_code_refused(self):
+        w = self.world
+        out = w.pub.cli("connection", "initiate", "--name", "late", "--wait", "20")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        conn_id = w.pub.cli_json("connection", "show", "late")["id"]
+        db = w.pub.db()
+        db.execute("UPDATE connections SET expires = ? WHERE id = ?", (int(time.time()) - 5, conn_id))
+        db.commit()
+        db.close()
+        out = w.pub.cli("connection", "show", "late", "--code", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        import json
+        expired = json.loads(out.stdout)["code"]
+        line = self.assert_refused(expired, "expired")
+        self.assertIn("cannot read invitation code", line)
+
+    def test_4_private_node_listens_on_no_port(self):
+        pid = self.world.priv.proc.pid
+        inodes = set()
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        listening = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            if not os.path.exists(table):
+                continue
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    cols = line.split()
+                    if cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
+                        listening.append(cols[1])
+        self.assertEqual(listening, [], "twinsync-private listens on %s" % listening)
+        self.assertTrue(inodes, "the private node should have its outbound sockets")
+
+
+if __name__ == "__main__":
+    unittest.main()

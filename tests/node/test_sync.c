@@ -1,0 +1,730 @@
+/*  Tests of node_sync against two real ServiceNow emulators (tests/snemu),
+    with this test carrying outbox rows from one node to the other in place
+    of the broker. They prove the sync rules without any ZeroMQ: a twin is
+    created with the right fields and correlation, updates and comments flow
+    both ways exactly once, work notes stay home, both nodes go quiet after a
+    sync, concurrent changes converge, a record refusal blocks one twin only
+    and clears on retry, a 401 puts the connection in error and it resumes,
+    a payload that does not open is rejected, and a crash between the
+    ServiceNow write and the state commit re-applies without duplicates.
+
+    Label "integration": it starts two python3 processes.
+*/
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node_keys.h"
+#include "node_state.h"
+#include "node_sync.h"
+#include "sn_incident.h"
+#include "sn_journal.h"
+
+#ifndef SNEMU_PY
+#error "SNEMU_PY must name tests/snemu/snemu.py"
+#endif
+
+#define S_CONN "c-test"
+
+//  One side: an emulator, its node's state and sync worker, and a client
+//  acting as a human user (alice or bob) for the test's own changes.
+typedef struct {
+    const char *instance; //  "acme" / "globex"
+    const char *human;    //  Human user of this instance
+    pid_t pid;            //  Emulator process
+    int port;             //  Its port
+    char url[64];         //  http://127.0.0.1:PORT
+    char dir[64];         //  Node state directory
+    node_state_t *state;  //  Node state
+    sn_client_t *sync_sn; //  Node's client (integration user "sync")
+    sn_client_t *user_sn; //  The human's client
+    node_sync_t *sync;    //  The worker
+    proto_role_t role;    //  Public or private
+} s_side_t;
+
+typedef struct {
+    s_side_t pub;
+    s_side_t priv;
+    char tmp[64];
+} s_world_t;
+
+//  --- emulator processes and their control API
+
+static int s_start_emulator(s_side_t *side, const char *tmp, const char *extra)
+{
+    char port_file[128];
+    snprintf(port_file, sizeof port_file, "%s/%s.port", tmp, side->instance);
+    side->pid = fork();
+    if (side->pid == 0) {
+        char user1[64], user2[64];
+        snprintf(user1, sizeof user1, "%s:pw:Alice Smith", "alice");
+        snprintf(user2, sizeof user2, "%s:pw:Bob Jones", "bob");
+        const char *argv[] = {"python3",     SNEMU_PY,
+                              "--port",      "0",
+                              "--port-file", port_file,
+                              "--instance",  side->instance,
+                              "--user",      "sync:syncpw:Sync User",
+                              "--user",      user1,
+                              "--user",      user2,
+                              extra,         extra ? "64000" : NULL,
+                              NULL};
+        execvp("python3", (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        FILE *f = fopen(port_file, "r");
+        if (f) {
+            int ok = fscanf(f, "%d", &side->port) == 1;
+            fclose(f);
+            if (ok) {
+                snprintf(side->url, sizeof side->url, "http://127.0.0.1:%d", side->port);
+                return 0;
+            }
+        }
+        usleep(50000);
+    }
+    return -1;
+}
+
+static size_t s_collect(char *data, size_t size, size_t n, void *arg)
+{
+    FILE *out = arg;
+    return fwrite(data, size, n, out);
+}
+
+//  One control request; returns the body (free it) or NULL.
+static char *s_control(const s_side_t *side, const char *method, const char *path, const char *body)
+{
+    char url[160];
+    snprintf(url, sizeof url, "%s%s", side->url, path);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    CURL *curl = curl_easy_init();
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, out);
+    if (body)
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    CURLcode rc = curl_easy_perform(curl);
+    curl_easy_cleanup(curl);
+    fclose(out);
+    if (rc != CURLE_OK) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+static void s_fault(const s_side_t *side, const char *json)
+{
+    free(s_control(side, "POST", "/__snemu/faults", json));
+}
+
+//  Requests in the emulator's log since the last clear (decoded JSON array).
+static json_t *s_log(const s_side_t *side)
+{
+    char *text = s_control(side, "GET", "/__snemu/log", NULL);
+    json_t *doc = json_loads(text ? text : "{}", 0, NULL);
+    free(text);
+    json_t *requests = json_incref(json_object_get(doc, "requests"));
+    json_decref(doc);
+    return requests;
+}
+
+//  --- nodes
+
+static sn_client_t *s_client(const s_side_t *side, const char *user, const char *password)
+{
+    sn_config_t cfg = {.instance_url = side->url, .user = user, .password = password};
+    cfg.retry = sn_retry_policy_default();
+    cfg.retry.max_total_wait_ms = 3000;
+    cfg.retry.base_backoff_ms = 50;
+    cfg.retry.max_backoff_ms = 500;
+    sn_error_t err;
+    sn_client_t *client = sn_client_new(&cfg, &err);
+    assert_non_null(client);
+    return client;
+}
+
+static void s_side_open(s_side_t *side, const char *tmp, proto_role_t role)
+{
+    char err[256];
+    snprintf(side->dir, sizeof side->dir, "%s/%s-node", tmp, side->instance);
+    side->role = role;
+    side->state = node_state_open(side->dir, err, sizeof err);
+    assert_non_null(side->state);
+    node_conn_t conn;
+    memset(&conn, 0, sizeof conn);
+    snprintf(conn.id, sizeof conn.id, S_CONN);
+    snprintf(conn.name, sizeof conn.name, "test");
+    snprintf(conn.mode, sizeof conn.mode, "basic");
+    snprintf(conn.trigger, sizeof conn.trigger, "urgency=1");
+    conn.role = role;
+    conn.status = NODE_CONN_ACTIVE;
+    assert_int_equal(node_state_conn_insert(side->state, &conn), 0);
+    node_keys_t keys;
+    memset(&keys, 7, sizeof keys);
+    keys.has_token = false;
+    assert_int_equal(node_keys_write(side->dir, S_CONN, &keys, err, sizeof err), 0);
+    side->sync_sn = s_client(side, "sync", "syncpw");
+    side->user_sn = s_client(side, side->human, "pw");
+    node_sync_config_t cfg = {.state = side->state,
+                              .sn = side->sync_sn,
+                              .state_dir = side->dir,
+                              .instance = side->instance,
+                              .sync_user = "sync",
+                              .lookback_s = 5};
+    side->sync = node_sync_new(&cfg);
+    assert_non_null(side->sync);
+}
+
+static void s_side_close(s_side_t *side)
+{
+    node_sync_destroy(&side->sync);
+    sn_client_destroy(&side->sync_sn);
+    sn_client_destroy(&side->user_sn);
+    node_state_destroy(&side->state);
+    if (side->pid > 0) {
+        kill(side->pid, SIGTERM);
+        waitpid(side->pid, NULL, 0);
+    }
+}
+
+static int s_setup_with(void **state, const char *priv_extra)
+{
+    s_world_t *w = calloc(1, sizeof *w);
+    snprintf(w->tmp, sizeof w->tmp, "/tmp/test-node-sync-XXXXXX");
+    assert_non_null(mkdtemp(w->tmp));
+    w->pub = (s_side_t){.instance = "acme", .human = "alice"};
+    w->priv = (s_side_t){.instance = "globex", .human = "bob"};
+    assert_int_equal(s_start_emulator(&w->pub, w->tmp, NULL), 0);
+    assert_int_equal(s_start_emulator(&w->priv, w->tmp, priv_extra), 0);
+    s_side_open(&w->pub, w->tmp, PROTO_ROLE_PUBLIC);
+    s_side_open(&w->priv, w->tmp, PROTO_ROLE_PRIVATE);
+    *state = w;
+    return 0;
+}
+
+static int s_setup(void **state)
+{
+    return s_setup_with(state, NULL);
+}
+
+static int s_setup_small_bodies(void **state)
+{
+    return s_setup_with(state, "--max-content-length");
+}
+
+static int s_teardown(void **state)
+{
+    s_world_t *w = *state;
+    s_side_close(&w->pub);
+    s_side_close(&w->priv);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", w->tmp);
+    assert_int_equal(system(cmd), 0);
+    free(w);
+    return 0;
+}
+
+//  --- the stand-in broker
+
+typedef struct {
+    s_side_t *to;             //  Receiver
+    uint64_t delivered[4096]; //  Seqs applied, to delete from the sender
+    size_t count;             //  Entries
+    bool stop;                //  A message was held: keep order, stop here
+} s_carry_t;
+
+static int s_deliver(uint64_t seq, const uint8_t *payload, size_t size, void *arg)
+{
+    s_carry_t *carry = arg;
+    node_sync_rc_t rc = node_sync_apply(carry->to->sync, S_CONN, seq, payload, size);
+    if (rc != NODE_SYNC_OK) {
+        carry->stop = true;
+        return 1;
+    }
+    carry->delivered[carry->count++] = seq;
+    return 0;
+}
+
+//  Moves every outbox row of from into to (apply, then delete on success).
+//  Returns how many were applied.
+static size_t s_carry(s_side_t *from, s_side_t *to)
+{
+    s_carry_t carry = {.to = to};
+    assert_int_equal(node_state_outbox_each(from->state, S_CONN, 0, 0, s_deliver, &carry), 0);
+    for (size_t i = 0; i < carry.count; i++)
+        assert_int_equal(node_state_outbox_remove(from->state, S_CONN, carry.delivered[i]), 0);
+    return carry.count;
+}
+
+//  Polls both sides and carries messages until nothing moves.
+static void s_settle(s_world_t *w)
+{
+    for (int round = 0; round < 10; round++) {
+        node_sync_poll(w->pub.sync, S_CONN, NULL);
+        node_sync_poll(w->priv.sync, S_CONN, NULL);
+        size_t moved = s_carry(&w->pub, &w->priv) + s_carry(&w->priv, &w->pub);
+        if (moved == 0)
+            return;
+    }
+    fail_msg("the two nodes did not settle in 10 rounds (ping-pong?)");
+}
+
+//  --- ServiceNow helpers acting as the human users
+
+static json_t *s_create(s_side_t *side, const char *json)
+{
+    json_t *fields = json_loads(json, 0, NULL);
+    assert_non_null(fields);
+    sn_created_t created;
+    json_t *record = NULL;
+    sn_error_t err;
+    assert_int_equal(sn_incident_create(side->user_sn, fields, &created, &record, &err), SN_OK);
+    json_decref(fields);
+    return record;
+}
+
+static void s_update(s_side_t *side, const char *sys_id, const char *json)
+{
+    json_t *fields = json_loads(json, 0, NULL);
+    sn_error_t err;
+    assert_int_equal(sn_incident_update(side->user_sn, sys_id, fields, NULL, &err), SN_OK);
+    json_decref(fields);
+}
+
+//  The twin of sys_id (correlation_id = sys_id) on side; NULL when none,
+//  fails when more than one.
+static json_t *s_twin_of(s_side_t *side, const char *sys_id)
+{
+    json_t *found = NULL;
+    sn_error_t err;
+    assert_int_equal(sn_incident_find_by_correlation(side->user_sn, sys_id, NULL, &found, &err),
+                     SN_OK);
+    assert_true(json_array_size(found) <= 1);
+    json_t *twin = json_incref(json_array_get(found, 0));
+    json_decref(found);
+    return twin;
+}
+
+//  Comments ("comments" journal, or work_notes when notes) of an incident.
+static json_t *s_journal(s_side_t *side, const char *sys_id, bool notes)
+{
+    sn_seen_t *seen = sn_seen_new();
+    const char *ids[] = {sys_id};
+    sn_journal_poll_t poll = {
+        .incident_ids = ids, .count = 1, .include_work_notes = notes, .seen = seen};
+    json_t *entries = NULL;
+    sn_poll_result_t result;
+    sn_error_t err;
+    sn_err_code_t rc = sn_journal_poll_all(side->user_sn, &poll, &entries, &result, &err);
+    assert_true(rc == SN_OK || rc == SN_E_JOURNAL_UNREADABLE);
+    sn_seen_destroy(&seen);
+    json_t *out = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+    {
+        if (!strcmp(sn_field(e, "element"), notes ? "work_notes" : "comments"))
+            json_array_append(out, e);
+    }
+    json_decref(entries);
+    return out;
+}
+
+static size_t s_count_text(json_t *entries, const char *needle)
+{
+    size_t n = 0, i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+    {
+        if (strstr(sn_field(e, "value"), needle))
+            n++;
+    }
+    return n;
+}
+
+//  --- tests
+
+//  Outbox iteration: copies the first row as seq (8 bytes), size (8), payload.
+static int grab(uint64_t s, const uint8_t *p, size_t n, void *arg)
+{
+    uint8_t *out = arg;
+    memcpy(out, &s, sizeof s);
+    memcpy(out + 8, &n, sizeof n);
+    memcpy(out + 16, p, n);
+    return 1;
+}
+
+static void test_create_update_comments_both_ways(void **state)
+{
+    s_world_t *w = *state;
+    //  Created on the public side, matching the trigger (urgency=1).
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"Mail down\",\"description\":"
+                                  "\"since 9am\",\"urgency\":\"1\",\"impact\":\"2\","
+                                  "\"comments\":\"first public comment\","
+                                  "\"work_notes\":\"internal: suspect the relay\"}");
+    const char *a_id = sn_field(a, "sys_id");
+    s_settle(w);
+    json_t *b = s_twin_of(&w->priv, a_id);
+    assert_non_null(b);
+    assert_string_equal(sn_field(b, "short_description"), "Mail down");
+    assert_string_equal(sn_field(b, "description"), "since 9am");
+    assert_string_equal(sn_field(b, "urgency"), "1");
+    assert_string_equal(sn_field(b, "impact"), "2");
+    char display[64];
+    snprintf(display, sizeof display, "%s@acme", sn_field(a, "number"));
+    assert_string_equal(sn_field(b, "correlation_display"), display);
+    const char *b_id = sn_field(b, "sys_id");
+
+    //  The twins know each other.
+    node_twin_t twin = {0};
+    assert_int_equal(node_state_twin_by_local(w->pub.state, S_CONN, a_id, &twin), 0);
+    assert_string_equal(twin.remote_sys_id, b_id);
+    assert_string_equal(twin.remote_number, sn_field(b, "number"));
+    node_twin_clear(&twin);
+
+    //  Updates both ways, comments both ways.
+    s_update(&w->priv, b_id, "{\"impact\":\"1\",\"comments\":\"reply from globex\"}");
+    s_settle(w);
+    s_update(&w->pub, a_id, "{\"description\":\"since 9am, relay replaced\"}");
+    s_settle(w);
+    json_t *a2 = NULL, *b2 = NULL;
+    sn_error_t err;
+    assert_int_equal(sn_incident_get(w->pub.user_sn, a_id, NULL, &a2, &err), SN_OK);
+    assert_int_equal(sn_incident_get(w->priv.user_sn, b_id, NULL, &b2, &err), SN_OK);
+    assert_string_equal(sn_field(a2, "impact"), "1");
+    assert_string_equal(sn_field(b2, "description"), "since 9am, relay replaced");
+
+    json_t *ca = s_journal(&w->pub, a_id, false), *cb = s_journal(&w->priv, b_id, false);
+    assert_int_equal(s_count_text(cb, "[acme] alice wrote:\nfirst public comment"), 1);
+    assert_int_equal(s_count_text(ca, "[globex] bob wrote:\nreply from globex"), 1);
+    assert_int_equal(json_array_size(ca), 2);
+    assert_int_equal(json_array_size(cb), 2);
+    //  Work notes never leave their instance.
+    json_t *nb = s_journal(&w->priv, b_id, true);
+    assert_int_equal(json_array_size(nb), 0);
+    assert_int_equal(s_count_text(cb, "suspect the relay"), 0);
+
+    //  After the sync both sides go quiet: only the incident poll.
+    free(s_control(&w->pub, "DELETE", "/__snemu/log", NULL));
+    free(s_control(&w->priv, "DELETE", "/__snemu/log", NULL));
+    sleep(1);
+    s_settle(w);
+    s_settle(w);
+    for (int side = 0; side < 2; side++) {
+        json_t *log = s_log(side ? &w->priv : &w->pub);
+        size_t i;
+        json_t *req;
+        assert_true(json_array_size(log) >= 2);
+        json_array_foreach(log, i, req)
+        {
+            assert_string_equal(json_string_value(json_object_get(req, "method")), "GET");
+            assert_string_equal(json_string_value(json_object_get(req, "path")),
+                                "/api/now/table/incident");
+        }
+        json_decref(log);
+    }
+    json_decref(a);
+    json_decref(b);
+    json_decref(a2);
+    json_decref(b2);
+    json_decref(ca);
+    json_decref(cb);
+    json_decref(nb);
+}
+
+static void test_private_side_creates_and_resolves(void **state)
+{
+    s_world_t *w = *state;
+    json_t *b = s_create(&w->priv, "{\"short_description\":\"VPN flaps\",\"urgency\":\"1\"}");
+    const char *b_id = sn_field(b, "sys_id");
+    //  Not matching the trigger: stays home.
+    json_t *quiet = s_create(&w->priv, "{\"short_description\":\"local only\",\"urgency\":\"3\"}");
+    s_settle(w);
+    json_t *a = s_twin_of(&w->pub, b_id);
+    assert_non_null(a);
+    json_t *none = s_twin_of(&w->pub, sn_field(quiet, "sys_id"));
+    assert_null(none);
+    //  Resolve with close code and notes: the state arrives with them.
+    s_update(&w->priv, b_id,
+             "{\"state\":\"6\",\"close_code\":\"Solved (Permanently)\",\"close_notes\":\"fixed\"}");
+    s_settle(w);
+    json_t *a2 = NULL;
+    sn_error_t err;
+    assert_int_equal(sn_incident_get(w->pub.user_sn, sn_field(a, "sys_id"), NULL, &a2, &err),
+                     SN_OK);
+    assert_string_equal(sn_field(a2, "state"), "6");
+    assert_string_equal(sn_field(a2, "close_code"), "Solved (Permanently)");
+    assert_string_equal(sn_field(a2, "close_notes"), "fixed");
+    uint64_t count = 1;
+    assert_int_equal(node_state_error_count(w->pub.state, NULL, &count), 0);
+    assert_int_equal(count, 0);
+    json_decref(a);
+    json_decref(a2);
+    json_decref(b);
+    json_decref(quiet);
+}
+
+static void test_concurrent_update_converges(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"Printer\",\"urgency\":\"1\"}");
+    const char *a_id = sn_field(a, "sys_id");
+    s_settle(w);
+    json_t *b = s_twin_of(&w->priv, a_id);
+    const char *b_id = sn_field(b, "sys_id");
+    //  Both change in the same interval: polls run before either applies.
+    s_update(&w->pub, a_id, "{\"short_description\":\"Printer (public)\",\"impact\":\"1\"}");
+    s_update(&w->priv, b_id, "{\"short_description\":\"Printer (private)\",\"urgency\":\"2\"}");
+    assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+    assert_int_equal(node_sync_poll(w->priv.sync, S_CONN, NULL), NODE_SYNC_OK);
+    s_settle(w);
+    json_t *a2 = NULL, *b2 = NULL;
+    sn_error_t err;
+    assert_int_equal(sn_incident_get(w->pub.user_sn, a_id, NULL, &a2, &err), SN_OK);
+    assert_int_equal(sn_incident_get(w->priv.user_sn, b_id, NULL, &b2, &err), SN_OK);
+    static const char *const fields[] = {"short_description", "urgency", "impact", NULL};
+    for (int i = 0; fields[i]; i++)
+        assert_string_equal(sn_field(a2, fields[i]), sn_field(b2, fields[i]));
+    assert_string_equal(sn_field(a2, "short_description"), "Printer (public)");
+    assert_string_equal(sn_field(a2, "urgency"), "2");
+    assert_string_equal(sn_field(a2, "impact"), "1");
+    json_decref(a);
+    json_decref(b);
+    json_decref(a2);
+    json_decref(b2);
+}
+
+static void test_refused_twin_blocks_alone_and_retries(void **state)
+{
+    s_world_t *w = *state;
+    //  The private emulator refuses bodies above 64000 bytes (400): this
+    //  incident cannot be created there, the others can.
+    char *big = malloc(70000);
+    memset(big, 'x', 69999);
+    big[69999] = 0;
+    json_t *fields =
+        json_pack("{s:s,s:s,s:s}", "short_description", "huge", "description", big, "urgency", "1");
+    sn_created_t created;
+    json_t *a = NULL;
+    sn_error_t err;
+    assert_int_equal(sn_incident_create(w->pub.user_sn, fields, &created, &a, &err), SN_OK);
+    json_decref(fields);
+    json_t *ok = s_create(&w->pub, "{\"short_description\":\"small\",\"urgency\":\"1\"}");
+    s_settle(w);
+    assert_null(s_twin_of(&w->priv, created.sys_id));
+    json_t *ok_twin = s_twin_of(&w->priv, sn_field(ok, "sys_id"));
+    assert_non_null(ok_twin);
+    //  The refusal is listed on the private side (local) and on the public
+    //  side (reported by RECEIPT).
+    node_error_t *list;
+    size_t count;
+    assert_int_equal(node_state_error_list(w->priv.state, NULL, &list, &count), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(list[0].origin, "local");
+    assert_string_equal(list[0].remote_number, created.number);
+    int64_t id = list[0].id;
+    free(list);
+    assert_int_equal(node_state_error_list(w->pub.state, NULL, &list, &count), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(list[0].origin, "remote");
+    free(list);
+    //  A later change of the same incident is parked behind the error...
+    s_update(&w->pub, created.sys_id, "{\"impact\":\"1\",\"comments\":\"more info\"}");
+    s_settle(w);
+    assert_null(s_twin_of(&w->priv, created.sys_id));
+    uint64_t blocked = 0;
+    assert_int_equal(node_state_blocked_count(w->priv.state, S_CONN, NULL, &blocked), 0);
+    assert_int_equal(blocked, 2);
+    //  ... the fix (a shorter description) goes through the same chain and
+    //  clears it; `errors retry` re-runs the chain too.
+    s_update(&w->pub, created.sys_id, "{\"description\":\"short now\"}");
+    s_settle(w);
+    assert_int_equal(node_state_error_request_retry(w->priv.state, id) >= 0, 1);
+    assert_int_equal(node_sync_retry(w->priv.sync, NULL), NODE_SYNC_OK);
+    s_settle(w);
+    json_t *b = s_twin_of(&w->priv, created.sys_id);
+    assert_non_null(b);
+    assert_string_equal(sn_field(b, "description"), "short now");
+    assert_string_equal(sn_field(b, "impact"), "1");
+    json_t *cb = s_journal(&w->priv, sn_field(b, "sys_id"), false);
+    assert_int_equal(s_count_text(cb, "more info"), 1);
+    assert_int_equal(node_state_error_count(w->priv.state, NULL, &count), 0);
+    assert_int_equal(count, 0);
+    uint64_t remote_errors = 9;
+    assert_int_equal(node_state_error_count(w->pub.state, NULL, &remote_errors), 0);
+    assert_int_equal(remote_errors, 0);
+    free(big);
+    json_decref(a);
+    json_decref(ok);
+    json_decref(ok_twin);
+    json_decref(b);
+    json_decref(cb);
+}
+
+static void test_auth_failure_errors_connection_then_resumes(void **state)
+{
+    s_world_t *w = *state;
+    free(s_control(&w->priv, "POST", "/__snemu/users", "{\"name\":\"sync\",\"password\":\"new\"}"));
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"during outage\",\"urgency\":\"1\"}");
+    assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+    assert_int_equal(node_sync_poll(w->priv.sync, S_CONN, NULL), NODE_SYNC_CONN_ERROR);
+    node_conn_t conn;
+    assert_int_equal(node_state_conn_get(w->priv.state, S_CONN, &conn), 0);
+    assert_int_equal(conn.status, NODE_CONN_ERROR);
+    assert_non_null(strstr(conn.error_text, "auth"));
+    //  Inbound messages wait (not consumed) while the connection is in error.
+    assert_int_equal(s_carry(&w->pub, &w->priv), 0);
+    //  The password is fixed: the next poll resumes, nothing was lost.
+    free(s_control(&w->priv, "POST", "/__snemu/users",
+                   "{\"name\":\"sync\",\"password\":\"syncpw\"}"));
+    assert_int_equal(node_sync_poll(w->priv.sync, S_CONN, NULL), NODE_SYNC_OK);
+    assert_int_equal(node_state_conn_get(w->priv.state, S_CONN, &conn), 0);
+    assert_int_equal(conn.status, NODE_CONN_ACTIVE);
+    s_settle(w);
+    json_t *b = s_twin_of(&w->priv, sn_field(a, "sys_id"));
+    assert_non_null(b);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void test_rate_limit_and_outage_delay_only(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"storm\",\"urgency\":\"1\"}");
+    s_fault(&w->priv, "{\"rate_limit\":{\"count\":20,\"retry_after\":1}}");
+    assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+    //  The client gives up within its budget: the apply is delayed, not lost.
+    assert_int_equal(s_carry(&w->pub, &w->priv), 0);
+    free(s_control(&w->priv, "POST", "/__snemu/reset", NULL));
+    s_fault(&w->priv, "{\"fail_next\":{\"count\":2,\"status\":503}}");
+    s_settle(w);
+    json_t *b = s_twin_of(&w->priv, sn_field(a, "sys_id"));
+    assert_non_null(b);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void test_bad_seal_rejected_and_reported(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"sealed\",\"urgency\":\"1\"}");
+    assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+    //  Alter one byte of the sealed payload on its way.
+    uint8_t copy[65536];
+    size_t size = 0;
+    uint64_t seq = 0;
+    assert_int_equal(node_state_outbox_each(w->pub.state, S_CONN, 0, 1, grab, copy), 0);
+    memcpy(&seq, copy, sizeof seq);
+    memcpy(&size, copy + 8, sizeof size);
+    copy[16 + size / 2] ^= 1;
+    //  Refused, reported once however often it comes, never applied.
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(node_sync_apply(w->priv.sync, S_CONN, seq, copy + 16, size),
+                         NODE_SYNC_REFUSED);
+    node_error_t *list;
+    size_t count;
+    assert_int_equal(node_state_error_list(w->priv.state, NULL, &list, &count), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(list[0].code, "seal");
+    free(list);
+    assert_null(s_twin_of(&w->priv, sn_field(a, "sys_id")));
+    //  Nothing later overtakes it, and the seq is not burnt: the genuine
+    //  payload, delivered again, applies.
+    assert_int_equal(node_sync_apply(w->priv.sync, S_CONN, seq + 1, copy + 16, size),
+                     NODE_SYNC_HOLD);
+    copy[16 + size / 2] ^= 1;
+    assert_int_equal(node_sync_apply(w->priv.sync, S_CONN, seq, copy + 16, size), NODE_SYNC_OK);
+    json_t *b = s_twin_of(&w->priv, sn_field(a, "sys_id"));
+    assert_non_null(b);
+    json_decref(b);
+    json_decref(a);
+}
+
+static void test_crash_between_write_and_commit_applies_once(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"crashy\",\"urgency\":\"1\","
+                                  "\"comments\":\"one comment\"}");
+    assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+    uint8_t copy[65536];
+    assert_int_equal(node_state_outbox_each(w->pub.state, S_CONN, 0, 1, grab, copy), 0);
+    uint64_t seq;
+    size_t size;
+    memcpy(&seq, copy, sizeof seq);
+    memcpy(&size, copy + 8, sizeof size);
+    //  The private node wrote the twin and the comment, then died before
+    //  its commit: replay that by applying, then rewinding what the commit
+    //  recorded (applied seq, twin row, comment mark) and keeping the intent.
+    assert_int_equal(node_sync_apply(w->priv.sync, S_CONN, seq, copy + 16, size), NODE_SYNC_OK);
+    json_t *b = s_twin_of(&w->priv, sn_field(a, "sys_id"));
+    assert_non_null(b);
+    node_state_destroy(&w->priv.state);
+    node_sync_destroy(&w->priv.sync);
+    char path[128], sql[512];
+    snprintf(path, sizeof path, "%s/node.db", w->priv.dir);
+    snprintf(sql, sizeof sql,
+             "UPDATE connections SET applied_in_seq = 0;"
+             " DELETE FROM twins; DELETE FROM comments; DELETE FROM outbox;"
+             " INSERT INTO intents(conn, seq, created_at) VALUES('%s', %llu, 0);",
+             S_CONN, (unsigned long long)seq);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    char err[256];
+    w->priv.state = node_state_open(w->priv.dir, err, sizeof err);
+    node_sync_config_t cfg = {.state = w->priv.state,
+                              .sn = w->priv.sync_sn,
+                              .state_dir = w->priv.dir,
+                              .instance = "globex",
+                              .sync_user = "sync"};
+    w->priv.sync = node_sync_new(&cfg);
+    //  Delivered again: one twin, one comment.
+    assert_int_equal(node_sync_apply(w->priv.sync, S_CONN, seq, copy + 16, size), NODE_SYNC_OK);
+    json_t *again = s_twin_of(&w->priv, sn_field(a, "sys_id")); //  fails if two
+    assert_string_equal(sn_field(again, "sys_id"), sn_field(b, "sys_id"));
+    json_t *cb = s_journal(&w->priv, sn_field(b, "sys_id"), false);
+    assert_int_equal(s_count_text(cb, "one comment"), 1);
+    json_decref(a);
+    json_decref(b);
+    json_decref(again);
+    json_decref(cb);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_update_comments_both_ways, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_private_side_creates_and_resolves, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_update_converges, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_twin_blocks_alone_and_retries,
+                                        s_setup_small_bodies, s_teardown),
+        cmocka_unit_test_setup_teardown(test_auth_failure_errors_connection_then_resumes, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_rate_limit_and_outage_delay_only, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_seal_rejected_and_reported, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_crash_between_write_and_commit_applies_once, s_setup,
+                                        s_teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
