@@ -901,10 +901,14 @@ static int s_cmd_help(s_cli_t *cli)
     for (const s_command_t *c = s_commands; c->word1; c++) {
         if (c->role && c->role != (int)cli->role)
             continue;
-        char words[64];
+        char words[128];
         snprintf(words, sizeof words, "%s%s%s %s", c->word1, c->word2 ? " " : "",
                  c->word2 ? c->word2 : "", c->usage);
-        printf("  %-52s %s\n", words, c->help);
+        //  Long usages get the help on the next line rather than being cut.
+        if (strlen(words) > 52)
+            printf("  %s\n  %-52s %s\n", words, "", c->help);
+        else
+            printf("  %-52s %s\n", words, c->help);
     }
     printf("\noptions:\n"
            "  --config FILE   configuration (default $TWINSYNC_CONFIG, else /etc/twinsync/%s.ini)\n"
