@@ -2,9 +2,11 @@
 
 A 401 puts the connection in error with ServiceNow's message, nothing is lost, and it resumes by
 itself once the password is fixed; a 429 storm and 503 bursts only delay; one incident refused by
-the instance (here: a body above the private emulator's --max-content-length, a record-scoped
-400 like a data policy refusal) blocks that twin only, is listed by `errors list` on both sides,
-and `errors retry` succeeds after the fix.
+the instance blocks that twin only, is listed by `errors list` on both sides, and `errors retry`
+succeeds after the fix: a body above the private emulator's --max-content-length (a record-scoped
+400), and a literal data policy refusal (the 403 of the private instance's data_policy fault, an
+admin there making `description` mandatory), cleared either by relaxing the policy and
+`errors retry`, or by filling the field at the source, whose next replica goes through by itself.
 """
 
 import time
@@ -122,6 +124,72 @@ class FaultsTest(unittest.TestCase):
         wait_until(lambda: w.pub.cli_json("errors", "list")["errors"] == [],
                    what="the public node's copy of the error cleared by the RECEIPT")
         self.assertEqual(w.priv.cli_json("errors", "list")["errors"], [])
+
+    def test_5_data_policy_refusal_blocks_only_its_twin_then_retry(self):
+        w = self.world
+        # The private side's admin makes the description mandatory on incidents.
+        w.globex.faults(data_policy={"mandatory": ["description"]})
+        a = w.acme.create(short_description="no description", urgency="1", comments="waits with A")
+        b, c = [w.acme.create(short_description="described %s" % n, description="details of %s" % n,
+                              urgency="1") for n in "BC"]
+        twin_b = self.twin(w.globex, b["sys_id"])
+        self.twin(w.globex, c["sys_id"])
+        errors = wait_until(lambda: w.priv.cli_json("errors", "list")["errors"],
+                            what="the refusal listed on the private node\n" + w.logs())
+        self.assertEqual(len(errors), 1, errors)
+        err = errors[0]
+        self.assertEqual((err["origin"], err["remote"], err["code"]), ("local", a["number"], "data_policy"))
+        self.assertIn("Operation Failed", err["message"])
+        self.assertIn("Data Policy Exception", err["message"])
+        self.assertIn("The following fields are mandatory: Description", err["message"])
+        line = [l for l in w.priv.cli("errors", "list").stdout.splitlines() if a["number"] in l]
+        self.assertEqual(len(line), 1, line)
+        self.assertIn("data_policy", line[0])
+        self.assertIn("mandatory: Description", line[0])
+        remote = wait_until(lambda: w.pub.cli_json("errors", "list")["errors"],
+                            what="the refusal reported to the public node")
+        self.assertEqual(len(remote), 1, remote)
+        self.assertEqual((remote[0]["origin"], remote[0]["local"]), ("remote", a["number"]))
+        self.assertIn("mandatory: Description", remote[0]["message"])
+        # The other twins keep syncing: a change of B arrives, A still has no twin.
+        w.acme.update(b["sys_id"], short_description="described B, changed", comments="B moves on")
+        wait_until(lambda: w.globex.get(twin_b["sys_id"])["short_description"] == "described B, changed",
+                   what="the change of B on its twin")
+        wait_until(lambda: [e["value"] for e in w.globex.journal(twin_b["sys_id"])]
+                   == ["[acme] alice wrote:\nB moves on"], what="B's comment on its twin")
+        self.assertIsNone(w.globex.twin_of(a["sys_id"]))
+        self.assertEqual([e["id"] for e in w.priv.cli_json("errors", "list")["errors"]], [err["id"]])
+        # The fix: the admin relaxes the policy; the retry creates A's twin with its comment.
+        w.globex.faults(data_policy=None)
+        out = w.priv.cli("errors", "retry", str(err["id"]), "--wait", "20")
+        self.assertEqual(out.returncode, 0, out.stderr + w.logs())
+        self.assertIn("resolved", out.stdout)
+        twin_a = self.twin(w.globex, a["sys_id"], timeout=5)
+        self.assertEqual((twin_a["short_description"], twin_a["description"]), ("no description", ""))
+        self.assertEqual([e["value"] for e in w.globex.journal(twin_a["sys_id"])],
+                         ["[acme] alice wrote:\nwaits with A"])
+        self.assertEqual(w.priv.cli_json("errors", "list")["errors"], [])
+        wait_until(lambda: w.pub.cli_json("errors", "list")["errors"] == [],
+                   what="the public node's copy of the error cleared by the RECEIPT")
+
+    def test_6_data_policy_refusal_cleared_by_a_fix_at_the_source(self):
+        w = self.world
+        w.globex.faults(data_policy={"mandatory": ["description"]})
+        d = w.acme.create(short_description="described later", urgency="1")
+        errors = wait_until(lambda: w.priv.cli_json("errors", "list")["errors"],
+                            what="the refusal listed on the private node\n" + w.logs())
+        self.assertEqual([(e["remote"], e["code"]) for e in errors], [(d["number"], "data_policy")])
+        wait_until(lambda: w.pub.cli_json("errors", "list")["errors"],
+                   what="the refusal reported to the public node")
+        # The source fills the field: its next replica goes through the parked chain by itself,
+        # the policy still in force.
+        w.acme.update(d["sys_id"], description="now with a description")
+        twin = self.twin(w.globex, d["sys_id"])
+        self.assertEqual(twin["description"], "now with a description")
+        wait_until(lambda: w.priv.cli_json("errors", "list")["errors"] == [],
+                   what="the private error cleared without a retry")
+        wait_until(lambda: w.pub.cli_json("errors", "list")["errors"] == [],
+                   what="the public node's copy of the error cleared by the RECEIPT")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ How the parts fit:
               entries, data policy) and the optional state file.
   Auth        Basic credentials and OAuth tokens (/oauth_token.do).
   Faults      injected faults (rate limit, failures, latency, hibernation, journal ACL, short
-              pages), switched by flags or by the control API.
+              pages, extra mandatory fields), switched by flags or by the control API.
   RequestLog  what the client asked, for tests to count requests.
   Emulator    the HTTP server: routing, response envelopes, gzip, the /__snemu control API.
   main()      the command line.
@@ -171,6 +171,14 @@ CHOICE_LABELS = {
 
 JOURNAL_LABELS = {"comments": "Additional comments", "work_notes": "Work notes"}
 DATA_POLICY_LABELS = (("close_code", "Resolution code"), ("close_notes", "Close notes"))
+FIELD_LABELS = dict(DATA_POLICY_LABELS, short_description="Short description", description="Description",
+                    caller_id="Caller", category="Category", subcategory="Subcategory", contact_type="Channel",
+                    assignment_group="Assignment group", assigned_to="Assigned to", impact="Impact",
+                    urgency="Urgency", severity="Severity", state="State", incident_state="Incident state",
+                    hold_reason="On hold reason", correlation_id="Correlation ID",
+                    correlation_display="Correlation display", opened_by="Opened by", opened_at="Opened",
+                    resolved_by="Resolved by", resolved_at="Resolved", closed_by="Closed by",
+                    closed_at="Closed", work_notes_list="Work notes list")
 RESOLVED_STATES = ("6", "7")
 ADMIN_SYS_ID = "6816f79cc0a8016401c5a33be04be441"  # the admin user's sys_id on every instance
 FIRST_NUMBER = 10001                                 # PDIs number new incidents from INC0010001
@@ -178,6 +186,12 @@ REFRESH_TTL = 8640000                                # OAuth refresh-token lifes
 DEFAULT_LIMIT = 10000                                # sysparm_limit default
 MAX_CONTENT_LENGTH = 10485760                        # glide.rest.max_content_length default
 LOG_CAP = 100000                                     # request-log entries kept
+
+
+def field_label(name):
+    """The label ServiceNow shows for an incident field (what a data-policy message names):
+    FIELD_LABELS, else the name with its first letter capitalised and "_" as spaces."""
+    return FIELD_LABELS.get(name) or name.replace("_", " ").capitalize()
 
 
 def priority_of(impact, urgency):
@@ -677,11 +691,12 @@ class Store:
                 return rec["sys_id"]
         return value
 
-    def write(self, table, sys_id, body, caller):
+    def write(self, table, sys_id, body, caller, mandatory=()):
         """Insert (sys_id None) or update a record from a client body (dict of field -> JSON
-        value) on behalf of caller, applying the business rules and data policy. Returns a copy of
-        the stored record. Raises ApiError 403 for read-only tables and data-policy refusals, 404
-        for an unknown sys_id."""
+        value) on behalf of caller, applying the business rules and data policy; mandatory names
+        incident fields an extra data policy (the data_policy fault) requires non-blank. Returns a
+        copy of the stored record. Raises ApiError 403 for read-only tables and data-policy
+        refusals (nothing stored), 404 for an unknown sys_id."""
         spec = TABLES[table]
         with self.lock:
             if spec.read_only:
@@ -710,6 +725,7 @@ class Store:
             now = self.clock.stamp()
             if table == "incident":
                 self._incident_rules(old, rec, written, caller, now)
+                self._data_policy(rec, mandatory)
             if old is not None and rec == old and not journal:
                 return dict(old)  # nothing changed: no update, as the real instance
             if old is None:
@@ -734,9 +750,8 @@ class Store:
         rec["opened_by"] = rec["opened_by"] or caller.sys_id
 
     def _incident_rules(self, old, rec, written, caller, now):
-        """The incident business rules and data policy: incident_state mirrors state, priority
-        follows impact x urgency, active follows state, resolved_/closed_ at and by are stamped,
-        and a resolved or closed incident needs close_code and close_notes (403 otherwise)."""
+        """The incident business rules: incident_state mirrors state, priority follows impact x
+        urgency, active follows state, resolved_/closed_ at and by are stamped."""
         if "incident_state" in written and "state" not in written:
             rec["state"] = rec["incident_state"]
         rec["incident_state"] = rec["state"]
@@ -752,11 +767,18 @@ class Store:
                 rec["closed_by"] = rec["closed_by"] or caller.sys_id
             if old_state in RESOLVED_STATES and rec["state"] not in RESOLVED_STATES + ("8",):
                 rec["reopen_count"] = str(int(rec["reopen_count"]) + 1)
-        if rec["state"] in RESOLVED_STATES:
-            missing = [label for name, label in DATA_POLICY_LABELS if not rec[name].strip()]
-            if missing:
-                raise ApiError(403, "Operation Failed", "Data Policy Exception: \n\tThe following fields "
-                               "are mandatory: " + ", ".join(missing))
+
+    @staticmethod
+    def _data_policy(rec, mandatory):
+        """The incident data policies: a resolved or closed incident needs close_code and
+        close_notes (built in), and every field in mandatory must be non-blank. Raises the
+        documented 403 naming every missing field by its label, built-in ones first."""
+        required = [name for name, _ in DATA_POLICY_LABELS] if rec["state"] in RESOLVED_STATES else []
+        required += [name for name in mandatory if name not in required]
+        missing = [field_label(name) for name in required if not rec[name].strip()]
+        if missing:
+            raise ApiError(403, "Operation Failed", "Data Policy Exception: \n\tThe following fields "
+                           "are mandatory: " + ", ".join(missing))
 
     def _append_journal(self, table, element_id, element, value, caller, now):
         """Store one journal entry (a sys_journal_field row)."""
@@ -894,7 +916,8 @@ def int_member(obj, key, low, high=None):
 class Faults:
     """Injected faults. Thread-safe. The fault keys and their JSON forms are the control API's:
     rate_limit {"count","retry_after"[,"limit"]}|null, fail_next {"count","status"}|null,
-    latency_ms int, hibernate bool, journal_acl bool, short_pages int."""
+    latency_ms int, hibernate bool, journal_acl bool, short_pages int, data_policy
+    {"mandatory":[field,…]}|null."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -909,6 +932,7 @@ class Faults:
             self.hibernate = False
             self.journal_acl = False
             self.short_pages = 0
+            self.data_policy = None
 
     def snapshot(self):
         """The current fault state as the JSON object GET /__snemu/faults returns."""
@@ -916,7 +940,8 @@ class Faults:
             return {"rate_limit": dict(self.rate_limit) if self.rate_limit else None,
                     "fail_next": dict(self.fail_next) if self.fail_next else None,
                     "latency_ms": self.latency_ms, "hibernate": self.hibernate,
-                    "journal_acl": self.journal_acl, "short_pages": self.short_pages}
+                    "journal_acl": self.journal_acl, "short_pages": self.short_pages,
+                    "data_policy": {"mandatory": list(self.data_policy)} if self.data_policy else None}
 
     def update(self, obj):
         """Apply a POST /__snemu/faults object: keys present are set, absent ones unchanged.
@@ -938,6 +963,8 @@ class Faults:
                 if not isinstance(value, bool):
                     raise ValueError("%s must be true or false" % key)
                 new[key] = value
+            elif key == "data_policy":
+                new[key] = None if value is None else self._mandatory_fields(value)
             else:
                 raise ValueError("unknown fault %r" % key)
         with self.lock:
@@ -945,6 +972,27 @@ class Faults:
                 if isinstance(value, dict) and value["count"] == 0:
                     value = None
                 setattr(self, key, value)
+
+    @staticmethod
+    def _mandatory_fields(value):
+        """Validate a data_policy fault {"mandatory": [field, …]}: returns the tuple of fields
+        (duplicates dropped, order kept; empty means no policy). Each must be an incident field a
+        client can write and read back (not sys_*, computed or journal); ValueError otherwise."""
+        names = value.get("mandatory") if isinstance(value, dict) else None
+        if set(value if isinstance(value, dict) else ()) - {"mandatory"} or not isinstance(names, list):
+            raise ValueError('data_policy must be {"mandatory": [field, ...]} or null')
+        spec = TABLES["incident"]
+        for name in names:
+            field = spec.fields.get(name) if isinstance(name, str) else None
+            if (field is None or name.startswith("sys_") or name in spec.computed
+                    or field.type in ("journal", "journal_list")):
+                raise ValueError("data_policy: %r is not a writable incident field" % (name,))
+        return tuple(dict.fromkeys(names)) or None
+
+    def mandatory_fields(self):
+        """The incident fields the data_policy fault requires (an empty tuple when none)."""
+        with self.lock:
+            return self.data_policy or ()
 
     def _take(self, name):
         """Consume one use of a counted fault; returns its settings or None."""
@@ -1301,7 +1349,8 @@ class Emulator:
         if method == "DELETE":
             self.store.delete(table, sys_id)
             return Response(204)
-        rec = self.store.write(table, sys_id, req.json_body(), caller)
+        mandatory = self.faults.mandatory_fields() if table == "incident" else ()
+        rec = self.store.write(table, sys_id, req.json_body(), caller, mandatory)
         if sys_id is not None:
             return self._result(req, 200, self._render(req, table, rec))
         location = "%s/api/now/v2/table/%s/%s" % (req.base, table, rec["sys_id"])
@@ -1510,6 +1559,9 @@ def parse_args(argv):
     p.add_argument("--hibernate", action="store_true", help="answer 200 with the hibernation HTML page")
     p.add_argument("--journal-acl", action="store_true", help="hide sys_journal_field rows and comments")
     p.add_argument("--short-pages", type=int, default=0, metavar="N", help="list pages hold at most N rows")
+    p.add_argument("--data-policy", type=lambda t: [f.strip() for f in t.split(",") if f.strip()],
+                   metavar="FIELD[,FIELD]", help="incident writes leaving one of these fields empty get "
+                   "the data-policy 403")
     p.add_argument("--resolved-inactive", action="store_true", help="state 6 also sets active=false")
     p.add_argument("--strict-query", action="store_true", help="an invalid query part returns no rows")
     p.add_argument("--negative-prev", action="store_true", help='emit rel="prev" with a negative offset '
@@ -1527,6 +1579,8 @@ def faults_from_args(args):
         faults["rate_limit"] = {"count": args.rate_limit[0], "retry_after": args.rate_limit[1]}
     if args.fail_next:
         faults["fail_next"] = {"count": args.fail_next[0], "status": args.fail_next[1]}
+    if args.data_policy:
+        faults["data_policy"] = {"mandatory": args.data_policy}
     return faults
 
 

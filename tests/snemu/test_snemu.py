@@ -695,9 +695,60 @@ class TestFaults(EmuTest):
         self.assertEqual(r.headers["X-Total-Count"], "5")
         self.assertEqual(parse_link(r.headers["Link"])["next"], (4, 4))
 
+    def test_data_policy_refuses_writes_leaving_a_mandatory_field_empty(self):
+        policy = TestDataPolicy.POLICY
+        kept = self.create(short_description="before the policy")["sys_id"]
+        state = self.ctl("POST", "/__snemu/faults", {"data_policy": {"mandatory": ["description", "caller_id"]}})
+        self.assertEqual(state["data_policy"], {"mandatory": ["description", "caller_id"]})
+        self.assertEqual(self.ctl("GET", "/__snemu/faults")["data_policy"],
+                         {"mandatory": ["description", "caller_id"]})
+        # POST: refused, naming each missing field by its label; nothing written, not even the comment.
+        r = self.call("POST", "/api/now/table/incident",
+                      body={"short_description": "no description", "caller_id": "beth", "comments": "lost"})
+        self.assertError(r, 403, "Operation Failed", policy + "Description")
+        r = self.call("POST", "/api/now/table/incident", body={"description": "   "})
+        self.assertError(r, 403, "Operation Failed", policy + "Description, Caller")
+        self.assertEqual([rec["sys_id"] for rec in self.list().result], [kept])
+        self.assertEqual(self.list("sys_journal_field").result, [])
+        # PATCH and PUT on a record that predates the policy: refused until the fields are filled.
+        r = self.patch(kept, urgency="1", caller_id="beth")
+        self.assertError(r, 403, "Operation Failed", policy + "Description")
+        r = self.call("PUT", "/api/now/table/incident/" + kept, body={"urgency": "1"})
+        self.assertError(r, 403, "Operation Failed", policy + "Description, Caller")
+        rec = self.call("GET", "/api/now/table/incident/" + kept).result
+        self.assertEqual((rec["urgency"], rec["caller_id"], rec["sys_mod_count"]), ("3", "", "0"))
+        r = self.patch(kept, description="filled", caller_id="beth")
+        self.assertEqual(r.status, 200, r.raw)
+        self.assertEqual(r.result["description"], "filled")
+        self.assertError(self.patch(kept, description=""), 403, "Operation Failed", policy + "Description")
+        # With the built-in resolve policy, every missing field is listed, the built-in ones first.
+        r = self.patch(kept, state="6", description="")
+        self.assertError(r, 403, "Operation Failed", policy + "Resolution code, Close notes, Description")
+        # Other tables are not concerned.
+        r = self.call("POST", "/api/now/table/sys_user", body={"user_name": "dora"})
+        self.assertEqual(r.status, 201, r.raw)
+        # Cleared (null): the refused write goes through.
+        self.assertIsNone(self.ctl("POST", "/__snemu/faults", {"data_policy": None})["data_policy"])
+        self.assertEqual(self.create(short_description="no description").get("description"), "")
+        self.assertEqual(self.patch(kept, description="").status, 200)
+
+    def test_data_policy_cleared_by_reset_and_by_an_empty_list(self):
+        for clear in (lambda: self.ctl("POST", "/__snemu/reset"),
+                      lambda: self.ctl("POST", "/__snemu/faults", {"data_policy": {"mandatory": []}})):
+            self.ctl("POST", "/__snemu/faults", {"data_policy": {"mandatory": ["short_description"]}})
+            self.assertError(self.call("POST", "/api/now/table/incident", body={}), 403, "Operation Failed",
+                             TestDataPolicy.POLICY + "Short description")
+            self.assertIsNone(clear()["data_policy"])
+            self.create()
+
     def test_control_api_validation_and_reset(self):
         for bad in ({"rate_limit": {"count": "x", "retry_after": 1}}, {"fail_next": {"count": 1}},
-                    {"latency_ms": -1}, {"hibernate": "yes"}, {"bogus": 1}, [1]):
+                    {"latency_ms": -1}, {"hibernate": "yes"}, {"bogus": 1}, [1],
+                    {"data_policy": {"mandatory": "description"}}, {"data_policy": {"mandatory": ["bogus"]}},
+                    {"data_policy": {"mandatory": ["sys_id"]}}, {"data_policy": {"mandatory": ["priority"]}},
+                    {"data_policy": {"mandatory": ["comments"]}}, {"data_policy": {"mandatory": [1]}},
+                    {"data_policy": {"fields": ["description"]}}, {"data_policy": ["description"]},
+                    {"data_policy": {"mandatory": ["description"]}, "latency_ms": -1}):
             r = send(self.base, "POST", "/__snemu/faults", body=bad, auth=None)
             self.assertEqual(r.status, 400, bad)
         self.ctl("POST", "/__snemu/faults", {"latency_ms": 5, "journal_acl": True, "short_pages": 3,
@@ -707,17 +758,24 @@ class TestFaults(EmuTest):
         self.assertEqual((state["latency_ms"], state["journal_acl"], state["short_pages"], state["hibernate"]),
                          (5, True, 3, True))
         self.assertEqual(state["fail_next"], {"count": 2, "status": 503})
+        self.assertIsNone(state["data_policy"])  # a refused update changed nothing
+        self.ctl("POST", "/__snemu/faults", {"data_policy": {"mandatory": ["description", "description"]}})
+        self.assertEqual(self.ctl("GET", "/__snemu/faults")["data_policy"], {"mandatory": ["description"]})
         self.assertEqual(self.ctl("POST", "/__snemu/reset"),
                          {"rate_limit": None, "fail_next": None, "latency_ms": 0, "hibernate": False,
-                          "journal_acl": False, "short_pages": 0})
+                          "journal_acl": False, "short_pages": 0, "data_policy": None})
 
     def test_command_line_fault_flags(self):
         args = snemu.parse_args(["--port", "0", "--user", "admin:admin", "--rate-limit", "1:9", "--fail-next",
-                                 "2:502", "--latency-ms", "10", "--hibernate", "--journal-acl", "--short-pages", "4"])
+                                 "2:502", "--latency-ms", "10", "--hibernate", "--journal-acl", "--short-pages", "4",
+                                 "--data-policy", "description,caller_id"])
         emu = snemu.emulator_from_args(args)
         self.assertEqual(emu.faults.snapshot(), {"rate_limit": {"count": 1, "retry_after": 9, "limit": 100},
                                                  "fail_next": {"count": 2, "status": 502}, "latency_ms": 10,
-                                                 "hibernate": True, "journal_acl": True, "short_pages": 4})
+                                                 "hibernate": True, "journal_acl": True, "short_pages": 4,
+                                                 "data_policy": {"mandatory": ["description", "caller_id"]}})
+        with self.assertRaises(ValueError):
+            snemu.emulator_from_args(snemu.parse_args(["--data-policy", "description,no_such_field"]))
 
 
 class TestLogAndGzip(EmuTest):
