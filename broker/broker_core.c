@@ -58,11 +58,14 @@ typedef struct {
     uint32_t credit;             //  Delivery window the node asked for
     int64_t last_seen_ms;        //  Last frame received
     int64_t last_sent_ms;        //  Last frame sent
+    uint64_t ready_batch;        //  Group of its WELCOME / JOINED: no DELIVER before it is sent
 } peer_t;
 
 typedef struct {
     int64_t qid;             //  Store id
     uint64_t last_seq;       //  Highest seq stored (duplicate filter)
+    uint64_t committed_seq;  //  last_seq when the store last committed
+    uint64_t durable_seq;    //  Highest seq durable: the only ones delivered
     uint64_t count;          //  Messages held
     uint64_t bytes;          //  Payload bytes held
     uint64_t delivered_upto; //  Highest seq sent to the current receiver session
@@ -100,10 +103,18 @@ typedef struct {
 typedef struct {
     uint8_t rid[RID_MAX]; //  Destination
     size_t rid_size;      //  Bytes in rid
-    size_t offset;        //  Encoded frame: its place in broker_core_t.reply_data
+    size_t offset;        //  Encoded frame: its place in replies_t.data
     size_t size;          //  Bytes of the frame
     bool cancelled;       //  Covered by a later cumulative STORED: not sent
 } reply_t;
+
+//  The replies of one commit group, sent once it is durable.
+typedef struct {
+    reply_t *list;    //  Replies, in order
+    size_t count;     //  Entries in list
+    size_t cap;       //  Allocated entries
+    proto_buf_t data; //  Their encoded frames, one after another
+} replies_t;
 
 struct broker_core_t {
     broker_store_t *store;         //  Borrowed
@@ -117,11 +128,12 @@ struct broker_core_t {
     conn_t **conns;                //  Connections
     size_t conns_count;            //  Entries in conns
     size_t conns_cap;              //  Allocated entries
-    reply_t *replies;              //  Replies waiting for the commit
-    size_t replies_count;          //  Entries in replies
-    size_t replies_cap;            //  Allocated entries
-    proto_buf_t reply_data;        //  Their encoded frames, one after another
-    uint64_t batch;                //  Number of the batch being read (from 1)
+    replies_t groups[2];           //  Replies of the open group and of the one syncing
+    replies_t *open;               //  Replies to writes not yet committed (and to others)
+    replies_t *syncing;            //  Replies of the commit being synced, or NULL
+    uint64_t batch;                //  Number of the open commit group (from 1)
+    uint64_t syncing_batch;        //  Number of the group syncing
+    uint64_t sent_batch;           //  Highest group whose replies are sent
     size_t tails_bytes;            //  Memory the queues' tails hold, at most TAILS_BYTES_MAX
     int deferred;                  //  Batches of removals only waiting for a commit
     proto_buf_t buf;               //  Encode buffer
@@ -350,6 +362,8 @@ static int s_load_queue(const broker_store_queue_t *row, void *arg)
     queue_t *queue = &conn->queue[row->dir];
     queue->qid = row->qid;
     queue->last_seq = row->last_seq;
+    queue->committed_seq = row->last_seq;
+    queue->durable_seq = row->last_seq;
     queue->count = row->count;
     queue->bytes = row->bytes;
     queue->oldest_stale = true;
@@ -391,7 +405,9 @@ broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *con
     self->start_ms = ts_now_ms();
     self->batch = 1;
     proto_buf_init(&self->buf);
-    proto_buf_init(&self->reply_data);
+    proto_buf_init(&self->groups[0].data);
+    proto_buf_init(&self->groups[1].data);
+    self->open = &self->groups[0];
     if (broker_store_each_conn(store, s_load_conn, self) != 0 || *self->error ||
         broker_store_each_queue(store, s_load_queue, self) != 0) {
         snprintf(err, errlen, "cannot load the store: %s",
@@ -409,12 +425,10 @@ broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *con
     return self;
 }
 
-//  Forgets the batch's replies and starts the next batch.
-static void s_replies_clear(broker_core_t *self)
+static void s_replies_clear(replies_t *replies)
 {
-    self->replies_count = 0;
-    proto_buf_reset(&self->reply_data);
-    self->batch++;
+    replies->count = 0;
+    proto_buf_reset(&replies->data);
 }
 
 void broker_core_destroy(broker_core_t **self_p)
@@ -428,8 +442,10 @@ void broker_core_destroy(broker_core_t **self_p)
     for (size_t i = 0; i < self->conns_count; i++)
         s_conn_free(self->conns[i]);
     free(self->conns);
-    free(self->replies);
-    proto_buf_release(&self->reply_data);
+    for (int i = 0; i < 2; i++) {
+        free(self->groups[i].list);
+        proto_buf_release(&self->groups[i].data);
+    }
     proto_buf_release(&self->buf);
     free(self);
     *self_p = NULL;
@@ -516,18 +532,19 @@ static long s_reply(broker_core_t *self, const uint8_t *rid, size_t rid_size,
                proto_type_name(msg->type), proto_error_str(&perr));
         return -1;
     }
-    if (!s_grow((void **)&self->replies, &self->replies_cap, self->replies_count, sizeof(reply_t)))
+    replies_t *replies = self->open;
+    if (!s_grow((void **)&replies->list, &replies->cap, replies->count, sizeof(reply_t)))
         return -1;
-    size_t offset = self->reply_data.size;
-    if (proto_buf_append(&self->reply_data, self->buf.data, self->buf.size) != 0)
+    size_t offset = replies->data.size;
+    if (proto_buf_append(&replies->data, self->buf.data, self->buf.size) != 0)
         return -1;
-    reply_t *reply = &self->replies[self->replies_count];
+    reply_t *reply = &replies->list[replies->count];
     reply->offset = offset;
     reply->size = self->buf.size;
     reply->cancelled = false;
     memcpy(reply->rid, rid, rid_size);
     reply->rid_size = rid_size;
-    return (long)self->replies_count++;
+    return (long)replies->count++;
 }
 
 //  Sends a frame now. Returns 0, or -1 with errno EHOSTUNREACH / EAGAIN.
@@ -673,6 +690,7 @@ static peer_t *s_peer_new(broker_core_t *self, const uint8_t *rid, size_t rid_si
     peer->credit = hello->credit ? hello->credit : 64;
     peer->last_seen_ms = now_ms;
     peer->last_sent_ms = now_ms;
+    peer->ready_batch = self->batch; //  Its WELCOME is in this group
     self->peers[self->peers_count++] = peer;
     return peer;
 }
@@ -833,6 +851,7 @@ static int s_on_join(broker_core_t *self, peer_t *peer, const proto_join_t *join
     if (conn->token_used) {
         if (match && strcmp(conn->key[SIDE_PRIVATE], peer->key) == 0) {
             conn->peer[SIDE_PRIVATE] = peer;
+            peer->ready_batch = self->batch;
             s_joined_both(self, conn); //  The same node asking again: answer again
             return 0;
         }
@@ -858,6 +877,7 @@ static int s_on_join(broker_core_t *self, peer_t *peer, const proto_join_t *join
         return 0;
     conn->token_used = true;
     conn->peer[SIDE_PRIVATE] = peer;
+    peer->ready_batch = self->batch;
     conn->last_seen_ms[SIDE_PRIVATE] = now_ms;
     s_queue_rewind(self, &conn->queue[BROKER_DIR_TO_PRIVATE]);
     if (s_conn_save(self, conn) != 0)
@@ -898,7 +918,7 @@ static void s_stored_reply(broker_core_t *self, const peer_t *peer, const conn_t
                            queue_t *queue, uint64_t seq)
 {
     if (queue->stored_batch == self->batch) {
-        reply_t *before = &self->replies[queue->stored_reply];
+        reply_t *before = &self->open->list[queue->stored_reply];
         if (before->rid_size == peer->rid_size &&
             memcmp(before->rid, peer->rid, peer->rid_size) == 0) {
             before->cancelled = true;
@@ -1160,6 +1180,21 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t
     return 0;
 }
 
+//  How many messages may go to queue's receiver now: within the window,
+//  held, and durable (a message is never handed out before its commit's
+//  sync returned, so a receiver never holds what a crash could take back).
+static uint64_t s_deliverable(const queue_t *queue, uint64_t window)
+{
+    if (queue->unacked >= window || queue->count <= queue->unacked)
+        return 0;
+    uint64_t next = s_queue_next(queue);
+    if (next > queue->durable_seq)
+        return 0;
+    uint64_t durable = queue->durable_seq - next + 1;
+    uint64_t room = window - queue->unacked;
+    return durable < room ? durable : room;
+}
+
 //  Delivers from queue's tail while it holds the next sequence and the
 //  window allows. Returns the number delivered (d->failed set when a send
 //  failed).
@@ -1167,7 +1202,7 @@ static int s_deliver_from_tail(queue_t *queue, uint64_t window, deliver_t *d)
 {
     int n = 0;
     broker_tail_entry_t entry;
-    while (queue->tail && queue->unacked < window && queue->count > queue->unacked &&
+    while (queue->tail && s_deliverable(queue, window) > 0 &&
            broker_tail_find(queue->tail, s_queue_next(queue), &entry)) {
         if (s_deliver_one(entry.seq, entry.payload, entry.size, 0, d) != 0)
             break;
@@ -1185,15 +1220,20 @@ static int s_deliver(broker_core_t *self, conn_t *conn, int dir, int64_t now_ms)
     peer_t *peer = conn->peer[1 - dir];
     if (!peer || queue->qid < 0)
         return 0;
+    if (peer->ready_batch > self->sent_batch) {
+        queue->wake = true; //  Its WELCOME / JOINED has not left yet: nothing may overtake it
+        return 0;
+    }
     uint64_t window = peer->credit;
     if (window > (uint64_t)self->config->credit)
         window = (uint64_t)self->config->credit;
-    while (queue->unacked < window && queue->count > queue->unacked) {
+    uint64_t allowed;
+    while ((allowed = s_deliverable(queue, window)) > 0) {
         deliver_t d = {self, conn, queue, peer, now_ms, 0};
         int n = s_deliver_from_tail(queue, window, &d);
         if (n == 0 && !d.failed)
-            n = broker_store_read(self->store, queue->qid, queue->delivered_upto,
-                                  (int)(window - queue->unacked), s_deliver_one, &d);
+            n = broker_store_read(self->store, queue->qid, queue->delivered_upto, (int)allowed,
+                                  s_deliver_one, &d);
         if (n < 0)
             return s_fatal(self);
         if (d.failed == EHOSTUNREACH) {
@@ -1226,7 +1266,7 @@ static int s_deliver_all(broker_core_t *self, int64_t now_ms)
 }
 
 //  Writes the counters of every queue that changed into the open
-//  transaction.
+//  transaction, and notes what the commit about to be made will hold.
 static int s_save_queues(broker_core_t *self)
 {
     for (size_t i = 0; i < self->conns_count; i++) {
@@ -1242,18 +1282,34 @@ static int s_save_queues(broker_core_t *self)
             if (broker_store_queue_save(self->store, &row) != 0)
                 return s_fatal(self);
             queue->dirty = false;
+            queue->committed_seq = queue->last_seq;
         }
     }
     return 0;
 }
 
-static void s_send_replies(broker_core_t *self, int64_t now_ms)
+//  The commit that was syncing is durable: what it stored may be delivered.
+static void s_mark_durable(broker_core_t *self)
 {
-    for (size_t i = 0; i < self->replies_count; i++) {
-        reply_t *reply = &self->replies[i];
+    for (size_t i = 0; i < self->conns_count; i++) {
+        conn_t *conn = self->conns[i];
+        for (int dir = 0; dir < 2; dir++) {
+            queue_t *queue = &conn->queue[dir];
+            if (queue->durable_seq == queue->committed_seq)
+                continue;
+            queue->durable_seq = queue->committed_seq;
+            queue->wake = true;
+        }
+    }
+}
+
+static void s_send_replies(broker_core_t *self, replies_t *replies, int64_t now_ms)
+{
+    for (size_t i = 0; i < replies->count; i++) {
+        reply_t *reply = &replies->list[i];
         if (reply->cancelled)
             continue;
-        const uint8_t *data = self->reply_data.data + reply->offset;
+        const uint8_t *data = replies->data.data + reply->offset;
         if (s_send(self, reply->rid, reply->rid_size, data, reply->size, now_ms) == 0)
             continue;
         if (errno == EHOSTUNREACH)
@@ -1261,49 +1317,115 @@ static void s_send_replies(broker_core_t *self, int64_t now_ms)
         else
             self->metrics.replies_dropped++;
     }
-    s_replies_clear(self);
+    s_replies_clear(replies);
 }
 
-//  Commits the open transaction, if any (counters included). Returns 0, or
-//  -1 (fatal; the batch's replies are dropped).
-static int s_commit(broker_core_t *self)
+//  Collects the sync in flight, if any (waiting for it when wait): once it
+//  is over, its replies go out and what it stored becomes deliverable.
+//  Returns 1 when no sync is in flight any more, 0 when it still runs, -1
+//  when it failed (fatal; its replies are dropped).
+static int s_collect(broker_core_t *self, bool wait, int64_t now_ms)
 {
-    self->deferred = 0;
-    if (!broker_store_dirty(self->store))
+    if (!self->syncing)
+        return 1;
+    int rc = broker_store_sync_done(self->store, wait);
+    if (rc == 0)
         return 0;
-    if (s_save_queues(self) != 0)
-        return -1;
-    if (broker_store_commit(self->store) != 0) {
-        s_replies_clear(self);
+    if (rc < 0) {
+        s_replies_clear(self->syncing);
         return s_fatal(self);
     }
     broker_metrics_observe_fsync(&self->metrics, broker_store_last_commit_seconds(self->store));
+    s_mark_durable(self);
+    replies_t *done = self->syncing;
+    self->syncing = NULL;
+    s_send_replies(self, done, now_ms);
+    self->sent_batch = self->syncing_batch;
+    return 1;
+}
+
+//  Commits the open transaction (counters included) and starts its sync;
+//  the open group's replies become the syncing group's, and a new group
+//  opens. No sync may be in flight. Returns 0, or -1 (fatal).
+static int s_commit_start(broker_core_t *self)
+{
+    self->deferred = 0;
+    if (s_save_queues(self) != 0)
+        return -1;
+    if (broker_store_commit_start(self->store) != 0) {
+        s_replies_clear(self->open);
+        return s_fatal(self);
+    }
+    self->syncing = self->open;
+    self->syncing_batch = self->batch;
+    self->open = self->syncing == &self->groups[0] ? &self->groups[1] : &self->groups[0];
+    self->batch++;
     return 0;
 }
 
-//  True when the batch must be committed now. A batch that answers nothing
-//  wrote only removals (CONSUMED): nobody waits for them to be durable, and
-//  losing them in a crash only makes the broker deliver those messages
-//  again, which the receiver discards (docs/protocol.md §4.4). Such
-//  batches share the next commit, at most DEFER_BATCHES_MAX of them and at
-//  most until the next tick, so that a receiver draining a queue does not
-//  wait for an fsync per window.
+//  Commits the open transaction, if any, and waits until it is durable and
+//  answered (the sync in flight first). Returns 0, or -1 (fatal).
+static int s_commit(broker_core_t *self, int64_t now_ms)
+{
+    if (s_collect(self, true, now_ms) < 0)
+        return -1;
+    if (broker_store_dirty(self->store) && s_commit_start(self) != 0)
+        return -1;
+    return s_collect(self, true, now_ms) < 0 ? -1 : 0;
+}
+
+//  True when the open group must be committed now. A group that answers
+//  nothing wrote only removals (CONSUMED): nobody waits for them to be
+//  durable, and losing them in a crash only makes the broker deliver those
+//  messages again, which the receiver discards (docs/protocol.md §4.4).
+//  Such batches share the next commit, at most DEFER_BATCHES_MAX of them
+//  and at most until the next tick, so that a receiver draining a queue
+//  does not wait for an fsync per window.
 static bool s_commit_due(broker_core_t *self)
 {
-    return self->replies_count > 0 || ++self->deferred >= DEFER_BATCHES_MAX;
+    return self->open->count > 0 || ++self->deferred >= DEFER_BATCHES_MAX;
+}
+
+//  The pipeline: collect a finished sync (its replies go out), then, with
+//  no sync in flight, commit the open group and start its sync — or, when
+//  it wrote nothing, send its replies at once — then deliver what is
+//  durable, then checkpoint. With wait, every step waits for the disk.
+static int s_pump(broker_core_t *self, bool wait, int64_t now_ms)
+{
+    if (self->fatal)
+        return -1;
+    int rc = s_collect(self, wait, now_ms);
+    if (rc < 0)
+        return -1;
+    if (rc == 1) {
+        if (!broker_store_dirty(self->store)) {
+            s_send_replies(self, self->open, now_ms); //  Nothing of it needs the disk
+            self->sent_batch = self->batch++;
+        } else if (s_commit_due(self) && s_commit_start(self) != 0)
+            return -1;
+        if (wait && s_collect(self, true, now_ms) < 0)
+            return -1;
+    }
+    if (s_deliver_all(self, now_ms) != 0)
+        return -1;
+    //  Safe beside a sync in flight: a checkpoint fsyncs the WAL before it
+    //  copies it (synchronous=NORMAL), see broker_store.c.
+    return broker_store_checkpoint(self->store) == 0 ? 0 : s_fatal(self);
 }
 
 int broker_core_flush(broker_core_t *self, int64_t now_ms)
 {
-    if (self->fatal)
-        return -1;
-    if (broker_store_dirty(self->store) && s_commit_due(self) && s_commit(self) != 0)
-        return -1;
-    s_send_replies(self, now_ms);
-    if (s_deliver_all(self, now_ms) != 0)
-        return -1;
-    //  Everything of the batch is on its way: now the WAL may be copied.
-    return broker_store_checkpoint(self->store) == 0 ? 0 : s_fatal(self);
+    return s_pump(self, true, now_ms);
+}
+
+int broker_core_pump(broker_core_t *self, int64_t now_ms)
+{
+    return s_pump(self, false, now_ms);
+}
+
+bool broker_core_syncing(const broker_core_t *self)
+{
+    return self->syncing != NULL;
 }
 
 int broker_core_tick(broker_core_t *self, int64_t now_ms)
@@ -1333,14 +1455,14 @@ int broker_core_tick(broker_core_t *self, int64_t now_ms)
     }
     if (broker_core_flush(self, now_ms) != 0)
         return -1;
-    return s_commit(self);
+    return s_commit(self, now_ms);
 }
 
 int broker_core_commit(broker_core_t *self)
 {
     if (self->fatal)
         return -1;
-    return s_commit(self);
+    return s_commit(self, ts_now_ms());
 }
 
 //  ---------------------------------------------------------------------

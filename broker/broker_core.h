@@ -7,12 +7,14 @@
     fuzzer drive the same code.
 
     Batching (group commit): the caller hands in every frame it can read
-    without blocking, up to a batch limit, then calls broker_core_flush. Writes
-    of the batch go into one store transaction; flush commits it (one fsync),
-    then sends every reply of the batch in order (STORED, JOINED, WELCOME,
+    without blocking, up to a batch limit, then calls broker_core_flush (or
+    broker_core_pump, its pipelined form, see there). Writes of the batch go
+    into one store transaction; flush commits it (one WAL fdatasync), then
+    sends every reply of the batch in order (STORED, JOINED, WELCOME,
     ERROR, PONG ...), then delivers within each receiver's credit window
     (from a queue's in-memory tail when it holds the message, else from the
-    store). Nothing that needs durability is answered before the commit. A
+    store) what is durable. Nothing that needs durability is answered or
+    delivered before its commit's sync returned. A
     batch that answers nothing (only CONSUMED) is not committed at once: it
     joins the next commit (the next batch with a reply, at most 64 batches
     later, or the next tick); a crash before then only re-delivers messages
@@ -76,10 +78,23 @@ int broker_core_handle(broker_core_t *self, const uint8_t *rid, size_t rid_size,
 //  reached broker_core_handle, e.g. a multipart message.
 void broker_core_reject(broker_core_t *self, broker_reject_t reason, const char *detail);
 
-//  Commits the batch, sends its replies, then delivers. Returns 0, or -1
-//  when the commit failed (fatal: the caller must exit non-zero without
-//  sending anything else).
+//  Commits the batch, waits until it is durable, sends its replies, then
+//  delivers. Returns 0, or -1 when the commit failed (fatal: the caller
+//  must exit non-zero without sending anything else).
 int broker_core_flush(broker_core_t *self, int64_t now_ms);
+
+//  The pipelined flush, which never waits for the disk: if the sync in
+//  flight is over, sends its replies; then, with no sync in flight,
+//  commits what was handled since (one group, however many batches) and
+//  starts its sync on the store's sync thread; then delivers what is
+//  durable. Call it after each batch and whenever broker_store_sync_fd is
+//  readable. Replies of a group leave only once its sync returned, in
+//  order, after those of the group before. Returns 0, or -1 (fatal, as
+//  broker_core_flush).
+int broker_core_pump(broker_core_t *self, int64_t now_ms);
+
+//  True while a commit's sync is in flight (its replies wait for it).
+bool broker_core_syncing(const broker_core_t *self);
 
 //  Heartbeats: PINGs idle peers, drops peers silent for liveness
 //  heartbeats (their deliveries will be made again), and commits what

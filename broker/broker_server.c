@@ -239,7 +239,8 @@ static int s_read_one(broker_server_t *self, int64_t now_ms)
     return result;
 }
 
-//  Reads up to batch messages, then flushes (one commit). Returns 0 or -1.
+//  Reads up to batch messages, then pumps: their commit starts (or waits
+//  for the one in flight to end). Returns 0 or -1.
 static int s_read_batch(broker_server_t *self)
 {
     int64_t now_ms = ts_now_ms();
@@ -250,7 +251,7 @@ static int s_read_batch(broker_server_t *self)
         if (rc == 0)
             break;
     }
-    return broker_core_flush(self->core, now_ms);
+    return broker_core_pump(self->core, now_ms);
 }
 
 static void s_publish_metrics(broker_server_t *self)
@@ -286,14 +287,15 @@ int broker_server_run(broker_server_t *self)
     int64_t tick_every = config->heartbeat_ms / 2 > 0 ? config->heartbeat_ms / 2 : 1;
     int64_t next_tick = ts_mono_ms() + tick_every;
     while (true) {
-        zmq_pollitem_t items[5] = {
+        zmq_pollitem_t items[6] = {
             {self->router, 0, ZMQ_POLLIN, 0},
             {broker_zap_socket(self->zap), 0, ZMQ_POLLIN, 0},
             {NULL, s_signal_pipe[0], ZMQ_POLLIN, 0},
             {broker_monitor_socket(self->monitor), 0, ZMQ_POLLIN, 0},
+            {NULL, broker_store_sync_fd(self->store), ZMQ_POLLIN, 0},
             {NULL, self->http ? broker_http_wake_fd(self->http) : -1, ZMQ_POLLIN, 0},
         };
-        int count = self->http ? 5 : 4;
+        int count = self->http ? 6 : 5;
         int64_t wait = next_tick - ts_mono_ms();
         if (zmq_poll(items, count, wait > 0 ? (long)wait : 0) < 0 && zmq_errno() != EINTR) {
             ts_log(TS_LOG_ERROR, "poll failed", "error=\"%s\"", zmq_strerror(zmq_errno()));
@@ -303,6 +305,11 @@ int broker_server_run(broker_server_t *self)
             broker_zap_handle(self->zap);
         if (items[3].revents & ZMQ_POLLIN)
             broker_monitor_handle(self->monitor, broker_core_metrics(self->core));
+        //  The sync in flight is over: its replies go out, the next commit starts.
+        if (items[4].revents & ZMQ_POLLIN && broker_core_pump(self->core, ts_now_ms()) != 0) {
+            s_fatal_log(self);
+            return 1;
+        }
         if (items[0].revents & ZMQ_POLLIN && s_read_batch(self) != 0) {
             s_fatal_log(self);
             return 1;

@@ -25,9 +25,23 @@
     right edge, the queue rows) reach the database file once per checkpoint,
     not once per thousand pages. A commit still checkpoints by itself when
     the WAL passes CHECKPOINT_HARD_PAGES (a caller that never checkpoints).
+
+    Pipelined group commit: the database runs with synchronous=NORMAL, so
+    COMMIT writes the transaction's WAL frames without an fsync; the store
+    then has its sync thread (broker_syncer.c) fdatasync the WAL through a
+    descriptor of its own, and the caller answers only once that sync
+    returned. Why this is as safe as synchronous=FULL (docs/broker.md, "The
+    store"): a transaction's frames are all in the WAL file when COMMIT
+    returns, and the fdatasync started after that makes them durable; WAL
+    checksums chain from frame to frame, so recovery never loads a later
+    transaction without the earlier ones. A checkpoint (also one running
+    while the sync does) fsyncs the WAL before it copies frames into the
+    database and fsyncs the database before the WAL can be reset, so no
+    frame is overwritten before it is durable somewhere.
 */
 #include "broker_store.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <sqlite3.h>
@@ -35,8 +49,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "broker_syncer.h"
 
 #define SCHEMA_VERSION        1
 #define CHECKPOINT_PAGES      4096  //  WAL pages (16 MiB) before broker_store_checkpoint copies
@@ -108,6 +126,11 @@ struct broker_store_t {
     sqlite3_stmt *stmt[ST_COUNT]; //  Prepared statements, by ST_*
     char *path;                   //  Database file path
     bool in_txn;                  //  A write transaction is open
+    bool no_sync;                 //  synchronous=OFF, no sync thread (fuzzing)
+    bool syncing;                 //  A commit's WAL sync is in flight
+    int wal_fd;                   //  Our own descriptor of the WAL, -1 if none
+    broker_syncer_t *syncer;      //  Sync thread, NULL with no_sync
+    double commit_started;        //  When the commit being synced began
     int wal_pages;                //  Pages in the WAL after the last commit
     double last_commit_s;         //  Duration of the last commit
     char error[512];              //  Reason of the last failure
@@ -178,7 +201,7 @@ static int s_setup(broker_store_t *self, const broker_store_options_t *options)
              "PRAGMA temp_store = FILE;"
              "PRAGMA journal_size_limit = %ld;"
              "PRAGMA foreign_keys = OFF;",
-             no_sync ? "OFF" : "FULL", cache_kib, wal_kib * 1024);
+             no_sync ? "OFF" : "NORMAL", cache_kib, wal_kib * 1024);
     if (s_exec(self, sql) != 0)
         return -1;
 
@@ -224,6 +247,35 @@ static int s_prepare_all(broker_store_t *self)
     return 0;
 }
 
+//  fsyncs the directory dir, so that a file just created in it stays.
+static int s_sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+//  Opens our own descriptor of the WAL (which SQLite has made by now),
+//  makes its directory entry durable and starts the sync thread.
+static int s_start_syncer(broker_store_t *self, const char *dir, broker_sync_fn fn)
+{
+    char wal[PATH_MAX];
+    snprintf(wal, sizeof wal, "%s-wal", self->path);
+    self->wal_fd = open(wal, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (self->wal_fd < 0 || s_sync_dir(dir) != 0) {
+        snprintf(self->error, sizeof self->error, "cannot open %s-wal for syncing: %s", self->path,
+                 strerror(errno));
+        return -1;
+    }
+    self->syncer = broker_syncer_new(self->wal_fd, fn, self->error, sizeof self->error);
+    return self->syncer ? 0 : -1;
+}
+
 //  SQLite calls this after every commit with the pages now in the WAL.
 static int s_on_wal(void *arg, sqlite3 *db, const char *name, int pages)
 {
@@ -241,6 +293,8 @@ broker_store_t *broker_store_open(const char *dir, const broker_store_options_t 
         return NULL;
     }
     broker_store_t *self = calloc(1, sizeof *self);
+    if (self)
+        self->wal_fd = -1;
     if (!self || asprintf(&self->path, "%s/%s", dir, BROKER_STORE_FILE) < 0) {
         free(self);
         snprintf(err, errlen, "out of memory");
@@ -255,7 +309,9 @@ broker_store_t *broker_store_open(const char *dir, const broker_store_options_t 
         return NULL;
     }
     sqlite3_extended_result_codes(self->db, 1);
-    if (s_setup(self, options) != 0 || s_prepare_all(self) != 0) {
+    self->no_sync = options && options->no_sync;
+    if (s_setup(self, options) != 0 || s_prepare_all(self) != 0 ||
+        (!self->no_sync && s_start_syncer(self, dir, options ? options->sync : NULL) != 0)) {
         snprintf(err, errlen, "cannot open store %s: %s", self->path, self->error);
         broker_store_destroy(&self);
         return NULL;
@@ -270,6 +326,9 @@ void broker_store_destroy(broker_store_t **self_p)
     if (!self_p || !*self_p)
         return;
     broker_store_t *self = *self_p;
+    if (self->syncer)
+        broker_syncer_collect(self->syncer, true);
+    broker_syncer_destroy(&self->syncer);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(self->stmt[i]);
     if (self->db) {
@@ -277,6 +336,8 @@ void broker_store_destroy(broker_store_t **self_p)
             sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(self->db);
     }
+    if (self->wal_fd >= 0)
+        close(self->wal_fd); //  After sqlite3_close: SQLite holds no lock on the WAL
     free(self->path);
     free(self);
     *self_p = NULL;
@@ -461,23 +522,62 @@ bool broker_store_dirty(const broker_store_t *self)
     return self->in_txn;
 }
 
-int broker_store_commit(broker_store_t *self)
+int broker_store_commit_start(broker_store_t *self)
 {
+    assert(!self->syncing);
     self->last_commit_s = 0;
     if (!self->in_txn)
         return 0;
-    double start = s_mono_seconds();
-    int result = s_step_done(self, ST_COMMIT, "commit");
-    self->last_commit_s = s_mono_seconds() - start;
-    if (result != 0) {
+    self->commit_started = s_mono_seconds();
+    if (s_step_done(self, ST_COMMIT, "commit") != 0) {
         //  The transaction may or may not be open now; the caller stops the
         //  process, and destroy rolls back whatever is left.
         return -1;
     }
     self->in_txn = false;
-    if (self->wal_pages >= CHECKPOINT_HARD_PAGES)
-        return broker_store_checkpoint(self);
+    if (self->wal_pages >= CHECKPOINT_HARD_PAGES && broker_store_checkpoint(self) != 0)
+        return -1;
+    if (self->no_sync) {
+        self->last_commit_s = s_mono_seconds() - self->commit_started;
+        return 0;
+    }
+    broker_syncer_start(self->syncer);
+    self->syncing = true;
     return 0;
+}
+
+bool broker_store_syncing(const broker_store_t *self)
+{
+    return self->syncing;
+}
+
+int broker_store_sync_fd(const broker_store_t *self)
+{
+    return self->syncer ? broker_syncer_fd(self->syncer) : -1;
+}
+
+int broker_store_sync_done(broker_store_t *self, bool wait)
+{
+    if (!self->syncing)
+        return 1;
+    int rc = broker_syncer_collect(self->syncer, wait);
+    if (rc == 0)
+        return 0;
+    self->syncing = false;
+    self->last_commit_s = s_mono_seconds() - self->commit_started;
+    if (rc < 0) {
+        snprintf(self->error, sizeof self->error, "commit: disk I/O error: fdatasync of %s-wal: %s",
+                 self->path, strerror(errno));
+        return -1;
+    }
+    return 1;
+}
+
+int broker_store_commit(broker_store_t *self)
+{
+    if (broker_store_commit_start(self) != 0)
+        return -1;
+    return broker_store_sync_done(self, true) < 0 ? -1 : 0;
 }
 
 int broker_store_checkpoint(broker_store_t *self)

@@ -10,8 +10,16 @@
 
     Group commit: the caller opens nothing explicitly. The first write after a
     commit starts a transaction; broker_store_commit makes everything written
-    since durable with one WAL fsync (synchronous=FULL). The caller answers
-    STORED / JOINED only after broker_store_commit returned 0.
+    since durable with one WAL fdatasync. The caller answers STORED / JOINED
+    only after broker_store_commit returned 0.
+
+    Pipelined group commit: broker_store_commit_start commits without waiting
+    for the disk (the WAL frames are written, synchronous=NORMAL) and hands
+    the WAL's fdatasync to a sync thread; the caller goes on writing the next
+    transaction meanwhile, and answers the committed one only once
+    broker_store_sync_done returned 1 (broker_store_sync_fd is readable when
+    it will). Reads see everything written, durable or not: the caller must
+    not hand out what is not durable yet.
 
     Failures: every write or commit failure is fatal to the process by
     contract (broker_store_commit returns -1 and the broker exits): after an
@@ -20,7 +28,8 @@
     checksums cut a torn tail on recovery: a transaction whose frames did not
     all reach the disk is never loaded.
 
-    Not thread-safe: one thread owns a store.
+    Not thread-safe: one thread owns a store (its sync thread touches nothing
+    but a descriptor of the WAL of its own).
 */
 #ifndef BROKER_STORE_H
 #define BROKER_STORE_H
@@ -34,10 +43,11 @@
 typedef struct broker_store_t broker_store_t;
 
 typedef struct {
-    const char *vfs;    //  SQLite VFS name, NULL for the default (tests inject faults)
-    bool no_sync;       //  synchronous=OFF: for fuzzing only, never in the daemon
-    long cache_kib;     //  Page cache bound in KiB (0: 8192)
-    long wal_limit_kib; //  WAL file size kept after a checkpoint, KiB (0: 65536)
+    const char *vfs;     //  SQLite VFS name, NULL for the default (tests inject faults)
+    bool no_sync;        //  synchronous=OFF: for fuzzing only, never in the daemon
+    long cache_kib;      //  Page cache bound in KiB (0: 8192)
+    long wal_limit_kib;  //  WAL file size kept after a checkpoint, KiB (0: 65536)
+    int (*sync)(int fd); //  Replaces fdatasync of the WAL (tests: faults, delays); NULL normally
 } broker_store_options_t;
 
 //  One queue's durable state: a connection and a direction.
@@ -123,10 +133,28 @@ int64_t broker_store_oldest(broker_store_t *self, int64_t qid);
 //  commit).
 bool broker_store_dirty(const broker_store_t *self);
 
-//  Makes everything written since the last commit durable (one WAL fsync).
-//  Returns 0 (also when nothing was written), or -1: fatal, the process must
-//  stop without answering anything written in this transaction.
+//  Makes everything written since the last commit durable (one WAL
+//  fdatasync) and waits for it. Not while a sync is in flight. Returns 0
+//  (also when nothing was written), or -1: fatal, the process must stop
+//  without answering anything written in this transaction.
 int broker_store_commit(broker_store_t *self);
+
+//  Commits without waiting for the disk and starts the WAL's sync on the
+//  sync thread (at once durable with no_sync). Not while a sync is in
+//  flight. Does nothing when nothing was written. Returns 0, or -1 (fatal).
+int broker_store_commit_start(broker_store_t *self);
+
+//  True while the last broker_store_commit_start's sync is not collected.
+bool broker_store_syncing(const broker_store_t *self);
+
+//  A file descriptor that becomes readable when the sync in flight is over
+//  (then call broker_store_sync_done), or -1 with no_sync.
+int broker_store_sync_fd(const broker_store_t *self);
+
+//  Collects the sync in flight: 1 when the committed transaction is durable
+//  (at once when none is in flight), 0 when the sync still runs (only with
+//  wait false), -1 when it failed: fatal, as a failed commit.
+int broker_store_sync_done(broker_store_t *self, bool wait);
 
 //  Copies the WAL into the database when enough of it is waiting (a few
 //  MiB); does nothing inside a transaction or below that. Call it when the
@@ -134,8 +162,8 @@ int broker_store_commit(broker_store_t *self);
 //  or -1: fatal, as a failed commit (a failed fsync of the database).
 int broker_store_checkpoint(broker_store_t *self);
 
-//  Seconds the last commit took (for the fsync latency histogram); 0 if the
-//  last call had nothing to commit.
+//  Seconds the last commit took, from COMMIT to the end of its sync (for the
+//  fsync latency histogram); 0 if the last call had nothing to commit.
 double broker_store_last_commit_seconds(const broker_store_t *self);
 
 //  Bytes of the database and its WAL on disk.

@@ -43,10 +43,22 @@ typedef struct {
 _Static_assert(sizeof(s_pair_t) == sizeof(proto_field_t), "proto_field_t layout");
 _Static_assert(offsetof(proto_field_t, value) == offsetof(s_pair_t, value), "proto_field_t layout");
 
-//  Path of the field being read or checked, for error messages.
+//  Path of the field being read or checked, for error messages
+//  ("conns[2].conn"). It is a stack of segments, rendered into text only
+//  when an error is reported: decoding a valid frame never formats it (a
+//  snprintf per key was ~7 % of the broker's main thread).
+#define S_PATH_TEXT_MAX 64 //  Rendered path, NUL included; longer ones are cut
+#define S_PATH_SEGMENTS 32 //  Segments kept: more can never show in the text
+
 typedef struct {
-    char buf[64]; //  "conns[2].conn", truncated if longer
-    size_t len;   //  strlen(buf)
+    const char *key; //  Key bytes (borrowed; live while the segment is), NULL for an index
+    size_t len;      //  Bytes of key
+    size_t index;    //  Array index when key is NULL
+} s_segment_t;
+
+typedef struct {
+    s_segment_t seg[S_PATH_SEGMENTS]; //  The first segments
+    size_t depth;                     //  Segments pushed (may exceed S_PATH_SEGMENTS)
 } s_path_t;
 
 typedef enum {
@@ -110,39 +122,62 @@ static void *s_alloc(proto_mem_t **mem, size_t size)
     return block->data;
 }
 
+//  Pushes a segment; returns the old depth for s_path_pop.
+static size_t s_path_push(s_path_t *path, const char *key, size_t len, size_t index)
+{
+    size_t old = path->depth;
+    if (old < S_PATH_SEGMENTS)
+        path->seg[old] = (s_segment_t){key, len, index};
+    path->depth++;
+    return old;
+}
+
 //  Appends ".key" (or "key" at the root; nothing for "") to the path;
-//  returns the old length.
+//  returns the old depth. key must live until the segment is popped.
 static size_t s_path_key(s_path_t *path, const char *key, size_t key_len)
 {
-    size_t old = path->len;
     if (key_len == 0)
-        return old;
-    int n = snprintf(path->buf + old, sizeof(path->buf) - old, "%s%.*s", old ? "." : "",
-                     (int)(key_len > 32 ? 32 : key_len), key);
-    if (n > 0)
-        path->len = strlen(path->buf);
-    return old;
+        return path->depth;
+    return s_path_push(path, key, key_len, 0);
 }
 
-//  Appends "[index]" to the path; returns the old length.
+//  Appends "[index]" to the path; returns the old depth.
 static size_t s_path_index(s_path_t *path, size_t index)
 {
-    size_t old = path->len;
-    snprintf(path->buf + old, sizeof(path->buf) - old, "[%zu]", index);
-    path->len = strlen(path->buf);
-    return old;
+    return s_path_push(path, NULL, 0, index);
 }
 
-static void s_path_pop(s_path_t *path, size_t len)
+static void s_path_pop(s_path_t *path, size_t depth)
 {
-    path->len = len;
-    path->buf[len] = '\0';
+    path->depth = depth;
+}
+
+//  Writes the path as text into buf (S_PATH_TEXT_MAX bytes): keys joined by
+//  ".", each cut to 32 bytes, indexes as "[i]", the whole cut to fit.
+static void s_path_render(const s_path_t *path, char *buf)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    size_t depth = path->depth < S_PATH_SEGMENTS ? path->depth : S_PATH_SEGMENTS;
+    for (size_t i = 0; i < depth && len + 1 < S_PATH_TEXT_MAX; i++) {
+        const s_segment_t *seg = &path->seg[i];
+        if (seg->key)
+            snprintf(buf + len, S_PATH_TEXT_MAX - len, "%s%.*s", len ? "." : "",
+                     (int)(seg->len > 32 ? 32 : seg->len), seg->key);
+        else
+            snprintf(buf + len, S_PATH_TEXT_MAX - len, "[%zu]", seg->index);
+        len += strlen(buf + len);
+    }
 }
 
 static proto_status_t s_fail(s_path_t *path, proto_error_t *err, proto_status_t code, uint64_t got,
                              uint64_t max)
 {
-    return proto_error_set(err, code, path->buf, got, max);
+    if (!err)
+        return code;
+    char text[S_PATH_TEXT_MAX];
+    s_path_render(path, text);
+    return proto_error_set(err, code, text, got, max);
 }
 
 //  Reports an error found by the reader, with the offset where it stopped.
@@ -419,7 +454,7 @@ proto_status_t proto_codec_check(const proto_schema_t *schema, const void *obj,
 {
     assert(schema && obj);
     proto_limits_t defaults = proto_limits_default();
-    s_path_t path = {{0}, 0};
+    s_path_t path = {.depth = 0};
     return s_check_obj(schema, obj, limits ? limits : &defaults, &path, err);
 }
 

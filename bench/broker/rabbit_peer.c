@@ -8,8 +8,12 @@
  * for a persistent message on a durable queue means RabbitMQ has written it to
  * disk (or delivered and had it acknowledged), the promise STORED makes.
  * Consumer: its own connection, one consumer per queue with manual
- * acknowledgements and a prefetch of `window` each; every message is
- * acknowledged on its own, as a node answers every DELIVER with a CONSUMED.
+ * acknowledgements and a prefetch of `window` each. Acknowledgements are
+ * cumulative, as twinsync's CONSUMED is: one basic.ack with multiple = true
+ * covers every delivery of the channel up to its tag, sent when nothing more
+ * is waiting in the input (the end of a burst) or when half the channel's
+ * prefetch (window * conns / 2) is unacknowledged, the cadence of the
+ * twinsync link (one CONSUMED per connection per burst or per half credit).
  *
  *   rabbit_peer --endpoint 127.0.0.1:PORT --messages N --conns C --window W
  *   rabbit_peer --endpoint 127.0.0.1:PORT --mode probe --timeout S
@@ -185,7 +189,10 @@ static int s_consume(void *arg)
     s_side_t *self = arg;
     const bench_args_t *args = self->args;
     uint64_t deadline = bench_now_ns() + (uint64_t)args->timeout_s * 1000000000u;
-    uint64_t consumed = 0;
+    uint64_t consumed = 0, pending = 0, last_tag = 0;
+    uint64_t ack_every = (uint64_t)args->window * args->conns / 2;
+    if (ack_every == 0)
+        ack_every = 1;
     while (consumed < args->messages) {
         amqp_envelope_t envelope;
         struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
@@ -197,13 +204,19 @@ static int s_consume(void *arg)
             if (bench_payload_read(envelope.message.body.bytes, envelope.message.body.len, &sent,
                                    &q, &seq) == 0)
                 bench_lat_add(self->lat, sent);
-            int status = amqp_basic_ack(self->amq, CHANNEL, envelope.delivery_tag, 0);
+            last_tag = envelope.delivery_tag;
             amqp_destroy_envelope(&envelope);
-            if (status != AMQP_STATUS_OK) {
-                fprintf(stderr, "%s: ack failed: %s\n", s_prog, amqp_error_string2(status));
-                return -1;
-            }
             consumed++;
+            pending++;
+            bool burst_over = !amqp_data_in_buffer(self->amq) && !amqp_frames_enqueued(self->amq);
+            if (pending >= ack_every || burst_over || consumed == args->messages) {
+                int status = amqp_basic_ack(self->amq, CHANNEL, last_tag, 1);
+                if (status != AMQP_STATUS_OK) {
+                    fprintf(stderr, "%s: ack failed: %s\n", s_prog, amqp_error_string2(status));
+                    return -1;
+                }
+                pending = 0;
+            }
         } else if (!(reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
                      reply.library_error == AMQP_STATUS_TIMEOUT)) {
             s_check(reply, "consume");

@@ -1,6 +1,8 @@
 /*  core_rig.c: broker_core on a bench (see core_rig.h). */
 #include "core_rig.h"
 
+#include "faulty_vfs.h"
+
 #include <errno.h>
 #include <openssl/sha.h>
 #include <ftw.h>
@@ -49,6 +51,8 @@ static int s_open(core_rig_t *rig, bool fast, const char *vfs)
 {
     char err[512];
     broker_store_options_t options = {.no_sync = fast, .vfs = vfs};
+    if (vfs && strcmp(vfs, "faulty") == 0)
+        options.sync = faulty_vfs_sync_fd;
     rig->store = broker_store_open(rig->config.state_dir, &options, err, sizeof err);
     if (!rig->store) {
         fprintf(stderr, "rig: %s\n", err);

@@ -4,7 +4,11 @@
 */
 #include "faulty_vfs.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <string.h>
 
 typedef struct {
@@ -14,8 +18,8 @@ typedef struct {
 
 static sqlite3_vfs s_vfs;
 static sqlite3_vfs *s_real;
-static bool s_fail_sync;
-static unsigned s_sync_calls;
+static atomic_bool s_fail_sync;  //  Set by the test thread, read by the store's sync thread
+static atomic_uint s_sync_calls; //  Counted on both
 
 #define REAL(f) (((faulty_file_t *)(f))->real)
 
@@ -197,6 +201,32 @@ int faulty_vfs_register(void)
 void faulty_vfs_fail_sync(bool fail)
 {
     s_fail_sync = fail;
+}
+
+static pthread_mutex_t s_hold_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t s_hold_cond = PTHREAD_COND_INITIALIZER;
+static bool s_hold; //  faulty_vfs_sync_fd waits while set (under s_hold_mtx)
+
+void faulty_vfs_hold_sync(bool hold)
+{
+    pthread_mutex_lock(&s_hold_mtx);
+    s_hold = hold;
+    pthread_cond_broadcast(&s_hold_cond);
+    pthread_mutex_unlock(&s_hold_mtx);
+}
+
+int faulty_vfs_sync_fd(int fd)
+{
+    pthread_mutex_lock(&s_hold_mtx);
+    while (s_hold)
+        pthread_cond_wait(&s_hold_cond, &s_hold_mtx);
+    pthread_mutex_unlock(&s_hold_mtx);
+    s_sync_calls++;
+    if (s_fail_sync) {
+        errno = EIO;
+        return -1;
+    }
+    return fdatasync(fd);
 }
 
 unsigned faulty_vfs_sync_calls(void)

@@ -7,6 +7,9 @@
     - a peer gone (EHOSTUNREACH) keeps its messages, a full peer (EAGAIN) is
       served later;
     - an fsync error is fatal: flush fails and no STORED leaves;
+    - pipelined commit (broker_core_pump): while a commit's WAL sync runs,
+      the next batches are taken in, but nothing of them or of the syncing
+      commit (STORED, DELIVER) leaves before its own sync returned;
     - a routing id taken over by another key ends the old session;
     - heartbeats: idle peers are pinged, silent ones dropped;
     - a restart restores connections, bindings and queues from the store.
@@ -19,6 +22,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +282,83 @@ static void test_fsync_error_is_fatal(void **state)
     core_rig_destroy(&rig);
 }
 
+//  Waits (up to 5 s) until the store's sync in flight is over.
+static void s_wait_sync(core_rig_t *rig)
+{
+    struct pollfd pfd = {.fd = broker_store_sync_fd(rig->store), .events = POLLIN};
+    assert_true(pfd.fd >= 0);
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+}
+
+//  A failed assertion must not leave the next test's syncs hanging.
+static int s_release_sync(void **state)
+{
+    (void)state;
+    faulty_vfs_hold_sync(false);
+    faulty_vfs_fail_sync(false);
+    return 0;
+}
+
+static void test_pipeline_answers_after_sync(void **state)
+{
+    (void)state;
+    assert_int_equal(faulty_vfs_register(), 0);
+    core_rig_t rig;
+    assert_int_equal(core_rig_init(&rig, NULL, false, "faulty"), 0);
+    s_joined_pair(&rig);
+    core_rig_clear(&rig);
+
+    faulty_vfs_hold_sync(true); //  The disk is slow: the sync of seq 1 hangs
+    s_publish(&rig, RIG_PUBLIC, 1);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0);
+    assert_true(broker_core_syncing(rig.core));
+    s_publish(&rig, RIG_PUBLIC, 2); //  Taken in meanwhile, into the next group
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0);
+    usleep(20 * 1000);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0);
+    assert_int_equal(rig.out_count, 0); //  No STORED, no DELIVER while it hangs
+
+    faulty_vfs_hold_sync(false);
+    s_wait_sync(&rig);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0);
+    //  Seq 1 is durable: answered and delivered. Seq 2 is committed now,
+    //  its sync in flight: neither answered nor delivered yet.
+    assert_int_equal(core_rig_count(&rig, RIG_PUBLIC, PROTO_STORED), 1);
+    assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 1);
+    assert_int_equal(core_rig_count(&rig, RIG_PRIVATE, PROTO_DELIVER), 1);
+    assert_int_equal(core_rig_find(&rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 1);
+    assert_true(broker_core_syncing(rig.core));
+
+    s_wait_sync(&rig);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0);
+    assert_false(broker_core_syncing(rig.core));
+    assert_int_equal(core_rig_count(&rig, RIG_PUBLIC, PROTO_STORED), 2);
+    assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 1)->stored.seq, 2);
+    assert_int_equal(core_rig_count(&rig, RIG_PRIVATE, PROTO_DELIVER), 2);
+    assert_int_equal(core_rig_find(&rig, RIG_PRIVATE, PROTO_DELIVER, 1)->deliver.seq, 2);
+    core_rig_destroy(&rig);
+}
+
+static void test_pipeline_sync_error_is_fatal(void **state)
+{
+    (void)state;
+    assert_int_equal(faulty_vfs_register(), 0);
+    core_rig_t rig;
+    assert_int_equal(core_rig_init(&rig, NULL, false, "faulty"), 0);
+    s_joined_pair(&rig);
+    core_rig_clear(&rig);
+    faulty_vfs_fail_sync(true);
+    s_publish(&rig, RIG_PUBLIC, 1);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0); //  Sync started
+    s_wait_sync(&rig);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), -1);
+    faulty_vfs_fail_sync(false);
+    assert_int_equal(rig.out_count, 0);
+    assert_non_null(strstr(broker_core_error(rig.core), "I/O error"));
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), -1); //  Stays stopped
+    core_rig_destroy(&rig);
+}
+
 static void test_routing_id_taken_by_other_key(void **state)
 {
     core_rig_t *rig = *state;
@@ -383,6 +464,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unreachable_peer_keeps_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_full_peer_served_later, s_setup, s_teardown),
         cmocka_unit_test(test_fsync_error_is_fatal),
+        cmocka_unit_test_teardown(test_pipeline_answers_after_sync, s_release_sync),
+        cmocka_unit_test_teardown(test_pipeline_sync_error_is_fatal, s_release_sync),
         cmocka_unit_test_setup_teardown(test_routing_id_taken_by_other_key, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeats, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_restart_restores, s_setup, s_teardown),
