@@ -114,17 +114,27 @@ int node_replica_pending_add(node_fields_t *pending, const node_fields_t *before
     return 0;
 }
 
-void node_replica_pending_ack(node_fields_t *pending, uint64_t seq)
+int node_replica_pending_ack(node_fields_t *pending, uint64_t seq, node_fields_t *previous,
+                             const node_fields_t *local)
 {
     size_t i = 0;
     while (i < node_fields_size(pending)) {
         const char *name = node_fields_name(pending, i);
         uint64_t at = strtoull(node_fields_value(pending, i), NULL, 10);
-        if (at <= seq)
-            node_fields_remove(pending, name); //  the next entry moves to i
-        else
+        if (at > seq) {
             i++;
+            continue;
+        }
+        if (previous) {
+            const char *ours = node_fields_get(local, name);
+            if (!ours)
+                node_fields_remove(previous, name); //  a close field that stopped travelling
+            else if (node_fields_set(previous, name, ours))
+                return -1;
+        }
+        node_fields_remove(pending, name); //  the next entry moves to i
     }
+    return 0;
 }
 
 char *node_replica_comment_text(const char *instance, const char *author, const char *text)

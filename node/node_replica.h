@@ -76,9 +76,15 @@ node_fields_t *node_replica_plan(const node_fields_t *incoming, const node_field
 int node_replica_pending_add(node_fields_t *pending, const node_fields_t *before,
                              const node_fields_t *after, uint64_t seq);
 
-//  The other side acknowledged our SYNC seq: forgets every pending entry
-//  whose seq is <= seq.
-void node_replica_pending_ack(node_fields_t *pending, uint64_t seq);
+//  The other side applied our SYNC seq (RECEIPT): forgets every pending
+//  entry whose seq is <= seq and, when previous is not NULL, records in
+//  previous that the other side now holds our value (from local) for each of
+//  those fields. Without that, previous would keep the older value the other
+//  side had before it took ours, and a later replica of theirs carrying our
+//  value unchanged would read as their change (a crossed comment-only SYNC
+//  then overwrote a newer local edit). Returns 0, or -1 when out of memory.
+int node_replica_pending_ack(node_fields_t *pending, uint64_t seq, node_fields_t *previous,
+                             const node_fields_t *local);
 
 //  Text written on the twin for a comment that arrived: a first line naming
 //  instance and author, then the text:

@@ -892,9 +892,10 @@ static int s_receipt_in(node_sync_t *self, const node_conn_t *conn, const proto_
             snprintf(twin.remote_number, sizeof twin.remote_number, "%s", r->twin_number);
         if (r->seq > twin.acked_seq) {
             twin.acked_seq = r->seq;
-            node_replica_pending_ack(twin.pending, r->seq);
+            if (node_replica_pending_ack(twin.pending, r->seq, twin.previous, twin.local))
+                rc = -1;
         }
-        if (has_error == 0 && r->seq >= old.seq)
+        if (rc == 0 && has_error == 0 && r->seq >= old.seq)
             rc = node_state_error_remove(self->state, old.id);
     } else if (rc == 0) {
         twin.peer_stopped = r->code == PROTO_RECEIPT_GONE;

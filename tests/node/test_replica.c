@@ -223,6 +223,21 @@ static node_fields_t *s_poll(s_side_t *side)
     return replica;
 }
 
+//  The engine's handling of a RECEIPT for our latest SYNC.
+static void s_ack(s_side_t *side)
+{
+    assert_int_equal(
+        node_replica_pending_ack(side->pending, side->seq, side->previous, side->local), 0);
+}
+
+//  A SYNC that changes no field (a human added a comment): the replica of
+//  what the instance holds, with a new seq and nothing pending.
+static node_fields_t *s_comment_only(s_side_t *side)
+{
+    side->seq++;
+    return node_fields_dup(side->instance);
+}
+
 //  The engine's apply of an incoming replica (then a RECEIPT for theirs).
 static void s_receive(s_side_t *side, const node_fields_t *replica)
 {
@@ -258,8 +273,8 @@ static void test_concurrent_changes_converge_without_ping_pong(void **state)
     s_receive(&pub, from_priv);
     s_receive(&priv, from_pub);
     //  RECEIPTs follow in order.
-    node_replica_pending_ack(pub.pending, pub.seq);
-    node_replica_pending_ack(priv.pending, priv.seq);
+    s_ack(&pub);
+    s_ack(&priv);
     assert_int_equal(node_fields_size(pub.pending), 0);
     //  Both converge: the public side won the conflict, each kept the
     //  other's non-conflicting change.
@@ -297,12 +312,81 @@ static void test_crossing_with_two_pending_syncs(void **state)
     s_receive(&pub, q1);
     s_receive(&priv, p1);
     s_receive(&priv, p2);
-    node_replica_pending_ack(pub.pending, pub.seq);
-    node_replica_pending_ack(priv.pending, priv.seq);
+    s_ack(&pub);
+    s_ack(&priv);
     assert_true(node_fields_equal(pub.instance, priv.instance));
     assert_string_equal(node_fields_get(priv.instance, "impact"), "2"); //  public wins
     assert_string_equal(node_fields_get(priv.instance, "urgency"), "2");
     assert_string_equal(node_fields_get(priv.instance, "short_description"), "b");
+    assert_null(s_poll(&pub));
+    assert_null(s_poll(&priv));
+    node_fields_destroy(&p1);
+    node_fields_destroy(&p2);
+    node_fields_destroy(&q1);
+    s_side_clear(&pub);
+    s_side_clear(&priv);
+    node_fields_destroy(&agreed);
+}
+
+//  Regression (chaos run): an incident created on the private side; the
+//  public side later sends a comment-only SYNC that crosses a private field
+//  change. The private node has never received a replica, so without the
+//  RECEIPT of its create recorded in previous, the public SYNC's unchanged
+//  urgency read as a public change and "public wins" overwrote the edit
+//  while the public side took it: the two sides diverged.
+static void test_crossing_comment_sync_after_private_create(void **state)
+{
+    (void)state;
+    node_fields_t *empty = node_fields_new();
+    s_side_t pub, priv;
+    s_side_init(&pub, PROTO_ROLE_PUBLIC, empty);
+    s_side_init(&priv, PROTO_ROLE_PRIVATE, empty);
+    node_fields_set(priv.instance, "short_description", "VPN down");
+    node_fields_set(priv.instance, "urgency", "3");
+    node_fields_t *create = s_poll(&priv);
+    s_receive(&pub, create); //  the twin is created with every field
+    s_ack(&priv);            //  RECEIPT of the create
+    node_fields_set(priv.instance, "urgency", "1");
+    node_fields_t *p1 = s_poll(&priv);
+    node_fields_t *q1 = s_comment_only(&pub);
+    s_receive(&pub, p1);
+    s_receive(&priv, q1);
+    s_ack(&priv);
+    assert_string_equal(node_fields_get(priv.instance, "urgency"), "1");
+    assert_true(node_fields_equal(pub.instance, priv.instance));
+    assert_null(s_poll(&pub));
+    assert_null(s_poll(&priv));
+    node_fields_destroy(&create);
+    node_fields_destroy(&p1);
+    node_fields_destroy(&q1);
+    s_side_clear(&pub);
+    s_side_clear(&priv);
+    node_fields_destroy(&empty);
+}
+
+//  Regression (chaos run): the same crossing after an earlier private change
+//  was applied by the public side. previous must learn from that RECEIPT that
+//  the public side holds the private value, or the public side's next
+//  comment-only SYNC (carrying it) reads as a change and wins.
+static void test_crossing_comment_sync_after_acked_change(void **state)
+{
+    (void)state;
+    node_fields_t *agreed = s_set("short_description=a", "urgency=3", "state=1", NULL);
+    s_side_t pub, priv;
+    s_side_init(&pub, PROTO_ROLE_PUBLIC, agreed);
+    s_side_init(&priv, PROTO_ROLE_PRIVATE, agreed);
+    node_fields_set(priv.instance, "short_description", "b");
+    node_fields_t *p1 = s_poll(&priv);
+    s_receive(&pub, p1);
+    s_ack(&priv);
+    node_fields_set(priv.instance, "short_description", "c");
+    node_fields_t *p2 = s_poll(&priv);
+    node_fields_t *q1 = s_comment_only(&pub);
+    s_receive(&pub, p2);
+    s_receive(&priv, q1);
+    s_ack(&priv);
+    assert_string_equal(node_fields_get(pub.instance, "short_description"), "c");
+    assert_true(node_fields_equal(pub.instance, priv.instance));
     assert_null(s_poll(&pub));
     assert_null(s_poll(&priv));
     node_fields_destroy(&p1);
@@ -326,8 +410,8 @@ static void test_sequential_change_after_ack_is_not_overruled(void **state)
     node_fields_set(pub.instance, "urgency", "2");
     node_fields_t *p1 = s_poll(&pub);
     s_receive(&priv, p1);
-    node_replica_pending_ack(pub.pending, pub.seq); //  RECEIPT
-    assert_null(s_poll(&priv));                     //  what it wrote is not echoed
+    s_ack(&pub);                //  RECEIPT
+    assert_null(s_poll(&priv)); //  what it wrote is not echoed
     node_fields_set(priv.instance, "urgency", "1");
     node_fields_t *q1 = s_poll(&priv);
     s_receive(&pub, q1);
@@ -353,11 +437,11 @@ static void test_pending_add_and_ack(void **state)
     assert_null(node_fields_get(pending, "urgency"));
     node_fields_set(after, "urgency", "2");
     assert_int_equal(node_replica_pending_add(pending, before, after, 9), 0);
-    node_replica_pending_ack(pending, 5);
+    assert_int_equal(node_replica_pending_ack(pending, 5, NULL, NULL), 0);
     assert_int_equal(node_fields_size(pending), 3); //  seq 9 rewrote all three
-    node_replica_pending_ack(pending, 8);
+    assert_int_equal(node_replica_pending_ack(pending, 8, NULL, NULL), 0);
     assert_int_equal(node_fields_size(pending), 3);
-    node_replica_pending_ack(pending, 9);
+    assert_int_equal(node_replica_pending_ack(pending, 9, NULL, NULL), 0);
     assert_int_equal(node_fields_size(pending), 0);
     node_fields_destroy(&pending);
     node_fields_destroy(&before);
@@ -399,6 +483,8 @@ int main(void)
         cmocka_unit_test(test_plan_resolve_brings_close_fields),
         cmocka_unit_test(test_concurrent_changes_converge_without_ping_pong),
         cmocka_unit_test(test_crossing_with_two_pending_syncs),
+        cmocka_unit_test(test_crossing_comment_sync_after_private_create),
+        cmocka_unit_test(test_crossing_comment_sync_after_acked_change),
         cmocka_unit_test(test_sequential_change_after_ack_is_not_overruled),
         cmocka_unit_test(test_pending_add_and_ack),
         cmocka_unit_test(test_texts_and_bodies),
