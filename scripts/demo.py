@@ -12,27 +12,21 @@ exits 1 with the reason.
 """
 
 import argparse
-import base64
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SNEMU = os.path.join(ROOT, "tests", "snemu", "snemu.py")
-SYNC_USER = "twinsync"
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import twinsync_harness as harness  # noqa: E402
+from twinsync_harness import HarnessError as DemoError  # noqa: E402
+
+ROOT = harness.ROOT
 WAIT_S = 60
-
-
-class DemoError(Exception):
-    """A step that did not happen; the message says which."""
 
 
 def say(text):
@@ -43,190 +37,53 @@ def step(number, text):
     say(f"\n==> {number}. {text}")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Instance:
-    """One emulated ServiceNow instance and the REST calls a person makes."""
-
-    def __init__(self, name, workdir, people):
-        self.name = name
-        self.people = people  # user name -> (password, full name)
-        self.sync_password = f"{name}-sync-secret"
-        port_file = os.path.join(workdir, f"{name}.port")
-        args = [sys.executable, SNEMU, "--port", "0", "--port-file", port_file,
-                "--instance", name,
-                "--user", f"{SYNC_USER}:{self.sync_password}:twinsync integration"]
-        for user, (password, full) in people.items():
-            args += ["--user", f"{user}:{password}:{full}"]
-        self.log = open(os.path.join(workdir, f"snemu-{name}.log"), "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 15
-        while not os.path.exists(port_file):
-            if time.time() > deadline or self.proc.poll() is not None:
-                raise DemoError(f"emulator {name} did not start (see {self.log.name})")
-            time.sleep(0.05)
-        with open(port_file) as f:
-            self.port = int(f.read().strip())
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def call(self, user, method, path, body=None):
-        password = self.people[user][0]
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": "Basic " + token, "Accept": "application/json",
-            "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            text = resp.read()
-        return json.loads(text)["result"] if text else None
-
-    def create(self, user, **fields):
-        return self.call(user, "POST", "/api/now/table/incident", fields)
-
-    def update(self, user, sys_id, **fields):
-        return self.call(user, "PATCH", f"/api/now/table/incident/{sys_id}", fields)
-
-    def find(self, user, query):
-        path = "/api/now/table/incident?sysparm_query=" + urllib.request.quote(query)
-        return self.call(user, "GET", path)
-
-    def comments(self, user, sys_id):
-        query = urllib.request.quote(f"element_id={sys_id}^element=comments^ORDERBYsys_created_on")
-        return self.call(user, "GET", f"/api/now/table/sys_journal_field?sysparm_query={query}")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.log.close()
-
-
 class Demo:
     def __init__(self, build, keep, poll_ms):
         self.build = build
         self.keep = keep
-        self.poll_ms = poll_ms
         self.dir = tempfile.mkdtemp(prefix="twinsync-demo-")
-        self.procs = []
-        self.instances = []
-
-    # ---- processes -------------------------------------------------------
-
-    def binary(self, name):
-        path = os.path.join(self.build, name)
-        if not os.access(path, os.X_OK):
-            raise DemoError(f"{path} is missing: did the build succeed?")
-        return path
+        poll = {("node", "poll_interval_ms"): str(poll_ms)}
+        self.dep = harness.Deployment(
+            harness.binaries(build=build), self.dir,
+            public=("acme", {"alice": ("alice-pw", "Alice Adams")}),
+            private=("partner", {"bob": ("bob-pw", "Bob Brown")}),
+            settings={"public": poll, "private": poll})
 
     def run(self, args, check=True):
-        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
-        if check and done.returncode != 0:
-            raise DemoError(f"{' '.join(args[:3])} failed: {done.stderr.strip()}")
-        return done
-
-    def spawn(self, name, args):
-        log = open(os.path.join(self.dir, f"{name}.log"), "w")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append((name, proc, log))
-        return proc
+        return harness.run(args, check=check)
 
     def stop_all(self):
-        for name, proc, log in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            log.close()
-        for instance in self.instances:
-            instance.stop()
-
-    # ---- configuration ---------------------------------------------------
-
-    def write(self, name, text, mode=0o600):
-        path = os.path.join(self.dir, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        return path
-
-    def node_config(self, role, instance, broker_key):
-        state = os.path.join(self.dir, f"{role}-state")
-        os.makedirs(state, mode=0o700, exist_ok=True)
-        secret = self.write(f"{role}.password", instance.sync_password + "\n")
-        return self.write(f"{role}.ini", f"""# twinsync-{role} for the demo
-[node]
-name = {instance.name}-node
-state_dir = {state}
-poll_interval_ms = {self.poll_ms}
-log_level = info
-
-[servicenow]
-url = {instance.url}
-instance = {instance.name}
-user = {SYNC_USER}
-password_file = {secret}
-
-[broker]
-endpoint = tcp://127.0.0.1:{self.broker_port}
-public_key = {broker_key}
-""")
-
-    # ---- waiting ---------------------------------------------------------
+        self.dep.stop_all()
 
     @staticmethod
     def wait_for(what, probe):
-        deadline = time.time() + WAIT_S
-        while time.time() < deadline:
-            value = probe()
-            if value:
-                return value
-            time.sleep(0.2)
-        raise DemoError(f"timed out after {WAIT_S} s waiting for {what}")
+        return harness.wait_for(what, probe, timeout=WAIT_S)
 
     # ---- the story -------------------------------------------------------
 
     def main(self):
-        public_bin = self.binary("public-node/twinsync-public")
-        private_bin = self.binary("private-node/twinsync-private")
-        broker_bin = self.binary("broker/twinsync-broker")
+        dep = self.dep
+        public_bin, private_bin, broker_bin = (dep.bins[r] for r in ("public", "private",
+                                                                      "broker"))
 
         step(1, "Start two emulated ServiceNow instances")
-        acme = Instance("acme", self.dir, {"alice": ("alice-pw", "Alice Adams")})
-        partner = Instance("partner", self.dir, {"bob": ("bob-pw", "Bob Brown")})
-        self.instances += [acme, partner]
+        dep.start_instances()
+        acme, partner = dep.instances["public"], dep.instances["private"]
         say(f"    acme    (public side)  {acme.url}   user alice / alice-pw")
         say(f"    partner (private side) {partner.url}   user bob / bob-pw")
 
         step(2, "Start the broker; both nodes will dial out to it")
-        self.broker_port = free_port()
-        self.metrics_port = free_port()
-        broker_state = os.path.join(self.dir, "broker-state")
-        os.makedirs(broker_state, mode=0o700)
-        broker_key = self.run([broker_bin, "key", "--state-dir", broker_state]).stdout.strip()
-        public_cfg = self.node_config("public", acme, broker_key)
-        private_cfg = self.node_config("private", partner, broker_key)
-        public_node_key = self.run([public_bin, "key", "--config", public_cfg]).stdout.strip()
-        broker_cfg = self.write("broker.ini", f"""# twinsync-broker for the demo
-[broker]
-endpoint = tcp://127.0.0.1:{self.broker_port}
-state_dir = {broker_state}
-metrics_port = {self.metrics_port}
-public_keys = {public_node_key}
-""")
-        self.spawn("broker", [broker_bin, "run", "--config", broker_cfg])
-        say(f"    broker on tcp://127.0.0.1:{self.broker_port}, "
-            f"metrics on http://127.0.0.1:{self.metrics_port}/metrics")
-        say(f"    broker key {broker_key}")
+        dep.configure()  # from the example files in deploy/, paths and ports changed
+        public_cfg, private_cfg, broker_cfg = (dep.configs[r] for r in ("public", "private",
+                                                                         "broker"))
+        dep.start("broker")
+        say(f"    broker on {dep.endpoint}, "
+            f"metrics on http://127.0.0.1:{dep.metrics_port}/metrics")
+        say(f"    broker key {dep.broker_key}")
 
         step(3, "Start twinsync-public (beside acme) and twinsync-private (beside partner)")
-        self.spawn("public", [public_bin, "run", "--config", public_cfg])
-        self.spawn("private", [private_bin, "run", "--config", private_cfg])
+        dep.start("public")
+        dep.start("private")
         say("    the private node opens no listening socket: it only dials out")
 
         step(4, "acme's admin initiates a Basic connection and gets an invitation code")
@@ -319,10 +176,10 @@ Everything keeps running (files in {self.dir}). Look around:
   {private_bin} status --config {private_cfg}
   {private_bin} errors list --config {private_cfg}
   {broker_bin} stats --watch --config {broker_cfg}
-  curl -s http://127.0.0.1:{self.metrics_port}/metrics
+  curl -s http://127.0.0.1:{self.dep.metrics_port}/metrics
   curl -s -u alice:alice-pw '{acme.url}/api/now/table/incident?sysparm_fields=number,short_description,state'
   curl -s -u bob:bob-pw '{partner.url}/api/now/table/incident?sysparm_fields=number,short_description,state'
-Logs: {self.dir}/*.log. Stop it all with: kill {' '.join(str(p.pid) for _, p, _ in self.procs)} {' '.join(str(i.proc.pid) for i in self.instances)}""")
+Logs: {self.dir}/*.log. Stop it all with: kill {' '.join(str(d.proc.pid) for d in self.dep.daemons.values())} {' '.join(str(i.proc.pid) for i in self.dep.instances.values())}""")
 
 
 def main():
@@ -331,18 +188,20 @@ def main():
     parser.add_argument("--keep", action="store_true", help="leave everything running")
     parser.add_argument("--poll-ms", type=int, default=1000, help="node poll interval")
     args = parser.parse_args()
-    demo = Demo(args.build, args.keep, args.poll_ms)
+    try:
+        demo = Demo(args.build, args.keep, args.poll_ms)
+    except DemoError as e:
+        print(f"demo failed: {e}", file=sys.stderr)
+        return 1
     ok = False
     try:
         demo.main()
         ok = True
     except (DemoError, subprocess.TimeoutExpired, urllib.error.URLError, KeyError, ValueError) as e:
         print(f"\ndemo failed: {e}", file=sys.stderr)
-        for name, _, log in demo.procs:
-            log.flush()
-            print(f"--- last lines of {name}.log ---", file=sys.stderr)
-            with open(log.name) as f:
-                sys.stderr.writelines(f.readlines()[-15:])
+        for daemon in demo.dep.daemons.values():
+            print(f"--- last lines of {daemon.name}.log ---", file=sys.stderr)
+            sys.stderr.write(daemon.tail())
     finally:
         if not (ok and args.keep):
             demo.stop_all()
