@@ -529,11 +529,15 @@ def main():
             time.sleep(min(30.0, max(0.0, end - time.monotonic())))
             say(f"   ... {sum(ledger.counts.values())} changes, {sum(chaos.kills.values())} "
                 f"kills, {sum(chaos.faults.values())} faults")
-        stop_users.set()
+        # Chaos stops first and clears its faults, so that a user caught in a
+        # retry (say, behind a hibernation page) finishes instead of waiting
+        # out a fault nobody will lift any more.
         stop_chaos.set()
-        for thread in users + [chaos]:
-            thread.join()
+        chaos.join()
         chaos.settle()
+        stop_users.set()
+        for thread in users:
+            thread.join()
         waited, world, why = wait_quiet(dep, checker, args.quiet_timeout, still_s=8)
         checker.check(world)
         faulted = faulted_responses(dep)
