@@ -200,8 +200,11 @@ static void s_put_label(sample_t *s, const char *key, const char *value)
         {"state", s->state, sizeof s->state},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-        if (strcmp(map[i].key, key) == 0)
-            snprintf(map[i].field, map[i].size, "%s", value);
+        if (strcmp(map[i].key, key) == 0) {
+            size_t n = strnlen(value, map[i].size - 1); //  a longer label is cut
+            memcpy(map[i].field, value, n);
+            map[i].field[n] = '\0';
+        }
     }
 }
 

@@ -180,7 +180,8 @@ static int s_exec(broker_store_t *self, const char *sql)
     char *msg = NULL;
     if (sqlite3_exec(self->db, sql, NULL, NULL, &msg) == SQLITE_OK)
         return 0;
-    snprintf(self->error, sizeof self->error, "%s: %s", sql, msg ? msg : "failed");
+    //  The statement's start is enough to name it; the error text stays whole.
+    snprintf(self->error, sizeof self->error, "%.64s...: %.400s", sql, msg ? msg : "failed");
     sqlite3_free(msg);
     return -1;
 }

@@ -1099,6 +1099,10 @@ class _Handler(BaseHTTPRequestHandler):
     """Hands every request to the owning Emulator."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY the
+    # second waits for the client's delayed ACK (~40 ms per request).
+    disable_nagle_algorithm = True
+
     def version_string(self):
         return "ServiceNow"
 
