@@ -153,7 +153,7 @@ static int s_check_known(const char *section, const char *key, const char *value
         return -1;
     }
     if (!s_find(key)) {
-        snprintf(check->err, check->errlen, "unknown key '%s' in [%s] (see --help)", key, section);
+        snprintf(check->err, check->errlen, "unknown key %s in [%s] (see --help)", key, section);
         return -1;
     }
     return 0;
@@ -172,14 +172,21 @@ static const char *s_flag_key(const char *arg, char *buf, size_t size)
     return buf;
 }
 
-//  Reads "--config FILE" from the arguments, loads it or makes an empty ini.
-static ts_ini_t *s_load_file(int argc, char **argv, int first, char *err, size_t errlen)
+//  Reads "--config FILE" from the arguments, loads it (noting its name in
+//  config->path) or makes an empty ini.
+static ts_ini_t *s_load_file(broker_config_t *config, int argc, char **argv, int first, char *err,
+                             size_t errlen)
 {
     for (int i = first; i < argc; i++) {
         if (strcmp(argv[i], "--config") != 0)
             continue;
         if (i + 1 >= argc) {
             snprintf(err, errlen, "--config needs a file name");
+            return NULL;
+        }
+        config->path = strdup(argv[i + 1]);
+        if (!config->path) {
+            snprintf(err, errlen, "out of memory");
             return NULL;
         }
         return ts_ini_load(argv[i + 1], err, errlen);
@@ -230,13 +237,20 @@ int broker_config_load(broker_config_t *config, int argc, char **argv, int first
                        size_t errlen)
 {
     memset(config, 0, sizeof *config);
-    ts_ini_t *ini = s_load_file(argc, argv, first, err, errlen);
-    if (!ini)
+    ts_ini_t *ini = s_load_file(config, argc, argv, first, err, errlen);
+    if (!ini) {
+        broker_config_release(config);
         return -1;
+    }
     check_t check = {err, errlen};
-    int result = ts_ini_each(ini, s_check_known, &check) != 0 ? -1 : 0;
-    if (result == 0)
-        result = s_apply_flags(ini, argc, argv, first, err, errlen);
+    int result = ts_ini_each(ini, s_check_known, &check) != 0
+                     ? broker_config_blame(config, err, errlen)
+                     : s_apply_flags(ini, argc, argv, first, err, errlen);
+    if (result != 0) {
+        ts_ini_destroy(&ini);
+        broker_config_release(config);
+        return -1;
+    }
     for (size_t i = 0; result == 0 && i < KEY_COUNT; i++)
         result = s_apply(config, &s_keys[i], ini, err, errlen);
     ts_log_level_t level;
@@ -251,13 +265,27 @@ int broker_config_load(broker_config_t *config, int argc, char **argv, int first
         result = -1;
     }
     ts_ini_destroy(&ini);
-    if (result != 0)
+    if (result != 0) {
+        broker_config_blame(config, err, errlen);
         broker_config_release(config);
+    }
     return result;
+}
+
+int broker_config_blame(const broker_config_t *config, char *err, size_t errlen)
+{
+    if (!config->path || strncmp(err, config->path, strlen(config->path)) == 0)
+        return -1;
+    char message[1024];
+    snprintf(message, sizeof message, "%s", err);
+    snprintf(err, errlen, "%s: %s", config->path, message);
+    return -1;
 }
 
 void broker_config_release(broker_config_t *config)
 {
+    free(config->path);
+    config->path = NULL;
     for (size_t i = 0; i < KEY_COUNT; i++) {
         if (s_keys[i].kind == KEY_TEXT) {
             char **field = (char **)((char *)config + s_keys[i].offset);

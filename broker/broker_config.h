@@ -14,6 +14,7 @@
 #define BROKER_CONFIG_SECTION "broker"
 
 typedef struct {
+    char *path;               //  Configuration file (--config), NULL: none
     char *endpoint;           //  ZeroMQ endpoint the ROUTER binds
     char *state_dir;          //  Store, key pair
     char *id;                 //  Broker id sent in WELCOME
@@ -35,13 +36,20 @@ typedef struct {
 
 //  Loads the configuration: defaults, then the file named by "--config FILE"
 //  (if any), then every "--key value" flag. argv[first..argc) are the
-//  arguments after the subcommand. Returns 0, or -1 with a message naming
-//  the key or file in err. The caller releases with broker_config_release.
+//  arguments after the subcommand. Returns 0, or -1 with one line in err
+//  naming the key and, when the value came from the file, the file
+//  ("/etc/twinsync/broker.ini: metrics_port: ..."); a bad flag is named as
+//  given. The caller releases with broker_config_release.
 int broker_config_load(broker_config_t *config, int argc, char **argv, int first, char *err,
                        size_t errlen);
 
 //  Frees what broker_config_load allocated; safe on a zeroed or released value.
 void broker_config_release(broker_config_t *config);
+
+//  Prefixes the message in err with the configuration file, when there is
+//  one ("PATH: message"): a start-up failure found after loading (bind,
+//  state_dir) names the file too. Returns -1.
+int broker_config_blame(const broker_config_t *config, char *err, size_t errlen);
 
 //  True when key (Z85) is one of the configured public node keys.
 int broker_config_is_public_key(const broker_config_t *config, const char *key);

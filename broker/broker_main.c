@@ -60,8 +60,9 @@ static int s_run(int argc, char **argv)
     char err[1024];
     broker_server_t *server = broker_server_new(&config, err, sizeof err);
     if (!server) {
-        char quoted[1100];
-        ts_log(TS_LOG_ERROR, "cannot start", "error=%s", ts_log_quote(quoted, sizeof quoted, err));
+        //  One line, like a configuration error: the key and the file.
+        broker_config_blame(&config, err, sizeof err);
+        fprintf(stderr, "twinsync-broker: %s\n", err);
         broker_config_release(&config);
         return 1;
     }

@@ -39,6 +39,7 @@ struct broker_server_t {
     proto_buf_t metrics;           //  Metrics text buffer
     char endpoint[512];            //  Endpoint bound (for unbind)
     char public_key[41];           //  Our CURVE public key (Z85)
+    bool keys_created;             //  The key pair was made by this start
 };
 
 //  Self-pipe: the signal handler writes a byte, the loop polls the read end.
@@ -111,7 +112,8 @@ static int s_bind_router(broker_server_t *self, const broker_keys_t *keys, char 
         return -1;
     }
     if (zmq_bind(self->router, config->endpoint) != 0) {
-        snprintf(err, errlen, "cannot bind %s: %s", config->endpoint, zmq_strerror(zmq_errno()));
+        snprintf(err, errlen, "endpoint: cannot bind %s: %s", config->endpoint,
+                 zmq_strerror(zmq_errno()));
         return -1;
     }
     size_t size = sizeof self->endpoint;
@@ -120,25 +122,34 @@ static int s_bind_router(broker_server_t *self, const broker_keys_t *keys, char 
     return 0;
 }
 
+//  Puts "KEY: " before the reason in err: a start-up failure names the
+//  configuration key the operator has to look at. Returns -1.
+static int s_blame_key(const char *key, char *err, size_t errlen)
+{
+    char reason[1024];
+    snprintf(reason, sizeof reason, "%s", err);
+    snprintf(err, errlen, "%s: %s", key, reason);
+    return -1;
+}
+
+//  Makes the state directory, loads or makes the key pair, opens the store
+//  and the core. A failure names state_dir in err.
 static int s_open_state(broker_server_t *self, broker_keys_t *keys, char *err, size_t errlen)
 {
     const broker_config_t *config = self->config;
+    memset(keys, 0, sizeof *keys);
     if (mkdir(config->state_dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot create state directory %s: %s", config->state_dir,
                  strerror(errno));
-        return -1;
+        return s_blame_key("state_dir", err, errlen);
     }
-    bool created = false;
-    if (broker_keys_load(keys, config->state_dir, true, &created, err, errlen) != 0)
-        return -1;
+    if (broker_keys_load(keys, config->state_dir, true, &self->keys_created, err, errlen) != 0)
+        return s_blame_key("state_dir", err, errlen);
     snprintf(self->public_key, sizeof self->public_key, "%s", keys->public_z85);
-    if (created)
-        ts_log(TS_LOG_INFO, "key pair created", "public_key=%s dir=%s", keys->public_z85,
-               config->state_dir);
     broker_store_options_t options = {.cache_kib = config->cache_kib};
     self->store = broker_store_open(config->state_dir, &options, err, errlen);
     if (!self->store)
-        return -1;
+        return s_blame_key("state_dir", err, errlen);
     self->core = broker_core_new(self->store, config, s_send, self, err, errlen);
     return self->core ? 0 : -1;
 }
@@ -177,12 +188,16 @@ broker_server_t *broker_server_new(const broker_config_t *config, char *err, siz
     broker_keys_wipe(&keys);
     if (rc == 0 && config->metrics_port > 0) {
         self->http = broker_http_new((int)config->metrics_port, err, errlen);
-        rc = self->http ? 0 : -1;
+        rc = self->http ? 0 : s_blame_key("metrics_port", err, errlen);
     }
     if (rc != 0) {
         broker_server_destroy(&self);
         return NULL;
     }
+    //  Logged only once the start succeeded: a failed start prints one line.
+    if (self->keys_created)
+        ts_log(TS_LOG_INFO, "key pair created", "public_key=%s dir=%s", self->public_key,
+               config->state_dir);
     return self;
 }
 

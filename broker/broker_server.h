@@ -26,7 +26,9 @@
 typedef struct broker_server_t broker_server_t;
 
 //  Prepares everything run needs. config is borrowed and must outlive the
-//  server. Returns NULL with a reason in err.
+//  server. Returns NULL with one line in err that starts with the key at
+//  fault when a configuration value is the cause ("endpoint: cannot bind
+//  ...", "state_dir: ...", "metrics_port: ..."); logs nothing then.
 broker_server_t *broker_server_new(const broker_config_t *config, char *err, size_t errlen);
 
 //  Closes sockets, the store and the metrics endpoint; sets *self_p to NULL;

@@ -10,6 +10,7 @@
 */
 #include "node_cli.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -101,7 +102,7 @@ static const char *s_time(int64_t t, char buf[32])
 static int s_open(s_cli_t *cli)
 {
     if (!*cli->cfg.state_dir)
-        return s_fail(cli, "missing configuration key node.state_dir (give --config FILE)");
+        return s_fail(cli, "missing key node.state_dir (give --config FILE)");
     char err[512];
     cli->state = node_state_open(cli->cfg.state_dir, err, sizeof err);
     return cli->state ? 0 : s_fail(cli, "%s", err);
@@ -812,7 +813,7 @@ static int s_cmd_key(s_cli_t *cli)
     uint8_t pub[PROTO_KEY_SIZE], sec[PROTO_KEY_SIZE];
     char z85[41], err[512];
     if (!*cli->cfg.state_dir)
-        return s_fail(cli, "missing configuration key node.state_dir (give --config FILE)");
+        return s_fail(cli, "missing key node.state_dir (give --config FILE)");
     if (node_keys_node_pair(cli->cfg.state_dir, pub, sec, z85, err, sizeof err))
         return s_fail(cli, "%s", err);
     memset(sec, 0, sizeof sec);
@@ -893,11 +894,13 @@ static const s_command_t s_commands[] = {
     {"version", NULL, 0, 0, s_cmd_version, "", "print the version"},
     {NULL, NULL, 0, 0, NULL, NULL, NULL}};
 
-static int s_cmd_help(s_cli_t *cli)
+//  Prints the usage, the commands, the options and the keys to out.
+static void s_help(const s_cli_t *cli, FILE *out)
 {
-    printf("usage: %s COMMAND [ARGS] [--config FILE] [--json] [--wait S] [--SECTION.KEY=VALUE]\n\n"
-           "commands:\n",
-           cli->prog);
+    fprintf(out,
+            "usage: %s COMMAND [ARGS] [--config FILE] [--json] [--wait S] [--SECTION.KEY=VALUE]\n\n"
+            "commands:\n",
+            cli->prog);
     for (const s_command_t *c = s_commands; c->word1; c++) {
         if (c->role && c->role != (int)cli->role)
             continue;
@@ -906,16 +909,24 @@ static int s_cmd_help(s_cli_t *cli)
                  c->word2 ? c->word2 : "", c->usage);
         //  Long usages get the help on the next line rather than being cut.
         if (strlen(words) > 52)
-            printf("  %s\n  %-52s %s\n", words, "", c->help);
+            fprintf(out, "  %s\n  %-52s %s\n", words, "", c->help);
         else
-            printf("  %-52s %s\n", words, c->help);
+            fprintf(out, "  %-52s %s\n", words, c->help);
     }
-    printf("\noptions:\n"
-           "  --config FILE   configuration (default $TWINSYNC_CONFIG, else /etc/twinsync/%s.ini)\n"
-           "  --json          machine-readable output\n"
-           "  --wait S        seconds a command waits for the daemon (default %d)\n\n",
-           cli->prog, S_WAIT_DEFAULT);
-    node_config_print_help(stdout, cli->role);
+    fprintf(
+        out,
+        "\noptions:\n"
+        "  --config FILE   configuration (default $TWINSYNC_CONFIG, else /etc/twinsync/%s.ini)\n"
+        "  --json          machine-readable output\n"
+        "  --wait S        seconds a command waits for the daemon (default %d)\n"
+        "  --help, --version\n\n",
+        proto_role_name(cli->role), S_WAIT_DEFAULT);
+    node_config_print_help(out, cli->role);
+}
+
+static int s_cmd_help(s_cli_t *cli)
+{
+    s_help(cli, stdout);
     return 0;
 }
 
@@ -968,13 +979,14 @@ static const char *s_config_path(s_cli_t *cli, char **argv, int *argc, char *buf
         return path;
     if (getenv("TWINSYNC_CONFIG"))
         return getenv("TWINSYNC_CONFIG");
-    snprintf(buf, size, "/etc/twinsync/%s.ini", cli->prog);
+    snprintf(buf, size, "/etc/twinsync/%s.ini", proto_role_name(cli->role));
     return access(buf, R_OK) == 0 ? buf : NULL;
 }
 
 static const s_command_t *s_find_command(s_cli_t *cli, int *used)
 {
-    const char *w1 = cli->nargs > 0 ? cli->args[0] : "help";
+    assert(cli->nargs > 0);
+    const char *w1 = cli->args[0];
     const char *w2 = cli->nargs > 1 ? cli->args[1] : "";
     for (const s_command_t *c = s_commands; c->word1; c++) {
         if (strcmp(c->word1, w1) || (c->word2 && strcmp(c->word2, w2)))
@@ -992,9 +1004,16 @@ int node_cli_main(proto_role_t role, int argc, char **argv)
     s_cli_t cli = {.role = role,
                    .prog = role == PROTO_ROLE_PUBLIC ? "twinsync-public" : "twinsync-private",
                    .wait_s = S_WAIT_DEFAULT};
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return s_cmd_help(&cli);
+        if (!strcmp(argv[i], "--version"))
+            return s_cmd_version(&cli);
+    }
+    if (argc < 2) {
+        s_help(&cli, stderr);
+        return 2;
+    }
     int count = argc - 1;
     char **args = argv + 1;
     char buf[256], err[512];
@@ -1004,6 +1023,10 @@ int node_cli_main(proto_role_t role, int argc, char **argv)
     int rc = 2;
     if (s_parse_options(&cli, args, count))
         goto done;
+    if (cli.nargs == 0) {
+        s_fail(&cli, "no command given (see --help)");
+        goto done;
+    }
     int used = 0;
     const s_command_t *cmd = s_find_command(&cli, &used);
     if (!cmd) {

@@ -4,8 +4,12 @@
 */
 #include "node_config.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <zmq.h>
 
 #include "ts_log.h"
 #include "ts_secret.h"
@@ -144,7 +148,7 @@ static void s_derive_instance(node_config_t *cfg)
     host = host ? host + 3 : cfg->url;
     size_t len = strcspn(host, ".:/");
     snprintf(cfg->instance_buf, sizeof cfg->instance_buf, "%.*s", (int)len, host);
-    bool numeric = len > 0 && strspn(host, "0123456789") == len;
+    bool numeric = len > 0 && (strspn(host, "0123456789") == len || host[0] == '[');
     if (numeric || len == 0 || !strncmp(host, "localhost", len))
         snprintf(cfg->instance_buf, sizeof cfg->instance_buf, "%s", cfg->name);
     cfg->instance = cfg->instance_buf;
@@ -161,15 +165,22 @@ int node_config_load(node_config_t *cfg, proto_role_t role, const char *path, in
             snprintf(err, errlen, "out of memory");
         return -1;
     }
+    cfg->path = path ? strdup(path) : NULL;
+    if ((path && !cfg->path) || s_flags(cfg->ini, argc, argv, rest, rest_count, err, errlen)) {
+        if (path && !cfg->path)
+            snprintf(err, errlen, "out of memory");
+        node_config_release(cfg);
+        return -1;
+    }
     s_check_t check = {err, errlen};
-    if (s_flags(cfg->ini, argc, argv, rest, rest_count, err, errlen) ||
-        ts_ini_each(cfg->ini, s_check_entry, &check) ||
+    if (ts_ini_each(cfg->ini, s_check_entry, &check) ||
         s_long(cfg, "node", "poll_interval_ms", &cfg->poll_interval_ms, err, errlen) ||
         s_long(cfg, "node", "lookback_s", &cfg->lookback_s, err, errlen) ||
         s_long(cfg, "node", "invite_ttl_s", &cfg->invite_ttl_s, err, errlen) ||
         s_long(cfg, "servicenow", "request_timeout_ms", &cfg->request_timeout_ms, err, errlen) ||
         s_long(cfg, "servicenow", "max_retry_wait_ms", &cfg->max_retry_wait_ms, err, errlen) ||
         s_long(cfg, "broker", "heartbeat_ms", &cfg->heartbeat_ms, err, errlen)) {
+        node_config_blame(cfg, err, errlen);
         node_config_release(cfg);
         return -1;
     }
@@ -193,11 +204,13 @@ int node_config_load(node_config_t *cfg, proto_role_t role, const char *path, in
     if (ts_log_level_parse(cfg->log_level, &level)) {
         snprintf(err, errlen, "node.log_level: expected debug, info, warn or error, got '%s'",
                  cfg->log_level);
+        node_config_blame(cfg, err, errlen);
         node_config_release(cfg);
         return -1;
     }
     if (strcmp(cfg->auth, "basic") && strcmp(cfg->auth, "oauth")) {
         snprintf(err, errlen, "servicenow.auth: expected basic or oauth, got '%s'", cfg->auth);
+        node_config_blame(cfg, err, errlen);
         node_config_release(cfg);
         return -1;
     }
@@ -209,23 +222,89 @@ int node_config_load(node_config_t *cfg, proto_role_t role, const char *path, in
 void node_config_release(node_config_t *cfg)
 {
     ts_ini_destroy(&cfg->ini);
+    free(cfg->path);
     memset(cfg, 0, sizeof *cfg);
 }
 
-int node_config_check_run(const node_config_t *cfg, char *err, size_t errlen)
+int node_config_blame(const node_config_t *cfg, char *err, size_t errlen)
+{
+    if (!cfg->path || !strncmp(err, cfg->path, strlen(cfg->path)))
+        return -1;
+    char message[512];
+    snprintf(message, sizeof message, "%s", err);
+    snprintf(err, errlen, "%s: %s", cfg->path, message);
+    return -1;
+}
+
+//  True when text[0..len) is a host: a DNS name or IPv4 address
+//  ([A-Za-z0-9.-], not starting with '.' or '-'), or an [IPv6] literal.
+static bool s_host_ok(const char *text, size_t len)
+{
+    if (len >= 2 && text[0] == '[' && text[len - 1] == ']')
+        return strspn(text + 1, "0123456789abcdefABCDEF:.") == len - 2 && len > 2;
+    return len > 0 && text[0] != '.' && text[0] != '-' &&
+           strspn(text, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-") == len;
+}
+
+//  True when text is ":PORT" with PORT 1..65535 and nothing after it.
+static bool s_port_ok(const char *text)
+{
+    if (text[0] != ':' || !isdigit((unsigned char)text[1]))
+        return false;
+    char *end = NULL;
+    long port = strtol(text + 1, &end, 10);
+    return *end == '\0' && port >= 1 && port <= 65535;
+}
+
+bool node_config_endpoint_ok(const char *endpoint)
+{
+    if (strncmp(endpoint, "tcp://", 6))
+        return false;
+    const char *host = endpoint + 6;
+    const char *colon = strrchr(host, ':');
+    return colon && s_host_ok(host, (size_t)(colon - host)) && s_port_ok(colon);
+}
+
+//  True when url looks like http(s)://HOST[:PORT][/PATH] with no blanks. The
+//  ServiceNow client checks the rest (credentials, query, plain http).
+static bool s_url_ok(const char *url)
+{
+    size_t scheme = !strncasecmp(url, "https://", 8) ? 8 : !strncasecmp(url, "http://", 7) ? 7 : 0;
+    if (!scheme || strpbrk(url, " \t\r\n"))
+        return false;
+    const char *host = url + scheme;
+    size_t len = strcspn(host, "/");
+    const char *colon = host[0] == '[' ? strstr(host, "]:") : memchr(host, ':', len);
+    if (colon && host[0] == '[')
+        colon++;
+    if (colon && colon < host + len) {
+        char port[16];
+        snprintf(port, sizeof port, "%.*s", (int)(host + len - colon), colon);
+        return s_host_ok(host, (size_t)(colon - host)) && s_port_ok(port);
+    }
+    return s_host_ok(host, len);
+}
+
+//  The checks of node_config_check_run, with messages that name the key.
+static int s_check_run(const node_config_t *cfg, char *err, size_t errlen)
 {
     static const char *const required[][2] = {
         {"node", "name"}, {"node", "state_dir"}, {"servicenow", "url"}, {"servicenow", "user"}};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         if (!*s_text(cfg, required[i][0], required[i][1])) {
-            snprintf(err, errlen, "missing configuration key %s.%s", required[i][0],
-                     required[i][1]);
+            snprintf(err, errlen, "missing key %s.%s", required[i][0], required[i][1]);
             return -1;
         }
     }
+    if (!s_url_ok(cfg->url)) {
+        snprintf(err, errlen,
+                 "servicenow.url: '%s' is not an instance URL (https://NAME.service-now.com)",
+                 cfg->url);
+        return -1;
+    }
     if (!*cfg->password_file && !*cfg->password_env) {
         snprintf(err, errlen,
-                 "missing servicenow.password_file or servicenow.password_env (secrets never "
+                 "missing key servicenow.password_file or servicenow.password_env (secrets never "
                  "come from the command line)");
         return -1;
     }
@@ -237,33 +316,55 @@ int node_config_check_run(const node_config_t *cfg, char *err, size_t errlen)
         return -1;
     }
     if (cfg->role == PROTO_ROLE_PUBLIC && (!*cfg->endpoint || !*cfg->broker_key)) {
-        snprintf(err, errlen, "missing configuration key broker.%s",
-                 *cfg->endpoint ? "public_key" : "endpoint");
+        snprintf(err, errlen, "missing key broker.%s", *cfg->endpoint ? "public_key" : "endpoint");
         return -1;
     }
-    if (*cfg->broker_key && strlen(cfg->broker_key) != 40) {
-        snprintf(err, errlen, "broker.public_key: expected 40 Z85 characters");
+    if (*cfg->endpoint && !node_config_endpoint_ok(cfg->endpoint)) {
+        snprintf(err, errlen, "broker.endpoint: '%s' is not tcp://HOST:PORT", cfg->endpoint);
+        return -1;
+    }
+    uint8_t key[32];
+    if (*cfg->broker_key &&
+        (strlen(cfg->broker_key) != 40 || !zmq_z85_decode(key, cfg->broker_key))) {
+        snprintf(err, errlen,
+                 "broker.public_key: expected 40 Z85 characters "
+                 "(`twinsync-broker key` prints it)");
         return -1;
     }
     return 0;
 }
 
-//  Reads the secret named by file or env (one of them set), "" when neither.
-static char *s_secret(const char *file, const char *env, char *err, size_t errlen)
+int node_config_check_run(const node_config_t *cfg, char *err, size_t errlen)
 {
+    return s_check_run(cfg, err, errlen) ? node_config_blame(cfg, err, errlen) : 0;
+}
+
+//  Reads the secret named by [servicenow] NAME_file or NAME_env (one of
+//  them set), "" when neither; a failure names the key in err.
+static char *s_secret(const node_config_t *cfg, const char *name, char *err, size_t errlen)
+{
+    char file_key[64], env_key[64];
+    snprintf(file_key, sizeof file_key, "%s_file", name);
+    snprintf(env_key, sizeof env_key, "%s_env", name);
+    const char *file = s_text(cfg, "servicenow", file_key);
+    const char *env = s_text(cfg, "servicenow", env_key);
     if (!*file && !*env)
         return strdup("");
-    char spec[512];
+    char spec[512], reason[512] = "";
     snprintf(spec, sizeof spec, "%s%s", *file ? "" : "env:", *file ? file : env);
-    return ts_secret_read(spec, err, errlen);
+    char *secret = ts_secret_read(spec, reason, sizeof reason);
+    if (!secret) {
+        snprintf(err, errlen, "servicenow.%s: %s", *file ? file_key : env_key, reason);
+        node_config_blame(cfg, err, errlen);
+    }
+    return secret;
 }
 
 int node_config_secrets(const node_config_t *cfg, char **password, char **client_secret, char *err,
                         size_t errlen)
 {
-    *password = s_secret(cfg->password_file, cfg->password_env, err, errlen);
-    *client_secret =
-        *password ? s_secret(cfg->client_secret_file, cfg->client_secret_env, err, errlen) : NULL;
+    *password = s_secret(cfg, "password", err, errlen);
+    *client_secret = *password ? s_secret(cfg, "client_secret", err, errlen) : NULL;
     if (*password && *client_secret)
         return 0;
     ts_secret_free(password);

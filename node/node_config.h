@@ -23,6 +23,7 @@
 
 typedef struct {
     ts_ini_t *ini;                  //  File + flags (owned)
+    char *path;                     //  Configuration file (owned), NULL: flags only
     proto_role_t role;              //  Which binary
     const char *name;               //  [node] name: node id at the broker
     const char *state_dir;          //  [node] state_dir
@@ -53,24 +54,36 @@ typedef struct {
 //  --section.key=value or --section.key value; other arguments are left in
 //  *rest, compacted, with *rest_count set; rest may alias argv). Checks every
 //  key against the table and every value's type and range. Returns 0, or -1
-//  with a message naming the file, key or flag in err. Release with
-//  node_config_release.
+//  with one line in err naming the key and, when the value came from a file,
+//  the file ("/etc/twinsync/public.ini: node.lookback_s: ..."); a bad flag
+//  is named as given. Release with node_config_release.
 int node_config_load(node_config_t *cfg, proto_role_t role, const char *path, int argc, char **argv,
                      char **rest, int *rest_count, char *err, size_t errlen);
 
 //  Frees what node_config_load allocated; safe on a zeroed or released value.
 void node_config_release(node_config_t *cfg);
 
-//  Checks that what the daemon (or `connection initiate`) needs is set:
-//  name, state_dir, url, user, a password source; public: broker endpoint
-//  and key. Returns 0 or -1 with the missing key named in err.
+//  Checks that what the daemon (or `connection initiate`) needs is set and
+//  well-formed: name, state_dir, url (http(s)://HOST...), user, a password
+//  source; public: broker endpoint (tcp://HOST:PORT) and key. Returns 0 or
+//  -1 with one line in err naming the file and the key.
 int node_config_check_run(const node_config_t *cfg, char *err, size_t errlen);
 
 //  Reads the ServiceNow password (and OAuth client secret) named by the
 //  configuration. Returns 0 with strings owned by the caller
-//  (ts_secret_free), or -1 with a reason in err.
+//  (ts_secret_free), or -1 with one line in err naming the configuration
+//  file, the key and the secret file or variable.
 int node_config_secrets(const node_config_t *cfg, char **password, char **client_secret, char *err,
                         size_t errlen);
+
+//  Prefixes the message in err with the configuration file, when there is
+//  one ("PATH: message"), so that an error found later (the broker link, the
+//  ServiceNow client) names the file like the checks above. Returns -1.
+int node_config_blame(const node_config_t *cfg, char *err, size_t errlen);
+
+//  True when endpoint has the form tcp://HOST:PORT (HOST a name, an IPv4
+//  address or [IPv6], PORT 1..65535): what a node may dial.
+bool node_config_endpoint_ok(const char *endpoint);
 
 //  Prints every key with its default and meaning (the --help text).
 void node_config_print_help(FILE *out, proto_role_t role);

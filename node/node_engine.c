@@ -34,6 +34,8 @@
 #define S_TICK_MS        250   //  Worker looks at requests and retries this often
 #define S_HOLD_MS        1000  //  Retry of a held inbound message
 #define S_BACKOFF_MAX_MS 30000 //  Longest pause after ServiceNow failures
+#define S_UNREACHABLE_MS 5000  //  Link not ready this long: warn, naming the endpoint
+#define S_REWARN_MS      60000 //  ... and again this often while it stays so
 
 //  A connection as the loop serves it.
 typedef struct {
@@ -72,14 +74,17 @@ struct node_engine {
     void *zmq_ctx;                        //  ZeroMQ context
     char pair_endpoint[64];               //  inproc://...
     //  loop
-    node_state_t *state; //  Loop's database handle
-    link_t *link;        //  Broker link, NULL until an endpoint is known
-    void *pair;          //  Loop's end of the PAIR
-    s_known_t *known;    //  Connections served
-    size_t known_count;  //  Entries
-    atomic_int fatal;    //  A thread failed for good (read by both threads)
-    pthread_t worker;    //  Worker thread
-    bool worker_started; //  worker is joinable
+    node_state_t *state;              //  Loop's database handle
+    link_t *link;                     //  Broker link, NULL until an endpoint is known
+    void *pair;                       //  Loop's end of the PAIR
+    s_known_t *known;                 //  Connections served
+    size_t known_count;               //  Entries
+    atomic_int fatal;                 //  A thread failed for good (read by both threads)
+    pthread_t worker;                 //  Worker thread
+    bool worker_started;              //  worker is joinable
+    char endpoint[PROTO_MAX_URL + 1]; //  Where the link dials
+    int64_t down_since;               //  Monotonic ms the link left READY, 0 while ready
+    int64_t warned_at;                //  Monotonic ms of the last "broker unreachable"
     //  worker
     node_state_t *wstate; //  Worker's database handle
     node_sync_t *sync;    //  Poll and apply
@@ -468,7 +473,33 @@ static void s_link_open(node_engine_t *self, const node_conn_t *conns, size_t co
         self->fatal = 1;
         return;
     }
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
+    self->down_since = ts_mono_ms();
+    self->warned_at = 0;
     ts_log(TS_LOG_INFO, "broker link created", "endpoint=%s node=%s", endpoint, self->cfg->name);
+}
+
+//  A broker that is down or whose name does not resolve yet is no reason to
+//  stop (it may come back), but the operator must learn where the node
+//  dials: after S_UNREACHABLE_MS without a ready link, warn naming the
+//  endpoint, then every S_REWARN_MS while it stays unreachable.
+static void s_watch_link(node_engine_t *self, int64_t now)
+{
+    if (!self->link)
+        return;
+    if (link_state(self->link) == LINK_READY) {
+        self->down_since = 0;
+        return;
+    }
+    if (!self->down_since)
+        self->down_since = now;
+    bool due = self->warned_at ? now - self->warned_at >= S_REWARN_MS
+                               : now - self->down_since >= S_UNREACHABLE_MS;
+    if (!due)
+        return;
+    self->warned_at = now;
+    ts_log(TS_LOG_WARN, "broker unreachable", "endpoint=%s state=%s for_s=%lld", self->endpoint,
+           link_state_name(link_state(self->link)), (long long)((now - self->down_since) / 1000));
 }
 
 //  Drops connections deleted by an admin.
@@ -612,10 +643,33 @@ static void s_on_error(const link_error_t *error, void *arg)
 
 //  --- engine
 
+//  The ServiceNow client hands over whole lines ("level=warn msg=\"...\"
+//  key=value..."); ts_log writes the timestamp, level and msg itself, so
+//  those are taken out of the line and only the key=value rest is passed on.
 static void s_sn_log(void *arg, const char *line)
 {
     (void)arg;
-    ts_log(TS_LOG_WARN, "servicenow", "%s", line);
+    ts_log_level_t level = TS_LOG_WARN;
+    if (strncmp(line, "level=", 6)) {
+        char quoted[1024];
+        ts_log(level, "servicenow", "detail=%s", ts_log_quote(quoted, sizeof quoted, line));
+        return;
+    }
+    char name[16], msg[128] = "servicenow";
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(line + 6, " "), line + 6);
+    ts_log_level_parse(name, &level);
+    line += 6 + strcspn(line + 6, " ");
+    line += strspn(line, " ");
+    if (!strncmp(line, "msg=\"", 5) && strchr(line + 5, '"')) {
+        size_t len = (size_t)(strchr(line + 5, '"') - (line + 5));
+        snprintf(msg, sizeof msg, "%.*s", (int)len, line + 5);
+        line += 5 + len + 1;
+        line += strspn(line, " ");
+    }
+    if (*line)
+        ts_log(level, msg, "%s", line);
+    else
+        ts_log(level, msg, NULL);
 }
 
 //  Builds the worker's ServiceNow client.
@@ -640,10 +694,25 @@ static sn_client_t *s_sn_client(const node_config_t *cfg, char *err, size_t errl
     sn_client_t *client = sn_client_new(&sn, &sn_err);
     ts_secret_free(&password);
     ts_secret_free(&client_secret);
-    if (!client)
-        snprintf(err, errlen, "servicenow: %s%s%s", sn_err.message, *sn_err.detail ? " - " : "",
-                 sn_err.detail);
+    if (!client) {
+        //  After node_config_check_run, what the client still refuses at
+        //  start is the URL (scheme, credentials, query, plain http); name
+        //  the key then, else the section.
+        bool url = strstr(sn_err.message, "URL") || strstr(sn_err.message, "http");
+        snprintf(err, errlen, "servicenow%s: %s%s%s", url ? ".url" : "", sn_err.message,
+                 *sn_err.detail ? " - " : "", sn_err.detail);
+        node_config_blame(cfg, err, errlen);
+    }
     return client;
+}
+
+//  Names the key and the file in a start-up failure of the state directory.
+static void s_blame_state_dir(const node_config_t *cfg, char *err, size_t errlen)
+{
+    char reason[512];
+    snprintf(reason, sizeof reason, "%s", err);
+    snprintf(err, errlen, "node.state_dir: %s", reason);
+    node_config_blame(cfg, err, errlen);
 }
 
 node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errlen)
@@ -661,13 +730,12 @@ node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errle
     if (node_config_check_run(cfg, err, errlen))
         goto fail;
     self->state = node_state_open(cfg->state_dir, err, errlen);
-    if (!self->state)
+    self->wstate = self->state ? node_state_open(cfg->state_dir, err, errlen) : NULL;
+    if (!self->wstate || node_keys_node_pair(cfg->state_dir, self->public_key, self->secret_key,
+                                             NULL, err, errlen)) {
+        s_blame_state_dir(cfg, err, errlen);
         goto fail;
-    self->wstate = node_state_open(cfg->state_dir, err, errlen);
-    if (!self->wstate)
-        goto fail;
-    if (node_keys_node_pair(cfg->state_dir, self->public_key, self->secret_key, NULL, err, errlen))
-        goto fail;
+    }
     self->sn = s_sn_client(cfg, err, errlen);
     if (!self->sn)
         goto fail;
@@ -760,6 +828,7 @@ int node_engine_run(node_engine_t *self, volatile sig_atomic_t *stop)
         }
         if (self->link)
             link_tick(self->link, now);
+        s_watch_link(self, now);
         zmq_pollitem_t items[2] = {{self->pair, 0, ZMQ_POLLIN, 0}, {0}};
         int count = self->link && link_pollitem(self->link, &items[1]) ? 2 : 1;
         long timeout = (long)(next_scan - now);
