@@ -43,6 +43,7 @@ struct sn_client_t {
     void *log_arg;           //  its argument
     uint64_t seed;           //  jitter seed, advanced per call
     sn_client_stats_t stats; //  counters
+    time_t server_date;      //  Date of the last call's answer, 0 when none
 };
 
 static pthread_once_t s_curl_once = PTHREAD_ONCE_INIT;
@@ -251,6 +252,12 @@ int sn_client_page_size(const sn_client_t *self)
     return self->page_size;
 }
 
+time_t sn_client_server_date(const sn_client_t *self)
+{
+    assert(self);
+    return self->server_date;
+}
+
 sn_client_stats_t sn_client_stats(const sn_client_t *self)
 {
     assert(self);
@@ -308,6 +315,7 @@ static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *p
     *doc_p = NULL;
     sn_error_reset(err);
     self->stats.calls++;
+    self->server_date = 0;
     char *url = NULL, *text = NULL;
     if (asprintf(&url, "%s%s", self->base_url, path) < 0)
         return sn_error_set(err, SN_E_CONFIG, 0, "out of memory", NULL);
@@ -351,6 +359,7 @@ static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *p
     }
     if (total_p)
         *total_p = resp.total_count;
+    self->server_date = resp.date;
     sn_response_reset(&resp);
     free(url);
     free(text);

@@ -37,6 +37,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 typedef struct sn_client_t sn_client_t;
 
@@ -91,6 +92,11 @@ int sn_client_page_size(const sn_client_t *self);
 
 /* A copy of the client's counters. */
 sn_client_stats_t sn_client_stats(const sn_client_t *self);
+
+/* The Date header of the last call's answer: the instance's own clock, which
+   change polling takes its upper bound from (sn_poll.h). 0 when the last call
+   got no answer or the answer had no Date. */
+time_t sn_client_server_date(const sn_client_t *self);
 
 /* Parameters of a list request. */
 typedef struct {

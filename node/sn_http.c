@@ -78,20 +78,30 @@ static size_t s_on_body(char *data, size_t size, size_t count, void *arg)
     return len;
 }
 
-//  libcurl header callback: picks X-Total-Count out of the response headers.
+//  libcurl header callback: picks X-Total-Count and Date (the instance's own
+//  clock, which change polling bounds itself by) out of the response headers.
 static size_t s_on_header(char *data, size_t size, size_t count, void *arg)
 {
     sn_http_t *self = arg;
     size_t len = size * count;
-    static const char name[] = "x-total-count:";
-    if (len > sizeof name && len < 64 && strncasecmp(data, name, sizeof name - 1) == 0) {
-        char value[64];
-        memcpy(value, data + sizeof name - 1, len - (sizeof name - 1));
-        value[len - (sizeof name - 1)] = '\0';
+    static const char total_name[] = "x-total-count:";
+    static const char date_name[] = "date:";
+    char value[64];
+    if (len >= sizeof value)
+        return len;
+    if (len > sizeof total_name && strncasecmp(data, total_name, sizeof total_name - 1) == 0) {
+        memcpy(value, data + sizeof total_name - 1, len - (sizeof total_name - 1));
+        value[len - (sizeof total_name - 1)] = '\0';
         char *end;
         long total = strtol(value, &end, 10);
         if (end != value && total >= 0)
             self->resp->total_count = total;
+    } else if (len > sizeof date_name && strncasecmp(data, date_name, sizeof date_name - 1) == 0) {
+        memcpy(value, data + sizeof date_name - 1, len - (sizeof date_name - 1));
+        value[len - (sizeof date_name - 1)] = '\0';
+        time_t date = curl_getdate(value, NULL);
+        if (date > 0)
+            self->resp->date = date;
     }
     return len;
 }

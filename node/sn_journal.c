@@ -163,6 +163,7 @@ sn_err_code_t sn_journal_poll(sn_client_t *self, const sn_journal_poll_t *poll, 
     if (s_check_ids(poll->incident_ids, poll->count, err) != SN_OK)
         return err->code;
     sn_err_code_t code = SN_OK;
+    char lowest_until[SN_STAMP_SIZE] = "";
     for (size_t start = 0; start < poll->count && code == SN_OK; start += SN_JOURNAL_CHUNK) {
         size_t count =
             poll->count - start < SN_JOURNAL_CHUNK ? poll->count - start : SN_JOURNAL_CHUNK;
@@ -174,6 +175,16 @@ sn_err_code_t sn_journal_poll(sn_client_t *self, const sn_journal_poll_t *poll, 
         result->pages += part.pages;
         if (strcmp(part.cursor, result->cursor) > 0)
             snprintf(result->cursor, sizeof result->cursor, "%s", part.cursor);
+        if (*part.until && (!*lowest_until || strcmp(part.until, lowest_until) < 0))
+            snprintf(lowest_until, sizeof lowest_until, "%s", part.until);
+    }
+    //  Each group is bounded when it starts, so a later group reads further than
+    //  an earlier one: only up to the lowest bound has every group been read.
+    //  A cursor past it would skip entries an earlier group could not yet see.
+    if (*lowest_until) {
+        snprintf(result->until, sizeof result->until, "%s", lowest_until);
+        if (strcmp(result->cursor, lowest_until) > 0)
+            snprintf(result->cursor, sizeof result->cursor, "%s", lowest_until);
     }
     //  With several groups, a failed one may lie behind the others' progress
     if (code != SN_OK && poll->count > SN_JOURNAL_CHUNK)

@@ -22,6 +22,7 @@ struct sn_pager_t {
     sn_page_phase_t phase;         //  kind of the next query
     char last_time[SN_STAMP_SIZE]; //  key of the last row taken
     char last_id[33];              //  (its sys_id)
+    char until[SN_STAMP_SIZE];     //  upper bound, "" for none
     char *query;                   //  last query built
 };
 
@@ -72,6 +73,13 @@ const char *sn_pager_query(sn_pager_t *self, bool *oom)
         rc = asprintf(&condition, "%s=%s^sys_id>%s", field, self->last_time, self->last_id);
     else if (self->phase == SN_PAGE_AFTER)
         rc = asprintf(&condition, "%s>%s", field, self->last_time);
+    if (rc >= 0 && *self->until) {
+        char *bounded = NULL;
+        rc = asprintf(&bounded, "%s%s%s<=%s", condition ? condition : "", condition ? "^" : "",
+                      field, self->until);
+        free(condition);
+        condition = rc < 0 ? NULL : bounded;
+    }
     if (rc < 0) {
         *oom = true;
         return NULL;
@@ -116,6 +124,8 @@ static sn_err_code_t s_take_row(sn_pager_t *self, const json_t *row, size_t inde
         return s_refuse(self, err, index, "is older than the lower bound");
     if (phase == SN_PAGE_SAME && strcmp(time, page_time) != 0)
         return s_refuse(self, err, index, "is not in the second being finished");
+    if (*self->until && strcmp(time, self->until) > 0)
+        return s_refuse(self, err, index, "is newer than the upper bound");
     snprintf(self->last_time, sizeof self->last_time, "%s", time);
     snprintf(self->last_id, sizeof self->last_id, "%s", id);
     return SN_OK;
@@ -148,6 +158,12 @@ sn_err_code_t sn_pager_advance(sn_pager_t *self, const json_t *rows, sn_error_t 
     else
         self->phase = SN_PAGE_DONE;
     return SN_OK;
+}
+
+void sn_pager_bound(sn_pager_t *self, const char *until)
+{
+    assert(self && sn_stamp_valid(until) && !*self->until && self->phase == SN_PAGE_FIRST);
+    snprintf(self->until, sizeof self->until, "%s", until);
 }
 
 const char *sn_pager_last_time(const sn_pager_t *self)

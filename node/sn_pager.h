@@ -14,7 +14,13 @@
     page strictly advances the key, so the walk ends, and many rows sharing one
     second (more than a page) are all read. A page whose rows do not advance the
     key (the server ignored part of the query) is refused as a bad response
-    instead of looping. The pager does no I/O: the caller runs each query. */
+    instead of looping. The pager does no I/O: the caller runs each query.
+
+    The upper bound (sn_pager_bound): a walk chasing rows that are still being
+    written never ends, and worse, rows written into a second it has already
+    passed, with a lower sys_id, sort behind its key and are never read. So a
+    poll bounds the walk at a stamp UNTIL taken from the instance's clock before
+    the first page: every query adds time<=UNTIL, so the set walked is fixed. */
 
 #ifndef SN_PAGER_H
 #define SN_PAGER_H
@@ -42,8 +48,14 @@ const char *sn_pager_query(sn_pager_t *self, bool *oom);
 
 /* Takes the rows (a JSON array of records) that the last query returned.
    Returns SN_OK, or SN_E_BAD_RESPONSE when a row lacks a valid sys_id or time
-   stamp or does not advance the key; the pager is then complete. */
+   stamp, does not advance the key, or lies beyond the bound; the pager is then
+   complete. */
 sn_err_code_t sn_pager_advance(sn_pager_t *self, const json_t *rows, sn_error_t *err);
+
+/* Bounds the walk at until (a valid stamp): every query reads only rows with
+   time <= until, and a row beyond it is refused. Call it once, before the
+   first query. */
+void sn_pager_bound(sn_pager_t *self, const char *until);
 
 /* The time of the last row taken, "" before the first. */
 const char *sn_pager_last_time(const sn_pager_t *self);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 //  sysparm_fields with the key fields added (new string), or NULL for all
 //  fields when fields is NULL. *oom set when out of memory.
@@ -83,6 +84,36 @@ static sn_err_code_t s_since(const sn_poll_t *poll, char since[SN_STAMP_SIZE], s
     return SN_OK;
 }
 
+//  Bounds the walk at the instance's clock minus one second. The clock is the
+//  Date of a one-row request made now, before the first page is queried, so
+//  that every row stamped at or before the bound was written before that page
+//  was read (the Date of the first page itself may be sent seconds after its
+//  query ran). The node's clock stands in when the answer has no Date.
+static sn_err_code_t s_bound(sn_client_t *self, const sn_poll_t *poll, sn_pager_t *pager,
+                             const char *fields, sn_poll_result_t *result, sn_error_t *err)
+{
+    bool oom;
+    const char *query = sn_pager_query(pager, &oom);
+    if (!query)
+        return sn_error_set(err, SN_E_CANCELLED, 0, "out of memory", NULL);
+    sn_list_params_t params = {.query = query, .fields = fields, .limit = 1};
+    json_t *rows = NULL;
+    result->pages++;
+    sn_err_code_t code = sn_table_list(self, poll->table, &params, &rows, NULL, err);
+    json_decref(rows);
+    if (code != SN_OK)
+        return code;
+    time_t now = sn_client_server_date(self);
+    if (now <= 0)
+        now = time(NULL);
+    sn_stamp_from_time(now - 1, result->until);
+    if (!sn_stamp_valid(result->until))
+        return sn_error_set(err, SN_E_BAD_RESPONSE, 0, "the instance's clock is out of range",
+                            NULL);
+    sn_pager_bound(pager, result->until);
+    return SN_OK;
+}
+
 sn_err_code_t sn_table_poll(sn_client_t *self, const sn_poll_t *poll, sn_record_fn *fn, void *arg,
                             sn_poll_result_t *result, sn_error_t *err)
 {
@@ -102,7 +133,11 @@ sn_err_code_t sn_table_poll(sn_client_t *self, const sn_poll_t *poll, sn_record_
         free(fields);
         return sn_error_set(err, SN_E_CANCELLED, 0, "out of memory", NULL);
     }
+    //  A poll from a cursor continues a stream of changes and is bounded; one
+    //  without a cursor reads everything there is (a first poll, a lookup)
     sn_err_code_t code = SN_OK;
+    if (poll->cursor && *poll->cursor)
+        code = s_bound(self, poll, pager, fields, result, err);
     const char *query;
     while (code == SN_OK && (query = sn_pager_query(pager, &oom)) != NULL) {
         sn_list_params_t params = {.query = query, .fields = fields};

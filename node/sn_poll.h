@@ -7,9 +7,27 @@
       keyset paging by (time_field, sys_id) through sn_pager (no offsets, never
                                          stopping on a short page)
       de-duplication by (sys_id, version_field) through the caller's sn_seen
+      time_field <= UNTIL               (UNTIL: the instance's clock, the Date
+                                         header of a one-row request made
+                                         first, minus one second)
     and hands each new row to a callback, in (time_field, sys_id) order. The new
     cursor is the greatest time_field read; the caller stores it (with its
-    outbox, DESIGN §5) and passes it to the next poll. */
+    outbox, DESIGN §5) and passes it to the next poll.
+
+    Why the upper bound: without it a poll under steady changes chases new rows
+    page after page, and a row written into a second the walk has already
+    passed, with a sys_id sorting below the walk's key, is never read by it; the
+    next poll, starting at cursor - look-back, may begin after that second: the
+    change is lost. With it, every row a poll can read was written before the
+    poll's first page was queried, so the keyset walk over that fixed set is
+    exact, and rows
+    written meanwhile (stamped after UNTIL; the current second is left out
+    because it is still being written) are read by the next poll, whose lower
+    bound cursor - look-back is at most UNTIL. The node's clock stands in only
+    when the instance sent no Date. The bound costs one one-row request per
+    poll. Only a poll from a cursor is bounded: one without a cursor reads
+    everything there is at the time, as a lookup must (node_sync reads a
+    twin's whole journal this way to find a comment it wrote a moment ago). */
 
 #ifndef SN_POLL_H
 #define SN_POLL_H
@@ -42,11 +60,15 @@ typedef struct {
     size_t delivered;           /* rows handed to the callback */
     size_t duplicates;          /* rows dropped as already seen */
     size_t pages;               /* list requests made */
+    char until[SN_STAMP_SIZE];  /* upper bound of the rows read; "" when unbounded */
 } sn_poll_result_t;
 
 /* Runs the poll, calling fn for each new row. Returns SN_OK when the walk is
-   complete. On an error the rows delivered so far stay delivered and seen, and
-   result->cursor covers exactly them, so the caller may keep it. An invalid
+   complete: every row matching the poll with time_field in [cursor -
+   look-back, result->until] has been read (no upper bound without a cursor);
+   the cursor returned is never above result->until (unless the old cursor
+   already was). On an error the rows delivered so far stay
+   delivered and seen, and result->cursor covers exactly them, so the caller may keep it. An invalid
    cursor or lookback is SN_E_BAD_REQUEST. */
 sn_err_code_t sn_table_poll(sn_client_t *self, const sn_poll_t *poll, sn_record_fn *fn, void *arg,
                             sn_poll_result_t *result, sn_error_t *err);

@@ -19,12 +19,14 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <time.h>
 
 typedef struct {
     long status;            /* HTTP status, 0 before an answer arrived */
     char content_type[128]; /* Content-Type header, "" when absent */
     long retry_after_s;     /* Retry-After in seconds, 0 when absent */
     long total_count;       /* X-Total-Count, -1 when absent */
+    time_t date;            /* Date header (the server's clock), 0 when absent */
     char *body;             /* body bytes, NUL-terminated at body_len; NULL when empty */
     size_t body_len;        /* bytes in body, without the terminator */
     size_t body_cap;        /* allocated bytes of body */

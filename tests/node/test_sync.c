@@ -272,10 +272,23 @@ static size_t s_carry(s_side_t *from, s_side_t *to)
     return carry.count;
 }
 
+//  Sleeps just past the next whole second of the wall clock. A poll reads only
+//  seconds that have ended (sn_poll bounds it by the instance's Date - 1 s), so
+//  a round waits for the second of the last writes to end before it polls.
+static void s_next_second(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long ns = 1000000000L - now.tv_nsec + 20000000L;
+    struct timespec pause = {ns / 1000000000L, ns % 1000000000L};
+    nanosleep(&pause, NULL);
+}
+
 //  Polls both sides and carries messages until nothing moves.
 static void s_settle(s_world_t *w)
 {
     for (int round = 0; round < 10; round++) {
+        s_next_second();
         node_sync_poll(w->pub.sync, S_CONN, NULL);
         node_sync_poll(w->priv.sync, S_CONN, NULL);
         size_t moved = s_carry(&w->pub, &w->priv) + s_carry(&w->priv, &w->pub);

@@ -138,6 +138,21 @@ static void s_align_to_second(void)
     }
 }
 
+//  Sleeps into the next wall-clock second. A poll reads only rows stamped
+//  before the second it starts in (sn_poll.h), so a test that has just written
+//  waits for that second to end before it polls.
+static void s_settle(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct timespec nap = {0, 1000000000L - ts.tv_nsec + 20000000L};
+    if (nap.tv_nsec >= 1000000000L) {
+        nap.tv_sec++;
+        nap.tv_nsec -= 1000000000L;
+    }
+    nanosleep(&nap, NULL);
+}
+
 //  The sys_updated_on of an incident.
 static void s_updated_on(sn_client_t *client, const char *sys_id, char out[SN_STAMP_SIZE])
 {
@@ -328,6 +343,7 @@ static void test_comment_is_read_back_from_the_journal(void **state)
     sn_journal_poll_t poll = {.incident_ids = ids, .count = 1, .seen = seen};
     json_t *entries = NULL;
     sn_poll_result_t result;
+    s_settle();
     s_assert_ok(sn_journal_poll_all(client, &poll, &entries, &result, &err), &err);
     //  Work notes stay out unless asked for
     assert_int_equal(json_array_size(entries), 1);
@@ -342,6 +358,7 @@ static void test_comment_is_read_back_from_the_journal(void **state)
     sn_seen_t *seen_all = sn_seen_new();
     poll.include_work_notes = true;
     poll.seen = seen_all;
+    s_settle();
     s_assert_ok(sn_journal_poll_all(client, &poll, &entries, &result, &err), &err);
     assert_int_equal(json_array_size(entries), 2);
     json_decref(entries);
@@ -363,6 +380,7 @@ static void test_journal_poll_delivers_each_entry_once(void **state)
     sn_journal_poll_t poll = {.incident_ids = ids, .count = 1, .lookback_s = 60, .seen = seen};
     json_t *entries = NULL;
     sn_poll_result_t result;
+    s_settle();
     s_assert_ok(sn_journal_poll_all(client, &poll, &entries, &result, &err), &err);
     assert_int_equal(json_array_size(entries), 2);
     json_decref(entries);
@@ -370,12 +388,14 @@ static void test_journal_poll_delivers_each_entry_once(void **state)
     char cursor[SN_STAMP_SIZE];
     snprintf(cursor, sizeof cursor, "%s", result.cursor);
     poll.cursor = cursor;
+    s_settle();
     s_assert_ok(sn_journal_poll_all(client, &poll, &entries, &result, &err), &err);
     assert_int_equal(json_array_size(entries), 0);
     assert_int_equal(result.duplicates, 2);
 
     s_assert_ok(sn_incident_add_comment(client, created.sys_id, "three", NULL, &err), &err);
     json_decref(entries);
+    s_settle();
     s_assert_ok(sn_journal_poll_all(client, &poll, &entries, &result, &err), &err);
     assert_int_equal(json_array_size(entries), 1);
     assert_string_equal(sn_field(json_array_get(entries, 0), "value"), "three");
@@ -395,6 +415,7 @@ static void test_journal_without_comments_is_not_the_trap(void **state)
     json_t *entries = NULL;
     sn_poll_result_t result;
     sn_error_t err;
+    s_settle();
     s_assert_ok(sn_journal_poll_all(client, &poll, &entries, &result, &err), &err);
     assert_int_equal(json_array_size(entries), 0);
     json_decref(entries);
@@ -416,6 +437,7 @@ static void test_journal_acl_trap_is_reported(void **state)
     sn_journal_poll_t poll = {.incident_ids = ids, .count = 1, .seen = seen};
     json_t *entries = NULL;
     sn_poll_result_t result;
+    s_settle();
     sn_err_code_t code = sn_journal_poll_all(client, &poll, &entries, &result, &err);
     assert_int_equal(code, SN_E_JOURNAL_UNREADABLE);
     assert_int_equal(sn_err_scope(code), SN_SCOPE_CONNECTION);
@@ -427,6 +449,7 @@ static void test_journal_acl_trap_is_reported(void **state)
 
     //  Once the ACL is fixed the same poll delivers the comment
     snemu_proc_faults(s_emu, "{\"journal_acl\": false}");
+    s_settle();
     s_assert_ok(sn_journal_poll_all(client, &poll, &entries, &result, &err), &err);
     assert_int_equal(json_array_size(entries), 1);
     json_decref(entries);
@@ -469,6 +492,7 @@ static void test_poll_reads_every_page_and_returns_the_cursor(void **state)
     json_t *records = NULL;
     sn_poll_result_t result;
     sn_error_t err;
+    s_settle();
     s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
     assert_int_equal(json_array_size(records), 7);
     for (int i = 0; i < 7; i++)
@@ -498,6 +522,7 @@ static void test_short_pages_do_not_end_paging(void **state)
     json_t *records = NULL;
     sn_poll_result_t result;
     sn_error_t err;
+    s_settle();
     s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
     assert_int_equal(json_array_size(records), 7);
     assert_int_equal(result.delivered, 7);
@@ -544,6 +569,7 @@ static void test_changes_in_one_second_are_all_seen(void **state)
     json_t *records = NULL;
     sn_poll_result_t result;
     sn_error_t err;
+    s_settle();
     s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
     assert_int_equal(json_array_size(records), 3);
     for (int i = 0; i < 3; i++)
@@ -554,19 +580,35 @@ static void test_changes_in_one_second_are_all_seen(void **state)
     sn_client_destroy(&client);
 }
 
-//  Polls once, lands a change in the cursor's second, polls again from the
-//  cursor with lookback_s: the change must come, the first record must not.
+//  Sets the emulated clock so that it reads stamp now (0 restores real time).
+static void s_clock_at(const char *stamp)
+{
+    long offset = 0;
+    if (stamp) {
+        struct tm tm = {0};
+        assert_non_null(strptime(stamp, "%Y-%m-%d %H:%M:%S", &tm));
+        offset = (long)(timegm(&tm) - time(NULL));
+    }
+    char body[64];
+    snprintf(body, sizeof body, "{\"offset_seconds\": %ld}", offset);
+    json_decref(snemu_proc_control(s_emu, "POST", "/__snemu/clock", body));
+}
+
+//  Polls once, lands a change in the cursor's second (a late commit: the
+//  emulated clock is set back into that second for the write), polls again
+//  from the cursor with lookback_s: the change must come, the first record
+//  must not.
 static void s_cursor_second_case(int lookback_s)
 {
     sn_client_t *client = s_client();
     for (int round = 0; round < 5; round++) {
-        s_align_to_second();
         sn_created_t first = s_create(client, "before the poll", NULL);
         sn_seen_t *seen = sn_seen_new();
         sn_incident_poll_t poll = {.lookback_s = lookback_s, .seen = seen};
         json_t *records = NULL;
         sn_poll_result_t result;
         sn_error_t err;
+        s_settle();
         s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
         assert_int_equal(json_array_size(records), 1);
         json_decref(records);
@@ -574,7 +616,9 @@ static void s_cursor_second_case(int lookback_s)
         snprintf(cursor, sizeof cursor, "%s", result.cursor);
 
         //  Same second as the cursor: a strict `>` would miss it
+        s_clock_at(cursor);
         sn_created_t second = s_create(client, "after the poll", NULL);
+        s_clock_at(NULL);
         char stamp[SN_STAMP_SIZE];
         s_updated_on(client, second.sys_id, stamp);
         poll.cursor = cursor;
@@ -606,6 +650,135 @@ static void test_change_in_the_cursor_second_is_not_lost(void **state)
     s_cursor_second_case(5);
 }
 
+//  What a poll and the writes racing it did (the callback's argument).
+typedef struct {
+    sn_client_t *writer; //  second client, writing while the poll runs
+    json_t *setup;       //  sys_ids written before the poll (object as a set)
+    json_t *during;      //  sys_ids written while the poll ran
+    json_t *delivered;   //  rows the poll delivered
+    int writes_left;     //  writes of one row per delivered row still allowed
+    bool raced;          //  rows landed below the walk's key in its second
+} s_race_t;
+
+//  Writes one incident for the race and records it; returns its stamp.
+static void s_race_write(s_race_t *race, char stamp[SN_STAMP_SIZE], char id[33])
+{
+    sn_created_t created = s_create(race->writer, "written during the poll", "tag-race");
+    json_object_set_new(race->during, created.sys_id, json_true());
+    s_updated_on(race->writer, created.sys_id, stamp);
+    snprintf(id, 33, "%s", created.sys_id);
+}
+
+//  The poll's callback: each delivered row makes the writer add a row, as a
+//  busy instance does. When the poll has caught up with the current second
+//  at key (S, K), with K in the upper half, rows are written in S until three
+//  of them sort below K: a walk without an upper bound has passed them and
+//  never reads them. A row written two seconds later then moves such a
+//  walk's cursor past S, so the next poll (look-back 1 s) skips S as well.
+static int s_race_on_row(json_t *row, void *arg)
+{
+    s_race_t *race = arg;
+    json_array_append(race->delivered, row);
+    if (race->writes_left <= 0)
+        return 0;
+    race->writes_left--;
+    char stamp[SN_STAMP_SIZE], id[33];
+    s_race_write(race, stamp, id);
+    const char *key_time = sn_field(row, "sys_updated_on");
+    const char *key_id = sn_field(row, "sys_id");
+    if (race->raced || strcmp(stamp, key_time) != 0 || key_id[0] < '8')
+        return 0;
+    int below = 0;
+    for (int i = 0; i < 40 && below < 3 && strcmp(stamp, key_time) == 0; i++) {
+        s_race_write(race, stamp, id);
+        if (strcmp(stamp, key_time) == 0 && strcmp(id, key_id) < 0)
+            below++;
+    }
+    if (below < 3)
+        return 0;
+    race->raced = true;
+    sleep(2);
+    s_race_write(race, stamp, id);
+    return 0;
+}
+
+//  True when every sys_id of the set (object) is in one of the record arrays.
+static bool s_all_in(const json_t *set, const json_t *a, const json_t *b, const char **missing)
+{
+    const char *id;
+    json_t *value;
+    json_object_foreach((json_t *)set, id, value)
+    {
+        if (!s_has(a, id) && (!b || !s_has(b, id))) {
+            *missing = id;
+            return false;
+        }
+    }
+    return true;
+}
+
+static void test_rows_written_during_a_poll_are_not_lost(void **state)
+{
+    (void)state;
+    sn_config_t cfg = s_config();
+    cfg.page_size = 1; //  a slow walk, one row a page
+    sn_client_t *client = s_client_with(&cfg);
+    s_race_t race = {.writer = s_client(),
+                     .setup = json_object(),
+                     .during = json_object(),
+                     .delivered = json_array(),
+                     .writes_left = 60};
+    for (int i = 0; i < 4; i++) {
+        sn_created_t created = s_create(client, "before the poll", "tag-race");
+        json_object_set_new(race.setup, created.sys_id, json_true());
+    }
+    s_settle();
+
+    sn_seen_t *seen = sn_seen_new();
+    sn_incident_poll_t poll = {.trigger = "correlation_display=tag-race",
+                               .cursor = "2000-01-01 00:00:00",
+                               .lookback_s = 1,
+                               .seen = seen};
+    sn_poll_result_t first;
+    sn_error_t err;
+    s_assert_ok(sn_incident_poll(client, &poll, s_race_on_row, &race, &first, &err), &err);
+    //  The first poll read what existed when it began, and nothing newer
+    const char *missing = NULL;
+    assert_true(sn_stamp_valid(first.until));
+    assert_true(strcmp(first.cursor, first.until) <= 0);
+    size_t index;
+    json_t *row;
+    json_array_foreach(race.delivered, index, row)
+    {
+        assert_true(strcmp(sn_field(row, "sys_updated_on"), first.until) <= 0);
+        if (!json_object_get(race.setup, sn_field(row, "sys_id")))
+            fail_msg("the first poll returned %s, written while it ran", sn_field(row, "sys_id"));
+    }
+    if (!s_all_in(race.setup, race.delivered, NULL, &missing))
+        fail_msg("the first poll missed %s", missing);
+    assert_true(json_object_size(race.during) >= 4);
+
+    //  The next poll, from the cursor less the look-back, reads every row
+    //  written during the first: nothing is lost over the two
+    char cursor[SN_STAMP_SIZE];
+    snprintf(cursor, sizeof cursor, "%s", first.cursor);
+    poll.cursor = cursor;
+    json_t *second_rows = NULL;
+    sn_poll_result_t second;
+    s_settle();
+    s_assert_ok(sn_incident_poll_all(client, &poll, &second_rows, &second, &err), &err);
+    if (!s_all_in(race.during, second_rows, NULL, &missing))
+        fail_msg("a row written during the first poll was lost: %s (%zu written)", missing,
+                 json_object_size(race.during));
+    json_decref(second_rows);
+    json_decref(race.setup);
+    json_decref(race.during);
+    json_decref(race.delivered);
+    sn_client_destroy(&race.writer);
+    sn_seen_destroy(&seen);
+    sn_client_destroy(&client);
+}
+
 static void test_unchanged_record_seen_twice_is_dropped(void **state)
 {
     (void)state;
@@ -616,6 +789,7 @@ static void test_unchanged_record_seen_twice_is_dropped(void **state)
     json_t *records = NULL;
     sn_poll_result_t result;
     sn_error_t err;
+    s_settle();
     s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
     assert_int_equal(json_array_size(records), 1);
     json_decref(records);
@@ -624,6 +798,7 @@ static void test_unchanged_record_seen_twice_is_dropped(void **state)
 
     //  The look-back reads the record again: it is dropped, not re-delivered
     poll.cursor = cursor;
+    s_settle();
     s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
     assert_int_equal(result.rows, 1);
     assert_int_equal(result.duplicates, 1);
@@ -634,6 +809,7 @@ static void test_unchanged_record_seen_twice_is_dropped(void **state)
     json_t *fields = json_pack("{ss}", "urgency", "2");
     s_assert_ok(sn_incident_update(client, created.sys_id, fields, NULL, &err), &err);
     json_decref(fields);
+    s_settle();
     s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
     assert_int_equal(json_array_size(records), 1);
     assert_string_equal(sn_field(json_array_get(records, 0), "sys_mod_count"), "1");
@@ -659,6 +835,7 @@ static void test_trigger_with_nq_keeps_its_meaning(void **state)
     json_t *records = NULL;
     sn_poll_result_t result;
     sn_error_t err;
+    s_settle();
     s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
     assert_int_equal(json_array_size(records), 2);
     assert_true(s_has(records, a.sys_id));
@@ -669,6 +846,7 @@ static void test_trigger_with_nq_keeps_its_meaning(void **state)
     sn_seen_t *fresh = sn_seen_new();
     poll.seen = fresh;
     poll.cursor = "2999-01-01 00:00:00";
+    s_settle();
     s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
     assert_int_equal(json_array_size(records), 0);
     json_decref(records);
@@ -989,6 +1167,7 @@ int main(void)
         cmocka_unit_test_setup(test_short_pages_do_not_end_paging, s_setup),
         cmocka_unit_test_setup(test_changes_in_one_second_are_all_seen, s_setup),
         cmocka_unit_test_setup(test_change_in_the_cursor_second_is_not_lost, s_setup),
+        cmocka_unit_test_setup(test_rows_written_during_a_poll_are_not_lost, s_setup),
         cmocka_unit_test_setup(test_unchanged_record_seen_twice_is_dropped, s_setup),
         cmocka_unit_test_setup(test_trigger_with_nq_keeps_its_meaning, s_setup),
         cmocka_unit_test_setup(test_rate_limit_storm_is_waited_out, s_setup),

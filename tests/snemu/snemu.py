@@ -1106,6 +1106,14 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self):
         return "ServiceNow"
 
+    def date_time_string(self, timestamp=None):
+        """The Date header follows the emulated clock (POST /__snemu/clock), like the
+        timestamps the instance writes, so a client bounding its polls by Date stays
+        consistent with sys_updated_on."""
+        if timestamp is None:
+            timestamp = self.server.emulator.clock.epoch()
+        return super().date_time_string(timestamp)
+
     def _dispatch(self):
         self.server.emulator.handle(self)
 
