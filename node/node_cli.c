@@ -406,6 +406,16 @@ static json_t *s_conn_json(s_cli_t *cli, const node_conn_t *conn)
     return doc;
 }
 
+//  The connections as a JSON array, for list and status; frees conns.
+static json_t *s_conns_json(s_cli_t *cli, node_conn_t *conns, size_t count)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(list, s_conn_json(cli, &conns[i]));
+    free(conns);
+    return list;
+}
+
 static int s_cmd_list(s_cli_t *cli)
 {
     node_conn_t *conns;
@@ -413,10 +423,7 @@ static int s_cmd_list(s_cli_t *cli)
     if (node_state_conn_list(cli->state, &conns, &count))
         return s_fail(cli, "%s", node_state_error(cli->state));
     if (cli->json) {
-        json_t *list = json_array();
-        for (size_t i = 0; i < count; i++)
-            json_array_append_new(list, s_conn_json(cli, &conns[i]));
-        free(conns);
+        json_t *list = s_conns_json(cli, conns, count);
         return s_json_out(json_pack("{s:o}", "connections", list));
     }
     printf("%-20s %-20s %-8s %-12s %6s %7s %6s  %s\n", "ID", "NAME", "ROLE", "STATUS", "TWINS",
@@ -781,10 +788,7 @@ static int s_cmd_status(s_cli_t *cli)
     if (node_state_conn_list(cli->state, &conns, &count))
         return s_fail(cli, "%s", node_state_error(cli->state));
     if (cli->json) {
-        json_t *list = json_array();
-        for (size_t i = 0; i < count; i++)
-            json_array_append_new(list, s_conn_json(cli, &conns[i]));
-        free(conns);
+        json_t *list = s_conns_json(cli, conns, count);
         return s_json_out(json_pack("{s:s,s:s,s:b,s:s,s:s,s:o}", "node", cli->cfg.name, "role",
                                     proto_role_name(cli->role), "daemon_running", running, "link",
                                     running ? link : "down", "link_reason", reason, "connections",
