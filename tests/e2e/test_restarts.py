@@ -71,7 +71,7 @@ class RestartTest(unittest.TestCase):
         w.globex.faults(latency_ms=80)
         from_acme = self.make(w.acme, "acme", 10, 2)
         self.kill_midway("priv", w.globex, from_acme)   # mid-apply on the private side
-        from_globex = self.make(w.globex, "globex", 5, 1)
+        from_globex = self.make(w.globex, "globex", 10, 1)  # enough that the sync takes seconds
         w.restart("priv")
         self.kill_midway("broker", w.acme, from_globex)  # messages in flight
         from_acme += self.make(w.acme, "acme-b", 4, 2)
