@@ -885,7 +885,25 @@ static int s_receipt_in(node_sync_t *self, const node_conn_t *conn, const proto_
         node_state_error_for_twin(self->state, conn->id, twin.local_sys_id, "remote", &old);
     if (has_error < 0)
         rc = -1;
-    if (rc == 0 && r->code == PROTO_RECEIPT_APPLIED) {
+    node_twin_t other = {0};
+    int taken = 1;
+    if (rc == 0 && r->code == PROTO_RECEIPT_APPLIED && r->twin_sys_id &&
+        strcmp(twin.remote_sys_id, r->twin_sys_id)) {
+        taken = node_state_twin_by_remote(self->state, conn->id, r->twin_sys_id, &other);
+        if (taken < 0)
+            rc = -1;
+    }
+    if (rc == 0 && taken == 0) {
+        //  Two local records claim one remote twin (a state database from
+        //  before twin ids were honoured): kept apart, shown to the admin.
+        char text[NODE_TEXT_MAX + 1];
+        snprintf(text, sizeof text, "the other side's %s is already the twin of %s here",
+                 r->twin_number ? r->twin_number : r->twin_sys_id, other.local_number);
+        rc = s_twin_error(self, conn->id, &twin, r->twin_sys_id,
+                          r->twin_number ? r->twin_number : "", r->seq, "remote", "conflict", text);
+        ts_log(TS_LOG_ERROR, "twin conflict", "conn=%s incident=%s other=%s", conn->id,
+               twin.local_number, other.local_number);
+    } else if (rc == 0 && r->code == PROTO_RECEIPT_APPLIED) {
         if (r->twin_sys_id)
             snprintf(twin.remote_sys_id, sizeof twin.remote_sys_id, "%s", r->twin_sys_id);
         if (r->twin_number)
@@ -907,6 +925,7 @@ static int s_receipt_in(node_sync_t *self, const node_conn_t *conn, const proto_
     }
     if (rc == 0)
         rc = node_state_twin_put(self->state, &twin);
+    node_twin_clear(&other);
     node_twin_clear(&twin);
     return rc;
 }
@@ -973,6 +992,29 @@ static node_sync_rc_t s_refused(node_sync_t *self, const node_conn_t *conn, s_ct
     return s_finish(self, conn->id, seq, rc);
 }
 
+//  The twin a SYNC is about: by the sender's sys_id, or else by the twin id
+//  the sender names. The second finds the twin of a record this side sent
+//  whose RECEIPT has not arrived yet (the other side changed its new twin
+//  first): the row is adopted with the sender's ids instead of a second twin
+//  being created. Same returns as node_state_twin_by_remote.
+static int s_find_twin(node_sync_t *self, const char *conn, const proto_sync_t *sync,
+                       node_twin_t *twin)
+{
+    int found = node_state_twin_by_remote(self->state, conn, sync->sys_id, twin);
+    if (found != 1 || !sync->twin_sys_id || !*sync->twin_sys_id)
+        return found;
+    found = node_state_twin_by_local(self->state, conn, sync->twin_sys_id, twin);
+    if (found != 0)
+        return found;
+    if (*twin->remote_sys_id) { //  twinned with another record: not this one's
+        node_twin_clear(twin);
+        return 1;
+    }
+    snprintf(twin->remote_sys_id, sizeof twin->remote_sys_id, "%s", sync->sys_id);
+    snprintf(twin->remote_number, sizeof twin->remote_number, "%s", sync->number);
+    return 0;
+}
+
 //  Applies one SYNC (opened and decoded).
 static node_sync_rc_t s_apply_sync(node_sync_t *self, const node_conn_t *conn, s_ctx_t *ctx,
                                    uint64_t seq, const proto_sync_t *sync, const proto_buf_t *plain)
@@ -985,7 +1027,7 @@ static node_sync_rc_t s_apply_sync(node_sync_t *self, const node_conn_t *conn, s
     if (blocked == 0)
         return s_park(self, conn, ctx, seq, sync, plain);
     node_twin_t twin = {0};
-    int found = node_state_twin_by_remote(self->state, conn->id, sync->sys_id, &twin);
+    int found = s_find_twin(self, conn->id, sync, &twin);
     if (found < 0)
         return s_fatal(self, "apply");
     node_sync_rc_t rc;
@@ -1159,8 +1201,8 @@ static node_sync_rc_t s_retry_twin(node_sync_t *self, const node_conn_t *conn, s
     proto_comment_t *comments = NULL;
     node_twin_t twin = {0};
     node_sync_rc_t rc = NODE_SYNC_OK;
-    int found = node_state_twin_by_remote(self->state, conn->id, remote_sys_id, &twin);
-    if (found < 0 || s_chain_merge(&chain, &merged, &comments))
+    if (s_chain_merge(&chain, &merged, &comments) ||
+        s_find_twin(self, conn->id, &merged, &twin) < 0)
         rc = s_fatal(self, "retry");
     sn_error_t err;
     sn_error_reset(&err);

@@ -720,6 +720,47 @@ static void test_crash_between_write_and_commit_applies_once(void **state)
     json_decref(cb);
 }
 
+//  A RECEIPT that names a twin another local record already has (a state
+//  from before twin ids were honoured) is recorded as that twin's error;
+//  the node does not stop on the unique index.
+static void test_receipt_naming_a_taken_twin_is_an_error_not_a_stop(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"Claimed\",\"urgency\":\"1\"}");
+    const char *a_id = sn_field(a, "sys_id");
+    s_next_second();
+    assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+    assert_int_equal(s_carry(&w->pub, &w->priv), 1);
+    json_t *b = s_twin_of(&w->priv, a_id);
+    assert_non_null(b);
+    node_twin_t forged = {.under_sync = true,
+                          .local = node_fields_new(),
+                          .previous = node_fields_new(),
+                          .pending = node_fields_new()};
+    snprintf(forged.conn, sizeof forged.conn, "%s", S_CONN);
+    snprintf(forged.local_sys_id, sizeof forged.local_sys_id, "%s",
+             "0123456789abcdef0123456789abcdef");
+    snprintf(forged.local_number, sizeof forged.local_number, "%s", "INC0099999");
+    snprintf(forged.remote_sys_id, sizeof forged.remote_sys_id, "%s", sn_field(b, "sys_id"));
+    assert_int_equal(node_state_twin_put(w->pub.state, &forged), 0);
+    node_twin_clear(&forged);
+    assert_int_equal(s_carry(&w->priv, &w->pub), 1); //  the RECEIPT: applied, no stop
+    node_error_t *errors = NULL;
+    size_t count = 0;
+    assert_int_equal(node_state_error_list(w->pub.state, S_CONN, &errors, &count), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(errors[0].code, "conflict");
+    assert_string_equal(errors[0].local_number, sn_field(a, "number"));
+    assert_non_null(strstr(errors[0].message, "INC0099999"));
+    free(errors);
+    node_twin_t twin = {0};
+    assert_int_equal(node_state_twin_by_local(w->pub.state, S_CONN, a_id, &twin), 0);
+    assert_string_equal(twin.remote_sys_id, ""); //  the forged row keeps the claim
+    node_twin_clear(&twin);
+    json_decref(a);
+    json_decref(b);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -736,6 +777,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_seal_rejected_and_reported, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_crash_between_write_and_commit_applies_once, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_receipt_naming_a_taken_twin_is_an_error_not_a_stop,
+                                        s_setup, s_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -915,7 +915,7 @@ def int_member(obj, key, low, high=None):
 
 class Faults:
     """Injected faults. Thread-safe. The fault keys and their JSON forms are the control API's:
-    rate_limit {"count","retry_after"[,"limit"]}|null, fail_next {"count","status"}|null,
+    rate_limit {"count","retry_after"[,"limit"]}|null, fail_next {"count","status"[,"method"]}|null,
     latency_ms int, hibernate bool, journal_acl bool, short_pages int, data_policy
     {"mandatory":[field,…]}|null."""
 
@@ -957,6 +957,10 @@ class Faults:
             elif key == "fail_next":
                 new[key] = None if value is None else {
                     "count": int_member(value, "count", 0), "status": int_member(value, "status", 400, 599)}
+                if value is not None and "method" in value:
+                    if value["method"] not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+                        raise ValueError("fail_next method must be GET, POST, PUT, PATCH or DELETE")
+                    new[key]["method"] = value["method"]
             elif key in ("latency_ms", "short_pages"):
                 new[key] = int_member(obj, key, 0)
             elif key in ("hibernate", "journal_acl"):
@@ -994,11 +998,12 @@ class Faults:
         with self.lock:
             return self.data_policy or ()
 
-    def _take(self, name):
-        """Consume one use of a counted fault; returns its settings or None."""
+    def _take(self, name, method=None):
+        """Consume one use of a counted fault; returns its settings or None. A fault limited to
+        one method is neither used nor consumed by a request of another."""
         with self.lock:
             fault = getattr(self, name)
-            if not fault:
+            if not fault or fault.get("method", method) != method:
                 return None
             fault["count"] -= 1
             if fault["count"] <= 0:
@@ -1009,9 +1014,9 @@ class Faults:
         """Consume one rate-limited request: its settings, or None when not rate-limited."""
         return self._take("rate_limit")
 
-    def take_failure(self):
-        """Consume one injected failure: its settings, or None."""
-        return self._take("fail_next")
+    def take_failure(self, method=None):
+        """Consume one injected failure of a request with this method: its settings, or None."""
+        return self._take("fail_next", method)
 
 
 class RequestLog:
@@ -1293,7 +1298,7 @@ class Emulator:
         if self.faults.hibernate:
             return Response.html(200, HIBERNATE_PAGE.format(instance=self.instance))
         if req.path.startswith("/api/"):
-            fault = self._injected_fault()
+            fault = self._injected_fault(req.method)
             if fault:
                 return fault
         if req.path == "/oauth_token.do":
@@ -1308,7 +1313,7 @@ class Emulator:
         resp.headers += [("X-Is-Logged-In", "true"), ("X-Transaction-ID", secrets.token_hex(6))]
         return resp
 
-    def _injected_fault(self):
+    def _injected_fault(self, method):
         """The response of a consumed rate-limit or fail_next fault, or None."""
         rl = self.faults.take_rate_limit()
         if rl:
@@ -1319,7 +1324,7 @@ class Emulator:
                             ("X-RateLimit-Reset", str(int(self.clock.epoch()) + rl["retry_after"])),
                             ("X-RateLimit-Rule", hashlib.md5(b"snemu-rate-limit").hexdigest())])
             return Response.json(429, err.body(), err.headers)
-        fail = self.faults.take_failure()
+        fail = self.faults.take_failure(method)
         if fail:
             status = fail["status"]
             if status in GATEWAY_PAGES:

@@ -656,6 +656,20 @@ class TestFaults(EmuTest):
         self.assertEqual(self.list().result, [])  # failed writes were not applied
         self.assertEqual(self.call("GET", "/api/now/table/incident").status, 200)
 
+    def test_fail_next_for_one_method(self):
+        self.ctl("POST", "/__snemu/faults", {"fail_next": {"count": 1, "status": 500, "method": "PATCH"}})
+        made = self.call("POST", "/api/now/table/incident", body={"short_description": "x"})
+        self.assertEqual(made.status, 201)  # other methods pass and do not use it up
+        self.assertEqual(self.call("GET", "/api/now/table/incident").status, 200)
+        path = "/api/now/table/incident/" + made.json["result"]["sys_id"]
+        self.assertEqual(self.call("PATCH", path, body={"urgency": "1"}).status, 500)
+        self.assertIsNone(self.ctl("GET", "/__snemu/faults")["fail_next"])
+        self.assertEqual(self.call("PATCH", path, body={"urgency": "1"}).status, 200)
+        for bad in ("patch", "HEAD", 1):
+            r = send(self.base, "POST", "/__snemu/faults",
+                     body={"fail_next": {"count": 1, "status": 500, "method": bad}}, auth=None)
+            self.assertEqual(r.status, 400, bad)
+
     def test_latency(self):
         self.ctl("POST", "/__snemu/faults", {"latency_ms": 300})
         t0 = time.monotonic()
