@@ -8,6 +8,7 @@
 
     Every configuration key is also a flag (broker_config.h).
 */
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +134,12 @@ static int s_stats(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    //  glibc gives the top of the heap back to the kernel whenever more than
+    //  128 KiB are free there; the broker's frames and SQLite's pages free and
+    //  take that much back every batch, which cost a brk call per ~4 messages
+    //  (strace -c, 50,000 messages: 14,042 brk). 8 MiB kept: none.
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
+    mallopt(M_TOP_PAD, 1 << 20);
     if (argc < 2) {
         s_usage(stderr);
         return 2;
