@@ -20,6 +20,7 @@ struct sn_auth_t {
     char *token_url;              //  oauth_token.do URL, or NULL
     long margin_s;                //  refresh margin before expiry
     char *access_token;           //  current Bearer token, or NULL
+    char *last_token;             //  the token a fetch in progress replaces, or NULL
     char *refresh_token;          //  refresh token, or NULL
     double refresh_at;            //  monotonic second to refresh at
     unsigned long token_requests; //  token endpoint calls so far
@@ -79,6 +80,7 @@ void sn_auth_destroy(sn_auth_t **self_p)
     s_secret_free(&self->client_secret);
     free(self->token_url);
     s_secret_free(&self->access_token);
+    s_secret_free(&self->last_token);
     s_secret_free(&self->refresh_token);
     free(self);
     *self_p = NULL;
@@ -93,16 +95,20 @@ static double s_now(void)
 
 //  The token lifetime in seconds from the token answer: expires_in is a number
 //  in the documentation, a string in some captures; 1800 (the default) when
-//  missing or unreadable.
+//  missing or unreadable; 0 for a token at the end of its life.
 static long s_expires_in(json_t *doc)
 {
     json_t *value = json_object_get(doc, "expires_in");
-    long seconds = 0;
+    char *end = NULL;
+    long seconds = -1;
     if (json_is_integer(value))
         seconds = (long)json_integer_value(value);
-    else if (json_is_string(value))
-        seconds = strtol(json_string_value(value), NULL, 10);
-    return seconds > 0 ? seconds : 1800;
+    else if (json_is_string(value)) {
+        seconds = strtol(json_string_value(value), &end, 10);
+        if (end == json_string_value(value) || *end)
+            seconds = -1;
+    }
+    return seconds < 0 ? 1800 : seconds;
 }
 
 //  Stores the tokens of a successful token answer.
@@ -113,6 +119,12 @@ static sn_err_code_t s_take_tokens(sn_auth_t *self, json_t *doc, sn_error_t *err
     if (!access || !*access)
         return sn_error_set(err, SN_E_BAD_RESPONSE, 200, "OAuth token answer without a token",
                             "no access_token in the answer of oauth_token.do");
+    //  "Access requests made within the access token expiration time always
+    //  return the current access token" (ServiceNow's OAuth documentation):
+    //  an early refresh cannot renew it, so it is used to the end of its
+    //  life, and the first call after that fetches a new one.
+    bool same = self->last_token && !strcmp(self->last_token, access);
+    s_secret_free(&self->last_token);
     s_secret_free(&self->access_token);
     self->access_token = strdup(access);
     if (refresh && *refresh) {
@@ -122,7 +134,7 @@ static sn_err_code_t s_take_tokens(sn_auth_t *self, json_t *doc, sn_error_t *err
     if (!self->access_token)
         return sn_error_set(err, SN_E_BAD_RESPONSE, 200, "out of memory storing a token", NULL);
     long lifetime = s_expires_in(doc);
-    long margin = self->margin_s < lifetime / 2 ? self->margin_s : lifetime / 2;
+    long margin = same ? 0 : self->margin_s < lifetime / 2 ? self->margin_s : lifetime / 2;
     self->refresh_at = s_now() + (double)(lifetime - margin);
     return SN_OK;
 }
@@ -202,7 +214,9 @@ static sn_err_code_t s_request_token(sn_auth_t *self, sn_http_t *http, bool refr
 //  grant.
 static sn_err_code_t s_fetch(sn_auth_t *self, sn_http_t *http, sn_error_t *err)
 {
-    s_secret_free(&self->access_token);
+    s_secret_free(&self->last_token);
+    self->last_token = self->access_token;
+    self->access_token = NULL;
     if (self->refresh_token) {
         sn_err_code_t code = s_request_token(self, http, true, err);
         if (code != SN_E_AUTH)
@@ -237,6 +251,7 @@ bool sn_auth_reject(sn_auth_t *self)
     if (self->kind == SN_AUTH_BASIC)
         return false;
     s_secret_free(&self->access_token);
+    s_secret_free(&self->last_token);
     s_secret_free(&self->refresh_token);
     return true;
 }

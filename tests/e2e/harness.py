@@ -198,13 +198,15 @@ class Node:
         os.chmod(self.password_file, 0o600)
         self.proc = None
         self.log_path = os.path.join(self.dir, "node.log")
+        self.servicenow_extra = []  # more [servicenow] lines, e.g. OAuth settings
 
     def write_config(self):
         lines = ["[node]", "name = %s-node" % self.instance.name, "state_dir = %s" % self.state_dir,
                  "poll_interval_ms = %d" % POLL_MS, "lookback_s = 5", "[servicenow]",
                  "url = %s" % self.instance.url, "instance = %s" % self.instance.name,
                  "user = sync", "password_file = %s" % self.password_file,
-                 "max_retry_wait_ms = 3000", "[broker]", "heartbeat_ms = 500"]
+                 "max_retry_wait_ms = 3000"] + self.servicenow_extra + ["[broker]",
+                                                                         "heartbeat_ms = 500"]
         if self.role == "public":
             lines += ["endpoint = %s" % self.world.broker_endpoint,
                       "public_key = %s" % self.world.broker_key]
