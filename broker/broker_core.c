@@ -655,6 +655,39 @@ static int s_attach(broker_core_t *self, peer_t *peer, const proto_hello_t *hell
     return 0;
 }
 
+//  The connections of hello where the node's state is older than the
+//  broker's queues (docs/protocol.md §4.1): messages of its own at or above
+//  its next seq, or messages to it deleted above its consumed seq. Fills
+//  out[] (hello->conns_count entries at most) with the broker's positions,
+//  logs and counts each one; returns how many.
+static size_t s_behind(broker_core_t *self, const peer_t *peer, const proto_hello_t *hello,
+                       proto_conn_state_t *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < hello->conns_count; i++) {
+        const proto_conn_state_t *state = &hello->conns[i];
+        conn_t *conn = s_conn_find(self, state->conn);
+        if (!conn || s_conn_side(conn, peer->key) != peer->side)
+            continue;
+        const queue_t *mine = &conn->queue[peer->side];
+        const queue_t *theirs = &conn->queue[1 - peer->side];
+        //  theirs holds deleted+1 .. last_seq (consecutive; removals cut the front)
+        uint64_t deleted = theirs->count <= theirs->last_seq ? theirs->last_seq - theirs->count : 0;
+        bool seq_behind = state->next && mine->last_seq >= state->next;
+        if (!seq_behind && deleted <= state->consumed)
+            continue;
+        self->metrics.hello_behind++;
+        ts_log(TS_LOG_WARN, "node behind broker",
+               "conn=%s node=%s node_next=%" PRIu64 " broker_stored=%" PRIu64
+               " node_consumed=%" PRIu64 " broker_deleted=%" PRIu64
+               " hint=\"the node's state is older than the broker's queues (restored from an "
+               "older backup?); it continues after them\"",
+               conn->id, peer->node, state->next, mine->last_seq, state->consumed, deleted);
+        out[n++] = (proto_conn_state_t){conn->id, mine->last_seq, deleted, 0};
+    }
+    return n;
+}
+
 //  Sends JOINED for every connection listed in HELLO that is joined and
 //  bound to the peer, so that a node that missed the first JOINED learns it
 //  (docs/protocol.md §4.1).
@@ -695,15 +728,21 @@ static peer_t *s_peer_new(broker_core_t *self, const uint8_t *rid, size_t rid_si
     return peer;
 }
 
-static void s_welcome(broker_core_t *self, const peer_t *peer)
+static void s_welcome(broker_core_t *self, const peer_t *peer, const proto_hello_t *hello)
 {
+    proto_conn_state_t *behind = calloc(hello->conns_count + 1, sizeof *behind);
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_WELCOME);
     msg.welcome.broker = self->config->id;
     msg.welcome.heartbeat_ms = (uint32_t)self->config->heartbeat_ms;
     msg.welcome.max_frame = (uint32_t)self->config->max_frame;
     msg.welcome.credit = (uint32_t)self->config->publish_credit;
+    if (behind) {
+        msg.welcome.conns = behind;
+        msg.welcome.conns_count = s_behind(self, peer, hello, behind);
+    }
     s_reply(self, peer->rid, peer->rid_size, &msg);
+    free(behind);
 }
 
 static int s_on_hello(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
@@ -746,7 +785,7 @@ static int s_on_hello(broker_core_t *self, const uint8_t *rid, size_t rid_size, 
                    s_side_name(peer->side), key,
                    s_rid_text(rid, rid_size, rid_text, sizeof rid_text), peer->credit,
                    hello->conns_count);
-    s_welcome(self, peer);
+    s_welcome(self, peer, hello);
     s_remind_joined(self, peer, hello);
     return 0;
 }
@@ -1626,6 +1665,11 @@ static void s_write_broker_metrics(broker_core_t *self, proto_buf_t *out)
     broker_prom_family(out, name, "counter",
                        "HELLOs reporting a STORED sequence the broker does not hold (lost data).");
     broker_prom_sample(out, name, NULL, (double)self->metrics.hello_ahead);
+    name = "twinsync_broker_hello_behind_total";
+    broker_prom_family(out, name, "counter",
+                       "Connections of HELLOs whose node state is older than the broker's "
+                       "queues (restored from an old backup?), told in WELCOME.");
+    broker_prom_sample(out, name, NULL, (double)self->metrics.hello_behind);
     name = "twinsync_broker_start_time_seconds";
     broker_prom_family(out, name, "gauge", "When the broker started (Unix time).");
     broker_prom_sample(out, name, NULL, (double)(self->start_ms / 1000));

@@ -56,6 +56,7 @@ typedef struct {
     uint64_t replies_dropped;                     //  Replies a full peer queue refused
     uint64_t handshakes_failed[BROKER_HANDSHAKE_COUNT]; //  Failed handshakes, by reason
     uint64_t hello_ahead;                               //  HELLOs claiming a STORED seq we lack
+    uint64_t hello_behind; //  HELLO connections whose node state is older than the queues
 } broker_metrics_t;
 
 //  The label value of a reason ("bad_frame").

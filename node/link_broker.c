@@ -28,6 +28,7 @@ typedef struct {
     char id[PROTO_MAX_ID + 1]; //  Connection id
     uint64_t stored;           //  Highest own sequence STORED
     uint64_t consumed;         //  Highest inbound sequence applied
+    uint64_t next;             //  Next own sequence the application assigns (0: unknown)
     link_window_t *window;     //  Un-STORED PUBLISHes
     int64_t resume_at;         //  Paused (429 / 422 / 5xx) until then; 0: not paused
     bool stopped;              //  Refused (403 / 404 / 413): silent until next session
@@ -285,7 +286,7 @@ static void s_hello(link_t *self, const char *reason)
         conn->acks_owed = 0; //  HELLO carries the consumed position
         conn->stopped = false;
         conn->resume_at = 0;
-        states[i] = (proto_conn_state_t){conn->id, conn->stored, conn->consumed};
+        states[i] = (proto_conn_state_t){conn->id, conn->stored, conn->consumed, conn->next};
     }
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_HELLO);
@@ -350,6 +351,24 @@ static void s_on_welcome(link_t *self, const proto_welcome_t *welcome)
     self->credit = welcome->credit ? welcome->credit : 1;
     self->max_frame = welcome->max_frame;
     self->backoff_ms = self->config.backoff_min_ms;
+    //  Connections whose positions the broker is past (the application's
+    //  state went back in time): settled before anything is sent.
+    for (size_t i = 0; i < welcome->conns_count; i++) {
+        const proto_conn_state_t *behind = &welcome->conns[i];
+        s_conn_t *conn = s_conn_find(self, behind->conn);
+        if (!conn)
+            continue;
+        if (behind->stored > conn->stored) {
+            conn->stored = behind->stored;
+            link_window_ack(conn->window, behind->stored);
+        }
+        if (behind->stored >= conn->next)
+            conn->next = behind->stored + 1;
+        if (behind->consumed > conn->consumed)
+            conn->consumed = behind->consumed;
+        if (self->cb.on_behind)
+            self->cb.on_behind(conn->id, behind->stored, behind->consumed, self->cb.arg);
+    }
     self->state = LINK_READY;
     for (size_t i = 0; i < self->requests_count; i++)
         s_send_request(self, self->requests[i]);
@@ -602,6 +621,7 @@ int link_conn_add(link_t *self, const char *conn, uint64_t stored, uint64_t cons
     strcpy(entry->id, conn);
     entry->stored = stored;
     entry->consumed = consumed;
+    entry->next = 0;
     link_window_ack(entry->window, stored);
     self->conns[self->conns_count++] = entry;
     return LINK_OK;
@@ -619,11 +639,22 @@ int link_conn_remove(link_t *self, const char *conn)
     return LINK_E_UNKNOWN_CONN;
 }
 
+int link_conn_set_next(link_t *self, const char *conn, uint64_t next)
+{
+    s_conn_t *found = s_conn_find(self, conn);
+    if (!found)
+        return LINK_E_UNKNOWN_CONN;
+    found->next = next;
+    return LINK_OK;
+}
+
 int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size)
 {
     s_conn_t *found = s_conn_find(self, conn);
     if (!found)
         return LINK_E_UNKNOWN_CONN;
+    if (found->next && seq >= found->next)
+        found->next = seq + 1;
     if (seq <= link_window_last_seq(found->window))
         return LINK_E_SEQ;
     if (link_window_room(found->window) == 0)

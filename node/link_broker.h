@@ -128,6 +128,13 @@ typedef struct {
     //  until the next session), a message the broker lost (local, 422 below
     //  the window), a bad frame (local, 400).
     void (*on_error)(const link_error_t *error, void *arg);
+    //  WELCOME says the broker is past this connection's positions (the
+    //  application's state went back in time, docs/protocol.md §4.1): it
+    //  holds the application's messages up to stored, and deleted those to
+    //  it up to consumed. Before LINK_READY is reported. The link already
+    //  counts both as done; the application takes its next sequence above
+    //  stored and counts the messages up to consumed as applied.
+    void (*on_behind)(const char *conn, uint64_t stored, uint64_t consumed, void *arg);
     void *arg; //  Passed to every callback
 } link_callbacks_t;
 
@@ -176,6 +183,12 @@ int link_conn_add(link_t *self, const char *conn, uint64_t stored, uint64_t cons
 //  Forgets conn and its un-STORED messages. Returns LINK_OK or
 //  LINK_E_UNKNOWN_CONN.
 int link_conn_remove(link_t *self, const char *conn);
+
+//  The next sequence the application will assign on conn (every lower one
+//  was assigned, sent or not), for HELLO: it lets the broker tell a node
+//  whose state went back in time (on_behind). 0: not reported. Returns
+//  LINK_OK or LINK_E_UNKNOWN_CONN.
+int link_conn_set_next(link_t *self, const char *conn, uint64_t next);
 
 //  Offers PUBLISH (conn, seq, payload). seq must be above every sequence
 //  offered or stored before on conn. On LINK_OK the link holds a copy and

@@ -80,6 +80,8 @@ struct node_engine {
     s_known_t *known;                 //  Connections served
     size_t known_count;               //  Entries
     atomic_int fatal;                 //  A thread failed for good (read by both threads)
+    atomic_int welcomed;              //  The link saw a WELCOME in this process (positions
+                                      //  settled, docs/protocol.md §4.1): the worker may poll
     pthread_t worker;                 //  Worker thread
     bool worker_started;              //  worker is joinable
     char endpoint[PROTO_MAX_URL + 1]; //  Where the link dials
@@ -317,7 +319,9 @@ static void *s_worker_main(void *arg)
         now = ts_mono_ms();
         for (size_t i = 0; running && i < self->wconn_count; i++)
             s_worker_drain(self, &self->wconns[i], now);
-        if (running && now >= next_tick) {
+        //  No poll, request or retry (they take sequence numbers) before the
+        //  broker has confirmed where this node's queues stand.
+        if (running && now >= next_tick && atomic_load(&self->welcomed)) {
             s_worker_tick(self, now);
             next_tick = now + S_TICK_MS;
         }
@@ -396,7 +400,8 @@ static void s_link_add(node_engine_t *self, s_known_t *known, const node_conn_t 
 {
     if (!self->link || known->in_link)
         return;
-    if (link_conn_add(self->link, conn->id, conn->stored_seq, conn->applied_in_seq) != LINK_OK)
+    if (link_conn_add(self->link, conn->id, conn->stored_seq, conn->applied_in_seq) != LINK_OK ||
+        link_conn_set_next(self->link, conn->id, conn->next_out_seq) != LINK_OK)
         return;
     known->in_link = true;
     if (known->offered < conn->stored_seq)
@@ -436,6 +441,7 @@ static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, 
 static void s_on_invited(const char *conn, uint64_t expires, void *arg);
 static void s_on_joined(const char *conn, const char *description, void *arg);
 static void s_on_error(const link_error_t *error, void *arg);
+static void s_on_behind(const char *conn, uint64_t stored, uint64_t consumed, void *arg);
 
 //  Creates the link once a broker endpoint and key are known: from the
 //  configuration, or (private node) from the first accepted invitation.
@@ -464,7 +470,7 @@ static void s_link_open(node_engine_t *self, const node_conn_t *conns, size_t co
         return;
     }
     link_callbacks_t callbacks = {s_on_state,  s_on_stored, s_on_deliver, s_on_invited,
-                                  s_on_joined, s_on_error,  self};
+                                  s_on_joined, s_on_error,  s_on_behind,  self};
     char err[256];
     self->link = link_new(self->zmq_ctx, &config, &callbacks, err, sizeof err);
     memset(config.secret_key, 0, PROTO_KEY_SIZE);
@@ -566,6 +572,8 @@ static void s_on_state(link_state_t state, const char *reason, void *arg)
     node_engine_t *self = arg;
     ts_log(state == LINK_READY ? TS_LOG_INFO : TS_LOG_WARN, "broker link", "state=%s reason=\"%s\"",
            link_state_name(state), reason ? reason : "");
+    if (state == LINK_READY)
+        atomic_store(&self->welcomed, 1);
     node_state_meta_set(self->state, "link_state", link_state_name(state));
     node_state_meta_set(self->state, "link_reason", reason ? reason : "");
 }
@@ -579,6 +587,52 @@ static void s_on_stored(const char *conn, uint64_t seq, void *arg)
         return;
     }
     s_offer(self, conn);
+}
+
+//  The broker is past conn's positions: this state is older than the
+//  broker's queues (restored from a backup). Everything up to stored is at
+//  the broker, so the outbox drops it and the next sequence goes above it;
+//  the messages up to consumed were applied before the restore and are gone.
+//  Logged and listed in `errors list` for the admin.
+static void s_on_behind(const char *conn, uint64_t stored, uint64_t consumed, void *arg)
+{
+    node_engine_t *self = arg;
+    node_conn_t c;
+    if (node_state_conn_get(self->state, conn, &c))
+        return;
+    char text[NODE_TEXT_MAX + 1];
+    snprintf(
+        text, sizeof text,
+        "this node's state is older than the broker's queues (restored from an older "
+        "backup?): the broker already held its messages up to %" PRIu64 " (this state: %" PRIu64
+        ") and had delivered and deleted the other side's up to %" PRIu64 " (this state: %" PRIu64
+        "); sync continues after them. Changes made here since the backup are polled and sent "
+        "again; twins created here since then are found again by correlation id",
+        stored, c.next_out_seq ? c.next_out_seq - 1 : 0, consumed, c.applied_in_seq);
+    ts_log(TS_LOG_WARN, "state behind broker",
+           "conn=%s broker_stored=%" PRIu64 " broker_consumed=%" PRIu64 " next_out_seq=%" PRIu64
+           " applied_in_seq=%" PRIu64,
+           conn, stored, consumed, c.next_out_seq, c.applied_in_seq);
+    char key[PROTO_MAX_ID + 16];
+    snprintf(key, sizeof key, "restored:%s", conn);
+    node_error_t e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.conn, sizeof e.conn, "%s", conn);
+    snprintf(e.origin, sizeof e.origin, "broker");
+    snprintf(e.code, sizeof e.code, "restored");
+    snprintf(e.message, sizeof e.message, "%s", text);
+    if (node_state_begin(self->state) || node_state_outbox_remove_upto(self->state, conn, stored) ||
+        node_state_conn_set_stored(self->state, conn, stored) < 0 ||
+        node_state_conn_set_next_min(self->state, conn, stored + 1) < 0 ||
+        node_state_conn_set_applied(self->state, conn, consumed) < 0 ||
+        node_state_error_add(self->state, &e) < 0 || node_state_meta_set(self->state, key, "1") ||
+        node_state_commit(self->state)) {
+        s_log_state_error(self, "behind");
+        return;
+    }
+    s_known_t *known = s_known(self, conn);
+    if (known && known->offered < stored)
+        known->offered = stored;
 }
 
 static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,

@@ -528,6 +528,14 @@ int node_state_conn_set_stored(node_state_t *self, const char *id, uint64_t seq)
                              "it", (int64_t)seq, id));
 }
 
+int node_state_conn_set_next_min(node_state_t *self, const char *id, uint64_t next)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE connections SET next_out_seq = max(next_out_seq, ?)"
+                             " WHERE id = ?",
+                             "it", (int64_t)next, id));
+}
+
 int node_state_conn_set_applied(node_state_t *self, const char *id, uint64_t seq)
 {
     return s_exec_one(s_exec(self,

@@ -202,6 +202,8 @@ int node_state_conn_set_cursor(node_state_t *self, const char *id, const char *c
                                int64_t last_poll_at);
 int node_state_conn_set_stored(node_state_t *self, const char *id, uint64_t seq);
 int node_state_conn_set_applied(node_state_t *self, const char *id, uint64_t seq);
+//  Raises the next outbound sequence of id to at least next (never lowers it).
+int node_state_conn_set_next_min(node_state_t *self, const char *id, uint64_t next);
 
 //  Takes the next outbound seq of connection id into *seq and advances the
 //  counter. Call inside the transaction that writes the outbox row.

@@ -15,6 +15,7 @@ static const proto_fdef_t s_conn_state_fields[] = {
     PROTO_S_FIELD(proto_conn_state_t, conn, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_ID),
     PROTO_S_FIELD(proto_conn_state_t, stored, PROTO_K_U64, PROTO_F_REQ, 0, 0),
     PROTO_S_FIELD(proto_conn_state_t, consumed, PROTO_K_U64, PROTO_F_REQ, 0, 0),
+    PROTO_S_FIELD(proto_conn_state_t, next, PROTO_K_U64, PROTO_F_OMIT0, 0, 0),
 };
 static const proto_schema_t s_conn_state = {"conn state", 0, sizeof(proto_conn_state_t),
                                             PROTO_S_ARR(s_conn_state_fields), NULL};
@@ -33,6 +34,7 @@ static const proto_fdef_t s_welcome_fields[] = {
     PROTO_S_FIELD(proto_welcome_t, heartbeat_ms, PROTO_K_U32, PROTO_F_REQ, 1, 0),
     PROTO_S_FIELD(proto_welcome_t, max_frame, PROTO_K_U32, PROTO_F_REQ, 1024, 0),
     PROTO_S_FIELD(proto_welcome_t, credit, PROTO_K_U32, PROTO_F_REQ, 1, 0),
+    PROTO_S_LIST(proto_welcome_t, conns, conns_count, PROTO_K_LIST, 0, 0, &s_conn_state),
 };
 static const proto_schema_t s_welcome = {"WELCOME", PROTO_WELCOME, sizeof(proto_welcome_t),
                                          PROTO_S_ARR(s_welcome_fields), NULL};

@@ -77,6 +77,7 @@ typedef struct {
     const char *conn;  //  Connection id
     uint64_t stored;   //  Highest own seq the broker confirmed STORED (0: none)
     uint64_t consumed; //  Highest inbound seq applied durably (0: none)
+    uint64_t next;     //  Next own seq the node will assign (0: not reported)
 } proto_conn_state_t;
 
 typedef struct {
@@ -89,10 +90,15 @@ typedef struct {
 } proto_hello_t;
 
 typedef struct {
-    const char *broker;    //  Broker id
-    uint32_t heartbeat_ms; //  PING when idle this often; dead after 3 silent
-    uint32_t max_frame;    //  Largest frame the broker accepts (bytes)
-    uint32_t credit;       //  PUBLISHes a node may have un-STORED, per connection
+    const char *broker;              //  Broker id
+    uint32_t heartbeat_ms;           //  PING when idle this often; dead after 3 silent
+    uint32_t max_frame;              //  Largest frame the broker accepts (bytes)
+    uint32_t credit;                 //  PUBLISHes a node may have un-STORED, per connection
+    const proto_conn_state_t *conns; //  Connections where the node's state is older than
+                                     //  the broker's queues: stored = the broker's last seq
+                                     //  of the node, consumed = the last one deleted toward
+                                     //  it (docs/protocol.md §4.1); NULL when none
+    size_t conns_count;              //  Entries in conns
 } proto_welcome_t;
 
 typedef struct {

@@ -219,7 +219,7 @@ static int s_node_init(s_node_t *node, const bench_args_t *args, bool public_sid
                     config.secret_key) != 0)
         return -1;
     link_callbacks_t callbacks = {s_on_state,  s_on_stored, s_on_deliver, s_on_invited,
-                                  s_on_joined, s_on_error,  node};
+                                  s_on_joined, s_on_error,  NULL,         node};
     char err[256];
     node->link = link_new(ctx, &config, &callbacks, err, sizeof err);
     if (!node->link) {

@@ -545,7 +545,7 @@ void th_hello_reply(th_client_t *client, const char *node, proto_role_t role, pr
 void th_hello(th_client_t *client, const char *node, proto_role_t role, const char *conn,
               uint64_t stored, uint64_t consumed)
 {
-    proto_conn_state_t state = {conn, stored, consumed};
+    proto_conn_state_t state = {conn, stored, consumed, 0};
     s_send_hello(client, node, role, conn ? &state : NULL);
     proto_msg_t reply;
     th_expect(client, PROTO_WELCOME, &reply, 5000);

@@ -35,7 +35,7 @@ static const char *s_binary;
 //  Valid encodings of every message type, as seeds for mutation.
 static void s_seed(proto_buf_t *out, int which)
 {
-    static const proto_conn_state_t state = {"conn-1", 5, 3};
+    static const proto_conn_state_t state = {"conn-1", 5, 3, 0};
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_PING);
     switch (which % 8) {

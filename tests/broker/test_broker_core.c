@@ -97,7 +97,7 @@ static void test_config(void **state)
 //  stored or consumed).
 static void s_hello_conns(core_rig_t *rig, int id, proto_role_t role, bool list_c1)
 {
-    static const proto_conn_state_t c1 = {"c1", 0, 0};
+    static const proto_conn_state_t c1 = {"c1", 0, 0, 0};
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_HELLO);
     msg.hello.node = id == RIG_PUBLIC ? "pub" : "priv";
@@ -437,6 +437,68 @@ static void test_restart_restores(void **state)
     proto_buf_release(&text);
 }
 
+//  HELLO naming c1 with the given positions; returns the WELCOME answered.
+static const proto_msg_t *s_hello_at(core_rig_t *rig, int id, uint64_t stored, uint64_t consumed,
+                                     uint64_t next)
+{
+    proto_conn_state_t c1 = {"c1", stored, consumed, next};
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_HELLO);
+    msg.hello.node = id == RIG_PUBLIC ? "pub" : "priv";
+    msg.hello.role = id == RIG_PUBLIC ? PROTO_ROLE_PUBLIC : PROTO_ROLE_PRIVATE;
+    msg.hello.conns = &c1;
+    msg.hello.conns_count = 1;
+    core_rig_clear(rig);
+    assert_int_equal(core_rig_send(rig, id, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    const proto_msg_t *welcome = core_rig_find(rig, id, PROTO_WELCOME, 0);
+    assert_non_null(welcome);
+    return welcome;
+}
+
+//  A node whose state went back in time (restored from an older backup) is
+//  told the broker's positions in WELCOME: its own messages held above its
+//  next seq, and messages to it deleted above its consumed seq. A node in
+//  step is told nothing.
+static void test_behind_node_told_in_welcome(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    for (uint64_t seq = 1; seq <= 5; seq++)
+        s_publish(rig, RIG_PUBLIC, seq);
+    assert_int_equal(core_rig_flush(rig), 0);
+    s_consumed(rig, RIG_PRIVATE, 5);
+    assert_int_equal(core_rig_flush(rig), 0);
+
+    //  In step: everything assigned was stored, everything delivered consumed.
+    const proto_msg_t *w = s_hello_at(rig, RIG_PUBLIC, 5, 0, 6);
+    assert_int_equal(w->welcome.conns_count, 0);
+    w = s_hello_at(rig, RIG_PRIVATE, 0, 5, 1);
+    assert_int_equal(w->welcome.conns_count, 0);
+    //  Not reporting next (an older node): only the consumed side is checked.
+    w = s_hello_at(rig, RIG_PUBLIC, 2, 0, 0);
+    assert_int_equal(w->welcome.conns_count, 0);
+
+    //  The public node restored to a state that had assigned 1 and 2 only.
+    w = s_hello_at(rig, RIG_PUBLIC, 2, 0, 3);
+    assert_int_equal(w->welcome.conns_count, 1);
+    assert_string_equal(w->welcome.conns[0].conn, "c1");
+    assert_int_equal(w->welcome.conns[0].stored, 5);
+    assert_int_equal(w->welcome.conns[0].consumed, 0);
+    //  The private node restored to a state that had applied up to 3 only.
+    w = s_hello_at(rig, RIG_PRIVATE, 0, 3, 1);
+    assert_int_equal(w->welcome.conns_count, 1);
+    assert_int_equal(w->welcome.conns[0].stored, 0);
+    assert_int_equal(w->welcome.conns[0].consumed, 5);
+
+    proto_buf_t metrics;
+    proto_buf_init(&metrics);
+    broker_core_write_metrics(rig->core, &metrics, 0);
+    assert_int_equal(proto_buf_append(&metrics, "", 1), 0);
+    assert_non_null(strstr((const char *)metrics.data, "twinsync_broker_hello_behind_total 2\n"));
+    proto_buf_release(&metrics);
+}
+
 static void test_garbage_answered_and_counted(void **state)
 {
     core_rig_t *rig = *state;
@@ -470,6 +532,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_heartbeats, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_restart_restores, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_answered_and_counted, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_behind_node_told_in_welcome, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

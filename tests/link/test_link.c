@@ -33,7 +33,8 @@
 #define HB         100 //  Heartbeat the fake broker announces (ms)
 
 typedef struct {
-    int type;       //  'S' stored, 'D' deliver, 'I' invited, 'J' joined, 'E' error, 's' state
+    int type;       //  'S' stored, 'D' deliver, 'I' invited, 'J' joined, 'E' error, 's' state,
+                    //  'B' behind (seq: stored, code: consumed)
     char conn[72];  //  Connection
     uint64_t seq;   //  Sequence, expires, error seq or state
     uint16_t code;  //  Error code
@@ -109,6 +110,16 @@ static void on_error(const link_error_t *error, void *arg)
     e->seq = error->seq;
     e->local = error->local;
     snprintf(e->text, sizeof e->text, "%s", error->text);
+}
+
+static void on_behind(const char *conn, uint64_t stored, uint64_t consumed, void *arg)
+{
+    event_t *e = s_event(arg, 'B', conn);
+    e->seq = stored;
+    e->code = (uint16_t)consumed;
+    env_t *env = arg;
+    //  Reported before LINK_READY: the application settles first.
+    e->local = link_state(env->link) == LINK_READY;
 }
 
 //  The last event of type, or NULL.
@@ -210,7 +221,7 @@ static void s_send_welcome(env_t *env, uint32_t credit)
 {
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_WELCOME);
-    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, credit};
+    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, credit, NULL, 0};
     s_send(env, &msg);
 }
 
@@ -285,7 +296,7 @@ static int teardown(void **state)
 static void s_new_link(env_t *env)
 {
     static const link_callbacks_t callbacks = {on_state,  on_stored, on_deliver, on_invited,
-                                               on_joined, on_error,  NULL};
+                                               on_joined, on_error,  on_behind,  NULL};
     link_callbacks_t cb = callbacks;
     cb.arg = env;
     char err[256];
@@ -359,6 +370,48 @@ static void test_handshake(void **state)
     assert_non_null(strstr(e->text, "fake-broker"));
     //  Seeded positions hold: seq 3 is already stored.
     assert_int_equal(link_publish(env->link, "c1", 3, (const uint8_t *)"x", 1), LINK_E_SEQ);
+}
+
+//  A node restored from an older backup: HELLO reports the next seq the
+//  application assigns; WELCOME lists the broker's positions past it. The
+//  link counts them as STORED / consumed, tells the application before it is
+//  READY, and takes new sequences only above them.
+static void test_behind_positions_in_welcome(void **state)
+{
+    env_t *env = *state;
+    s_new_link(env);
+    assert_int_equal(link_conn_add(env->link, "c1", 2, 4), LINK_OK);
+    assert_int_equal(link_conn_set_next(env->link, "c1", 3), LINK_OK);
+    assert_int_equal(link_conn_set_next(env->link, "nope", 3), LINK_E_UNKNOWN_CONN);
+    s_publish(env, "c1", 3, "old three");
+    link_tick(env->link, env->now);
+    proto_msg_t msg;
+    s_expect(env, PROTO_HELLO, &msg);
+    assert_int_equal(msg.hello.conns[0].next, 4); //  raised by the publish of 3
+    proto_msg_clear(&msg);
+    proto_conn_state_t behind = {"c1", 9, 6, 0};
+    proto_msg_init(&msg, PROTO_WELCOME);
+    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, 16, &behind, 1};
+    s_send(env, &msg);
+    assert_int_equal(link_state(env->link), LINK_READY);
+    const event_t *e = s_last(env, 'B');
+    assert_non_null(e);
+    assert_string_equal(e->conn, "c1");
+    assert_int_equal(e->seq, 9);
+    assert_int_equal(e->code, 6);
+    assert_false(e->local);
+    //  seq 3 counts as stored (the broker holds up to 9): not sent again.
+    assert_int_equal(link_unstored(env->link, "c1"), 0);
+    assert_int_equal(link_publish(env->link, "c1", 9, (const uint8_t *)"x", 1), LINK_E_SEQ);
+    s_publish(env, "c1", 10, "ten");
+    s_expect_publish(env, "c1", 10, "ten");
+    //  The next HELLO carries the settled positions.
+    s_send_error(env, PROTO_ERR_NOT_HELLO, NULL, false, 0);
+    s_expect(env, PROTO_HELLO, &msg);
+    assert_int_equal(msg.hello.conns[0].stored, 9);
+    assert_int_equal(msg.hello.conns[0].consumed, 6);
+    assert_int_equal(msg.hello.conns[0].next, 11);
+    proto_msg_clear(&msg);
 }
 
 static void test_publish_stored(void **state)
@@ -789,6 +842,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_behind_positions_in_welcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_and_credit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resend_after_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_consumed, setup, teardown),

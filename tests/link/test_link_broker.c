@@ -120,7 +120,7 @@ static void s_node_new(node_t *node, void *ctx, const th_broker_t *broker, proto
     config.backoff_max_ms = 400;
     config.retry_ms = 100;
     link_callbacks_t callbacks = {on_state,  on_stored, on_deliver, on_invited,
-                                  on_joined, on_error,  node};
+                                  on_joined, on_error,  NULL,       node};
     char err[256];
     node->link = link_new(ctx, &config, &callbacks, err, sizeof err);
     assert_non_null(node->link);

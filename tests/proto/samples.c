@@ -12,8 +12,8 @@ const size_t samples_types_count = sizeof(samples_types) / sizeof(samples_types[
 
 static const uint8_t s_payload[] = {0xde, 0xad, 0xbe, 0xef, 0x00, 0xff};
 static const proto_conn_state_t s_conns[] = {
-    {"conn-1", 10, 7},
-    {"conn.2:x_Y", 0, UINT64_MAX},
+    {"conn-1", 10, 7, 11},
+    {"conn.2:x_Y", 0, UINT64_MAX, 0},
 };
 
 void samples_msg(proto_msg_t *msg, proto_type_t type)
@@ -24,7 +24,7 @@ void samples_msg(proto_msg_t *msg, proto_type_t type)
         msg->hello = (proto_hello_t){"node-a", PROTO_ROLE_PRIVATE, 32, s_conns, 2};
         break;
     case PROTO_WELCOME:
-        msg->welcome = (proto_welcome_t){"broker-1", 1000, 1048576, 64};
+        msg->welcome = (proto_welcome_t){"broker-1", 1000, 1048576, 64, s_conns, 1};
         break;
     case PROTO_ERROR:
         msg->error = (proto_msg_error_t){PROTO_ERR_QUEUE_FULL, "queue full", "conn-1", true, 9};

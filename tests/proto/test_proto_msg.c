@@ -452,7 +452,7 @@ static void test_encoder_refuses_bad_messages(void **state)
     assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_E_VALUE);
     assert_string_equal(err.field, "role");
     samples_msg(&msg, PROTO_HELLO);
-    proto_conn_state_t bad[1] = {{"bad id!", 1, 1}};
+    proto_conn_state_t bad[1] = {{"bad id!", 1, 1, 0}};
     msg.hello.conns = bad;
     msg.hello.conns_count = 1;
     assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_E_VALUE);
