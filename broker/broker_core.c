@@ -47,7 +47,8 @@
 #define TAIL_COUNT      1024               //  Messages per queue's tail
 #define TAILS_BYTES_MAX (16 * 1024 * 1024) //  All tails together
 
-#define DEFER_BATCHES_MAX 64 //  Batches of CONSUMED only that may share one commit
+#define DEFER_BATCHES_MAX 64  //  Batches of CONSUMED only that may share one commit
+#define BROKER_BATCH_MAX  256 //  Most messages per PUBLISH / DELIVER frame (WELCOME.batch)
 
 typedef struct {
     uint8_t rid[RID_MAX];        //  Routing id
@@ -56,6 +57,7 @@ typedef struct {
     char node[PROTO_MAX_ID + 1]; //  Node id from HELLO
     int side;                    //  SIDE_PUBLIC or SIDE_PRIVATE
     uint32_t credit;             //  Delivery window the node asked for
+    uint32_t batch;              //  Most messages per DELIVER it takes (HELLO.batch, >= 1)
     int64_t last_seen_ms;        //  Last frame received
     int64_t last_sent_ms;        //  Last frame sent
     uint64_t ready_batch;        //  Group of its WELCOME / JOINED: no DELIVER before it is sent
@@ -137,6 +139,7 @@ struct broker_core_t {
     size_t tails_bytes;            //  Memory the queues' tails hold, at most TAILS_BYTES_MAX
     int deferred;                  //  Batches of removals only waiting for a commit
     proto_buf_t buf;               //  Encode buffer
+    proto_buf_t dbuf;              //  Payloads of the DELIVER batch being built
     broker_metrics_t metrics;      //  Broker-wide counters
     ts_log_limiter_t limiter;      //  Rate limit of refusal logs
     ts_log_limiter_t session_log;  //  Rate limit of connect/disconnect logs
@@ -405,6 +408,7 @@ broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *con
     self->start_ms = ts_now_ms();
     self->batch = 1;
     proto_buf_init(&self->buf);
+    proto_buf_init(&self->dbuf);
     proto_buf_init(&self->groups[0].data);
     proto_buf_init(&self->groups[1].data);
     self->open = &self->groups[0];
@@ -447,6 +451,7 @@ void broker_core_destroy(broker_core_t **self_p)
         proto_buf_release(&self->groups[i].data);
     }
     proto_buf_release(&self->buf);
+    proto_buf_release(&self->dbuf);
     free(self);
     *self_p = NULL;
 }
@@ -721,6 +726,9 @@ static peer_t *s_peer_new(broker_core_t *self, const uint8_t *rid, size_t rid_si
     snprintf(peer->node, sizeof peer->node, "%s", hello->node ? hello->node : "");
     peer->side = hello->role == PROTO_ROLE_PUBLIC ? SIDE_PUBLIC : SIDE_PRIVATE;
     peer->credit = hello->credit ? hello->credit : 64;
+    peer->batch = hello->batch ? hello->batch : 1;
+    if (peer->batch > BROKER_BATCH_MAX)
+        peer->batch = BROKER_BATCH_MAX;
     peer->last_seen_ms = now_ms;
     peer->last_sent_ms = now_ms;
     peer->ready_batch = self->batch; //  Its WELCOME is in this group
@@ -737,6 +745,7 @@ static void s_welcome(broker_core_t *self, const peer_t *peer, const proto_hello
     msg.welcome.heartbeat_ms = (uint32_t)self->config->heartbeat_ms;
     msg.welcome.max_frame = (uint32_t)self->config->max_frame;
     msg.welcome.credit = (uint32_t)self->config->publish_credit;
+    msg.welcome.batch = BROKER_BATCH_MAX;
     if (behind) {
         msg.welcome.conns = behind;
         msg.welcome.conns_count = s_behind(self, peer, hello, behind);
@@ -977,51 +986,71 @@ static void s_stored_reply(broker_core_t *self, const peer_t *peer, const conn_t
     queue->stored_seq = seq;
 }
 
+//  Stores message seq of a PUBLISH (alone or in a batch). Returns 0 when
+//  stored or a duplicate, 1 when refused (answered ERROR: the rest of a
+//  batch is not looked at), -1 fatal.
+static int s_publish_one(broker_core_t *self, peer_t *peer, conn_t *conn, queue_t *queue,
+                         uint64_t seq, const uint8_t *payload, size_t size, int64_t now_ms)
+{
+    queue->published++;
+    if (seq <= queue->last_seq) {
+        queue->duplicates++;
+        s_stored_reply(self, peer, conn, queue, seq);
+        return 0;
+    }
+    if (seq != queue->last_seq + 1) {
+        uint64_t expected = queue->last_seq + 1;
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_SEQUENCE_GAP,
+                 PROTO_ERR_OUT_OF_ORDER, conn->id, &expected,
+                 "sequence gap on %s: got %" PRIu64 ", expected %" PRIu64
+                 "; re-send from the expected one",
+                 conn->id, seq, expected);
+        return 1;
+    }
+    if (queue->bytes + size > (uint64_t)self->config->max_queue_bytes) {
+        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_QUEUE_FULL,
+                 PROTO_ERR_QUEUE_FULL, conn->id, &seq,
+                 "queue %s %s holds %" PRIu64 " bytes (max_queue_bytes); retry later", conn->id,
+                 s_dir_name(peer->side), queue->bytes);
+        return 1;
+    }
+    if (broker_store_append(self->store, queue->qid, seq, payload, size, now_ms) != 0)
+        return s_fatal(self);
+    if (queue->count == 0) {
+        queue->oldest_ms = now_ms;
+        queue->oldest_stale = false;
+    }
+    s_tail_keep(self, queue, conn->peer[1 - peer->side] != NULL, seq, payload, size);
+    queue->last_seq = seq;
+    queue->count++;
+    queue->bytes += size;
+    queue->stored++;
+    queue->dirty = true;
+    queue->wake = true;
+    s_stored_reply(self, peer, conn, queue, seq);
+    return 0;
+}
+
+//  PUBLISH: one message, or a batch of consecutive ones (seq, seq + 1, ...),
+//  each stored as if it came alone.
 static int s_on_publish(broker_core_t *self, peer_t *peer, const proto_data_t *data, int64_t now_ms)
 {
     conn_t *conn = s_bound_conn(self, peer, data->conn, data->seq);
     if (!conn)
         return 0;
     queue_t *queue = &conn->queue[peer->side];
-    queue->published++;
-    if (data->seq <= queue->last_seq) {
-        queue->duplicates++;
-        s_stored_reply(self, peer, conn, queue, data->seq);
-        return 0;
-    }
-    if (data->seq != queue->last_seq + 1) {
+    if (data->more_count > UINT64_MAX - data->seq) {
         uint64_t expected = queue->last_seq + 1;
         s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_SEQUENCE_GAP,
-                 PROTO_ERR_OUT_OF_ORDER, conn->id, &expected,
-                 "sequence gap on %s: got %" PRIu64 ", expected %" PRIu64
-                 "; re-send from the expected one",
-                 conn->id, data->seq, expected);
+                 PROTO_ERR_OUT_OF_ORDER, conn->id, &expected, "batch runs past the largest seq");
         return 0;
     }
-    if (queue->bytes + data->payload_size > (uint64_t)self->config->max_queue_bytes) {
-        s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_QUEUE_FULL,
-                 PROTO_ERR_QUEUE_FULL, conn->id, &data->seq,
-                 "queue %s %s holds %" PRIu64 " bytes (max_queue_bytes); retry later", conn->id,
-                 s_dir_name(peer->side), queue->bytes);
-        return 0;
-    }
-    if (broker_store_append(self->store, queue->qid, data->seq, data->payload, data->payload_size,
-                            now_ms) != 0)
-        return s_fatal(self);
-    if (queue->count == 0) {
-        queue->oldest_ms = now_ms;
-        queue->oldest_stale = false;
-    }
-    s_tail_keep(self, queue, conn->peer[1 - peer->side] != NULL, data->seq, data->payload,
-                data->payload_size);
-    queue->last_seq = data->seq;
-    queue->count++;
-    queue->bytes += data->payload_size;
-    queue->stored++;
-    queue->dirty = true;
-    queue->wake = true;
-    s_stored_reply(self, peer, conn, queue, data->seq);
-    return 0;
+    int rc = s_publish_one(self, peer, conn, queue, data->seq, data->payload, data->payload_size,
+                           now_ms);
+    for (size_t i = 0; rc == 0 && i < data->more_count; i++)
+        rc = s_publish_one(self, peer, conn, queue, data->seq + 1 + i, data->more[i].payload,
+                           data->more[i].payload_size, now_ms);
+    return rc < 0 ? -1 : 0;
 }
 
 //  Removes everything of queue up to seq (CONSUMED and HELLO's consumed are
@@ -1175,40 +1204,106 @@ int broker_core_handle(broker_core_t *self, const uint8_t *rid, size_t rid_size,
 //  ---------------------------------------------------------------------
 //  Flush: commit, replies, deliveries
 
+//  The queue's delivery counters, kept to undo a batch that did not leave.
 typedef struct {
-    broker_core_t *core; //  The core
-    conn_t *conn;        //  Connection delivered from
-    queue_t *queue;      //  Queue delivered from
-    peer_t *peer;        //  Receiver
-    int64_t now_ms;      //  Clock
-    int failed;          //  0, or the errno of the failed send
+    uint64_t delivered_upto, unacked, delivered, redelivered, max_delivered;
+} counters_t;
+
+typedef struct {
+    broker_core_t *core;             //  The core
+    conn_t *conn;                    //  Connection delivered from
+    queue_t *queue;                  //  Queue delivered from
+    peer_t *peer;                    //  Receiver
+    int64_t now_ms;                  //  Clock
+    int failed;                      //  0, or the errno of the failed send
+    uint64_t batch;                  //  Most messages per DELIVER here
+    uint64_t first;                  //  Seq of the batch's first message
+    size_t count;                    //  Messages in the batch (payloads in core->dbuf)
+    size_t offset[BROKER_BATCH_MAX]; //  Where each payload starts in core->dbuf
+    size_t size[BROKER_BATCH_MAX];   //  Its length
+    counters_t before;               //  The queue's counters before the batch
 } deliver_t;
 
+//  Forgets the batch being built and puts the queue's counters back.
+static void s_deliver_undo(deliver_t *d)
+{
+    queue_t *queue = d->queue;
+    if (d->count > 0) {
+        queue->delivered_upto = d->before.delivered_upto;
+        queue->unacked = d->before.unacked;
+        queue->delivered = d->before.delivered;
+        queue->redelivered = d->before.redelivered;
+        queue->max_delivered = d->before.max_delivered;
+    }
+    d->count = 0;
+    proto_buf_reset(&d->core->dbuf);
+}
+
+//  Sends the batch as one DELIVER (consecutive seqs; one message alone when
+//  the receiver takes no batches). On failure the queue's counters go back
+//  to before the batch: its messages are delivered again later. Returns 0 or
+//  1 (d->failed set).
+static int s_deliver_flush(deliver_t *d)
+{
+    if (d->count == 0)
+        return 0;
+    broker_core_t *self = d->core;
+    const uint8_t *base = self->dbuf.data;
+    proto_item_t more[BROKER_BATCH_MAX];
+    for (size_t i = 1; i < d->count; i++)
+        more[i - 1] = (proto_item_t){base + d->offset[i], d->size[i]};
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_DELIVER);
+    msg.deliver = (proto_data_t){
+        d->conn->id, d->first, base + d->offset[0], d->size[0], d->count > 1 ? more : NULL,
+        d->count - 1};
+    proto_error_t perr;
+    int rc = 0;
+    if (proto_msg_encode(&msg, &self->limits, &self->buf, &perr) != PROTO_OK) {
+        ts_log(TS_LOG_ERROR, "cannot encode DELIVER", "conn=%s seq=%" PRIu64 " error=\"%s\"",
+               d->conn->id, d->first, proto_error_str(&perr));
+        d->failed = EAGAIN;
+        rc = 1;
+    } else if (s_send(self, d->peer->rid, d->peer->rid_size, self->buf.data, self->buf.size,
+                      d->now_ms) != 0) {
+        d->failed = errno;
+        rc = 1;
+    }
+    if (rc)
+        s_deliver_undo(d);
+    d->count = 0;
+    proto_buf_reset(&self->dbuf);
+    return rc;
+}
+
+//  Adds message seq to the DELIVER batch (sending the batch first when it
+//  is full) and counts it as delivered.
 static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t stored_at,
                          void *arg)
 {
     (void)stored_at;
     deliver_t *d = arg;
     broker_core_t *self = d->core;
-    proto_msg_t msg;
-    proto_msg_init(&msg, PROTO_DELIVER);
-    msg.deliver.conn = d->conn->id;
-    msg.deliver.seq = seq;
-    msg.deliver.payload = payload;
-    msg.deliver.payload_size = size;
-    proto_error_t perr;
-    if (proto_msg_encode(&msg, &self->limits, &self->buf, &perr) != PROTO_OK) {
-        ts_log(TS_LOG_ERROR, "cannot encode DELIVER", "conn=%s seq=%" PRIu64 " error=\"%s\"",
-               d->conn->id, seq, proto_error_str(&perr));
+    queue_t *queue = d->queue;
+    size_t budget = self->limits.max_frame > 4096 ? self->limits.max_frame - 1024 : 0;
+    if (d->count > 0 &&
+        (d->count >= d->batch || self->dbuf.size + size + 16 * (d->count + 1) > budget ||
+         seq != d->first + d->count) &&
+        s_deliver_flush(d) != 0)
+        return 1;
+    if (d->count == 0) {
+        d->first = seq;
+        d->before = (counters_t){queue->delivered_upto, queue->unacked, queue->delivered,
+                                 queue->redelivered, queue->max_delivered};
+    }
+    d->offset[d->count] = self->dbuf.size;
+    d->size[d->count] = size;
+    if (proto_buf_append(&self->dbuf, size ? payload : "", size) != 0) {
+        s_deliver_undo(d);
         d->failed = EAGAIN;
         return 1;
     }
-    if (s_send(self, d->peer->rid, d->peer->rid_size, self->buf.data, self->buf.size, d->now_ms) !=
-        0) {
-        d->failed = errno;
-        return 1;
-    }
-    queue_t *queue = d->queue;
+    d->count++;
     queue->delivered_upto = seq;
     queue->unacked++;
     queue->delivered++;
@@ -1244,10 +1339,10 @@ static int s_deliver_from_tail(queue_t *queue, uint64_t window, deliver_t *d)
     while (queue->tail && s_deliverable(queue, window) > 0 &&
            broker_tail_find(queue->tail, s_queue_next(queue), &entry)) {
         if (s_deliver_one(entry.seq, entry.payload, entry.size, 0, d) != 0)
-            break;
+            return 0;
         n++;
     }
-    return n;
+    return s_deliver_flush(d) == 0 ? n : 0;
 }
 
 //  Sends what the receiver's window allows, from the tail when it has the
@@ -1266,15 +1361,29 @@ static int s_deliver(broker_core_t *self, conn_t *conn, int dir, int64_t now_ms)
     uint64_t window = peer->credit;
     if (window > (uint64_t)self->config->credit)
         window = (uint64_t)self->config->credit;
+    //  A quarter of the window a frame: the receiver's cumulative CONSUMED
+    //  for the first ones comes back while the next ones travel, instead of
+    //  the whole window waiting for one round trip.
+    uint64_t batch = window / 4 < peer->batch ? window / 4 : peer->batch;
     uint64_t allowed;
     while ((allowed = s_deliverable(queue, window)) > 0) {
-        deliver_t d = {self, conn, queue, peer, now_ms, 0};
+        deliver_t d = {.core = self,
+                       .conn = conn,
+                       .queue = queue,
+                       .peer = peer,
+                       .now_ms = now_ms,
+                       .batch = batch ? batch : 1};
         int n = s_deliver_from_tail(queue, window, &d);
-        if (n == 0 && !d.failed)
+        if (n == 0 && !d.failed) {
             n = broker_store_read(self->store, queue->qid, queue->delivered_upto, (int)allowed,
                                   s_deliver_one, &d);
-        if (n < 0)
-            return s_fatal(self);
+            if (n < 0) {
+                s_deliver_undo(&d);
+                return s_fatal(self);
+            }
+            if (!d.failed && s_deliver_flush(&d) != 0)
+                n = 0;
+        }
         if (d.failed == EHOSTUNREACH) {
             s_peer_drop(self, peer, "unreachable", now_ms);
             return 0;

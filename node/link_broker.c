@@ -58,6 +58,8 @@ struct link_t {
     uint32_t heartbeat_ms;  //  In force (WELCOME's, else the configured one)
     uint32_t credit;        //  PUBLISHes sent un-STORED per connection at most
     uint32_t max_frame;     //  Largest frame the broker accepts
+    uint32_t batch;         //  Most messages per PUBLISH (WELCOME.batch and config; >= 1)
+    bool corked;            //  link_cork: link_publish only queues
     int64_t now;            //  Time of the last tick / handle
     int64_t last_recv;      //  Last message from the broker (or HELLO sent)
     int64_t last_send;      //  Last message sent
@@ -218,24 +220,56 @@ static int s_send_request(link_t *self, const s_request_t *request)
     return s_send_msg(self, &msg);
 }
 
-//  Sends what conn's window holds and the credit allows.
+#define LINK_ITEM_OVERHEAD  16  //  Bytes a batch spends per message besides its payload
+#define LINK_FRAME_OVERHEAD 256 //  Bytes of a PUBLISH besides its payloads, at most
+#define LINK_BATCH_MAX      256 //  Most messages per PUBLISH this link builds
+
+//  Sends what conn's window holds and the credit allows: consecutive
+//  waiting messages go out as one PUBLISH of up to self->batch messages
+//  (one each when the broker takes no batches), within the broker's
+//  max_frame.
 static void s_pump_conn(link_t *self, s_conn_t *conn)
 {
     if (conn->stopped || (conn->resume_at && conn->resume_at > self->now))
         return;
     conn->resume_at = 0;
     const link_entry_t *entry;
+    proto_item_t more[LINK_BATCH_MAX];
     while (link_window_sent(conn->window) < self->credit &&
            (entry = link_window_next(conn->window)) != NULL) {
-        if (entry->size > self->max_frame) {
+        if (entry->size + LINK_FRAME_OVERHEAD > self->max_frame) {
             conn->stopped = true;
             s_report(self, PROTO_ERR_TOO_BIG, "PUBLISH larger than the broker's max_frame",
                      conn->id, true, entry->seq, true);
             return;
         }
-        if (s_send_frame(self, entry->frame, entry->size) != 0)
+        size_t room = self->credit - link_window_sent(conn->window);
+        size_t limit = self->batch < room ? self->batch : room;
+        //  A quarter of the window a frame: the broker commits the first
+        //  ones (and STORED comes back) while the next ones travel.
+        size_t window = link_window_count(conn->window) + link_window_room(conn->window);
+        size_t quarter = (window < self->credit ? window : self->credit) / 4;
+        if (limit > quarter)
+            limit = quarter ? quarter : 1;
+        if (limit > LINK_BATCH_MAX)
+            limit = LINK_BATCH_MAX;
+        size_t bytes = entry->size + LINK_FRAME_OVERHEAD, count = 1;
+        const link_entry_t *next;
+        while (count < limit && (next = link_window_waiting(conn->window, count)) != NULL &&
+               next->seq == entry->seq + count &&
+               bytes + next->size + LINK_ITEM_OVERHEAD <= self->max_frame) {
+            more[count - 1] = (proto_item_t){next->data, next->size};
+            bytes += next->size + LINK_ITEM_OVERHEAD;
+            count++;
+        }
+        proto_msg_t msg;
+        proto_msg_init(&msg, PROTO_PUBLISH);
+        msg.publish = (proto_data_t){
+            conn->id, entry->seq, entry->data, entry->size, count > 1 ? more : NULL, count - 1};
+        if (s_send_msg(self, &msg) != 0)
             return;
-        link_window_mark_sent(conn->window);
+        for (size_t i = 0; i < count; i++)
+            link_window_mark_sent(conn->window);
     }
 }
 
@@ -290,8 +324,8 @@ static void s_hello(link_t *self, const char *reason)
     }
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_HELLO);
-    msg.hello = (proto_hello_t){self->node_id, self->config.role, self->config.credit, states,
-                                self->conns_count};
+    msg.hello = (proto_hello_t){self->node_id, self->config.role, self->config.credit,
+                                states,        self->conns_count, self->config.batch};
     proto_error_t err;
     proto_status_t status = s_encode(self, &msg, &err);
     free(states);
@@ -350,6 +384,9 @@ static void s_on_welcome(link_t *self, const proto_welcome_t *welcome)
         self->heartbeat_ms = welcome->heartbeat_ms;
     self->credit = welcome->credit ? welcome->credit : 1;
     self->max_frame = welcome->max_frame;
+    self->batch = welcome->batch ? welcome->batch : 1;
+    if (self->batch > self->config.batch)
+        self->batch = self->config.batch ? self->config.batch : 1;
     self->backoff_ms = self->config.backoff_min_ms;
     //  Connections whose positions the broker is past (the application's
     //  state went back in time): settled before anything is sent.
@@ -449,14 +486,24 @@ static void s_on_stored(link_t *self, const proto_ack_t *ack)
         self->cb.on_stored(ack->conn, ack->seq, self->cb.arg);
 }
 
-static void s_on_deliver(link_t *self, const proto_data_t *data)
+static void s_deliver_one(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload,
+                          size_t size)
 {
     int result = LINK_REFUSED;
     if (self->cb.on_deliver)
-        result = self->cb.on_deliver(data->conn, data->seq, data->payload, data->payload_size,
-                                     self->cb.arg);
+        result = self->cb.on_deliver(conn, seq, payload, size, self->cb.arg);
     if (result == LINK_APPLIED)
-        link_consume(self, data->conn, data->seq);
+        link_consume(self, conn, seq);
+}
+
+//  DELIVER: one message, or a batch of consecutive ones, each handed to the
+//  application as if it came alone.
+static void s_on_deliver(link_t *self, const proto_data_t *data)
+{
+    s_deliver_one(self, data->conn, data->seq, data->payload, data->payload_size);
+    for (size_t i = 0; i < data->more_count && data->seq + 1 + i > data->seq; i++)
+        s_deliver_one(self, data->conn, data->seq + 1 + i, data->more[i].payload,
+                      data->more[i].payload_size);
 }
 
 static void s_on_answer(link_t *self, proto_type_t type, const char *conn)
@@ -513,6 +560,7 @@ void link_config_defaults(link_config_t *config)
     memset(config, 0, sizeof *config);
     config->role = PROTO_ROLE_PUBLIC;
     config->window = 256;
+    config->batch = 64;
     config->heartbeat_ms = 5000;
     config->liveness = 3;
     config->backoff_min_ms = 1000;
@@ -570,6 +618,7 @@ link_t *link_new(void *zmq_ctx, const link_config_t *config, const link_callback
     self->heartbeat_ms = config->heartbeat_ms;
     self->credit = config->window;
     self->max_frame = (uint32_t)self->config.limits.max_frame;
+    self->batch = 1;
     self->backoff_ms = config->backoff_min_ms;
     proto_buf_init(&self->buf);
     return self;
@@ -653,23 +702,30 @@ int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *pa
     s_conn_t *found = s_conn_find(self, conn);
     if (!found)
         return LINK_E_UNKNOWN_CONN;
-    if (found->next && seq >= found->next)
-        found->next = seq + 1;
     if (seq <= link_window_last_seq(found->window))
         return LINK_E_SEQ;
     if (link_window_room(found->window) == 0)
         return LINK_FULL;
-    proto_msg_t msg;
-    proto_msg_init(&msg, PROTO_PUBLISH);
-    msg.publish = (proto_data_t){found->id, seq, payload, size};
-    proto_status_t status = s_encode(self, &msg, NULL);
-    if (status != PROTO_OK)
-        return status == PROTO_E_NOMEM ? LINK_E_NOMEM : LINK_E_INVALID;
-    if (link_window_push(found->window, seq, self->buf.data, self->buf.size) != 0)
+    if (seq == 0 || size > self->config.limits.max_payload || (size && !payload))
+        return LINK_E_INVALID;
+    if (link_window_push(found->window, seq, size ? payload : (const uint8_t *)"", size) != 0)
         return LINK_E_NOMEM;
-    if (self->state == LINK_READY)
+    if (found->next && seq >= found->next)
+        found->next = seq + 1;
+    if (self->state == LINK_READY && !self->corked)
         s_pump_conn(self, found);
     return LINK_OK;
+}
+
+void link_cork(link_t *self)
+{
+    self->corked = true;
+}
+
+void link_uncork(link_t *self)
+{
+    self->corked = false;
+    s_pump(self);
 }
 
 size_t link_room(const link_t *self, const char *conn)

@@ -148,6 +148,8 @@ typedef struct {
     uint32_t credit;                    //  DELIVERs accepted unconsumed per
                                         //  connection (HELLO; 0: broker default)
     uint32_t window;                    //  PUBLISHes held un-STORED per connection
+    uint32_t batch;                     //  Most messages per PUBLISH / DELIVER frame,
+                                        //  when the broker takes batches (1: never batch)
     uint32_t heartbeat_ms;              //  Until WELCOME says otherwise
     uint32_t liveness;                  //  Silent heartbeats before death
     int64_t backoff_min_ms;             //  First reconnect delay
@@ -156,7 +158,7 @@ typedef struct {
     proto_limits_t limits;              //  Decoder limits for the broker's frames
 } link_config_t;
 
-//  Fills *config with the defaults: window 256, heartbeat 5000 ms, liveness
+//  Fills *config with the defaults: window 256, batch 64, heartbeat 5000 ms, liveness
 //  3, backoff 1000 -> 32000 ms, retry 1000 ms, credit 0, default limits;
 //  endpoint, node id, role and keys are left for the caller.
 void link_config_defaults(link_config_t *config);
@@ -183,6 +185,13 @@ int link_conn_add(link_t *self, const char *conn, uint64_t stored, uint64_t cons
 //  Forgets conn and its un-STORED messages. Returns LINK_OK or
 //  LINK_E_UNKNOWN_CONN.
 int link_conn_remove(link_t *self, const char *conn);
+
+//  Between link_cork and link_uncork, link_publish only queues: the burst
+//  leaves at link_uncork, consecutive messages of a connection batched into
+//  one PUBLISH when the broker takes batches (WELCOME.batch). Without a cork
+//  each link_publish sends at once.
+void link_cork(link_t *self);
+void link_uncork(link_t *self);
 
 //  The next sequence the application will assign on conn (every lower one
 //  was assigned, sent or not), for HELLO: it lets the broker tell a node

@@ -52,7 +52,7 @@ void link_window_destroy(link_window_t **self_p)
     *self_p = NULL;
 }
 
-int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *frame, size_t size)
+int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, size_t size)
 {
     if (self->count == self->capacity)
         return 1;
@@ -61,7 +61,7 @@ int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *frame, si
     uint8_t *copy = malloc(size ? size : 1);
     if (!copy)
         return -1;
-    memcpy(copy, frame, size);
+    memcpy(copy, data, size);
     link_entry_t *entry = &self->ring[(self->head + self->count) % self->capacity];
     *entry = (link_entry_t){seq, copy, size};
     self->count++;
@@ -74,7 +74,7 @@ size_t link_window_ack(link_window_t *self, uint64_t seq)
     size_t removed = 0;
     while (self->count > 0 && s_at(self, 0)->seq <= seq) {
         link_entry_t *entry = s_at(self, 0);
-        free(entry->frame);
+        free(entry->data);
         *entry = (link_entry_t){0, NULL, 0};
         self->head = (self->head + 1) % self->capacity;
         self->count--;
@@ -90,6 +90,11 @@ size_t link_window_ack(link_window_t *self, uint64_t seq)
 const link_entry_t *link_window_next(const link_window_t *self)
 {
     return self->sent < self->count ? s_at(self, self->sent) : NULL;
+}
+
+const link_entry_t *link_window_waiting(const link_window_t *self, size_t i)
+{
+    return self->sent + i < self->count ? s_at(self, self->sent + i) : NULL;
 }
 
 void link_window_mark_sent(link_window_t *self)

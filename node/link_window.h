@@ -6,15 +6,16 @@
     the application. The window is bounded: the application offers more only
     when there is room, and keeps the rest in its durable outbox.
 
-    Entries hold the encoded PUBLISH frame, ready to send again as is. They are
+    Entries hold the sealed payload of each PUBLISH; the link encodes frames
+    (one message, or a batch of consecutive ones) when it sends. They are
     split in two runs: the first `sent` entries went out in this session, the
     rest wait for their turn (link_window_next). A rewind moves entries back
     from sent to waiting; STORED removes them from the front.
 
         link_window_t *w = link_window_new(64);
-        link_window_push(w, 1, frame, size);      //  accepted: the window copies it
+        link_window_push(w, 1, payload, size);    //  accepted: the window copies it
         const link_entry_t *e = link_window_next(w);
-        ... send e->frame ...; link_window_mark_sent(w);
+        ... send e->data ...; link_window_mark_sent(w);
         link_window_ack(w, 1);                     //  STORED 1: gone
         link_window_destroy(&w);
 */
@@ -25,9 +26,9 @@
 #include <stdint.h>
 
 typedef struct {
-    uint64_t seq;   //  Sequence of the PUBLISH
-    uint8_t *frame; //  Encoded PUBLISH, owned by the window
-    size_t size;    //  Bytes in frame
+    uint64_t seq;  //  Sequence of the PUBLISH
+    uint8_t *data; //  Sealed payload, owned by the window
+    size_t size;   //  Bytes in data
 } link_entry_t;
 
 typedef struct link_window_t link_window_t;
@@ -36,13 +37,13 @@ typedef struct link_window_t link_window_t;
 //  memory.
 link_window_t *link_window_new(size_t capacity);
 
-//  Frees the window and every frame in it; sets *self_p to NULL; accepts NULL.
+//  Frees the window and every payload in it; sets *self_p to NULL; accepts NULL.
 void link_window_destroy(link_window_t **self_p);
 
-//  Appends a copy of frame as entry seq, waiting to be sent. Returns 0; 1 when
+//  Appends a copy of data as entry seq, waiting to be sent. Returns 0; 1 when
 //  the window is full; -1 when seq is not above the last entry's (or the last
 //  acknowledged sequence), or out of memory.
-int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *frame, size_t size);
+int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, size_t size);
 
 //  STORED seq: removes every entry with a sequence <= seq (STORED is
 //  cumulative, docs/protocol.md §4.4). Returns the number removed.
@@ -51,6 +52,10 @@ size_t link_window_ack(link_window_t *self, uint64_t seq);
 //  The first waiting entry, or NULL when every entry was sent. The pointer is
 //  valid until the next call that changes the window.
 const link_entry_t *link_window_next(const link_window_t *self);
+
+//  The i-th waiting entry (0: the one link_window_next returns), or NULL
+//  past the last. Valid until the next call that changes the window.
+const link_entry_t *link_window_waiting(const link_window_t *self, size_t i);
 
 //  Marks the entry link_window_next returned as sent.
 void link_window_mark_sent(link_window_t *self);

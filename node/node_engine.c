@@ -391,8 +391,10 @@ static void s_offer(node_engine_t *self, const char *conn)
     if (room == 0)
         return;
     s_offer_t offer = {self, known};
+    link_cork(self->link); //  the rows leave together, batched
     if (node_state_outbox_each(self->state, conn, known->offered, room, s_offer_row, &offer))
         s_log_state_error(self, "offer");
+    link_uncork(self->link);
 }
 
 //  Puts conn in the link with its durable positions.

@@ -25,6 +25,7 @@ static const proto_fdef_t s_hello_fields[] = {
     PROTO_S_FIELD(proto_hello_t, role, PROTO_K_ROLE, PROTO_F_REQ, 0, 0),
     PROTO_S_FIELD(proto_hello_t, credit, PROTO_K_U32, PROTO_F_OMIT0, 0, 0),
     PROTO_S_LIST(proto_hello_t, conns, conns_count, PROTO_K_LIST, PROTO_F_REQ, 0, &s_conn_state),
+    PROTO_S_FIELD(proto_hello_t, batch, PROTO_K_U32, PROTO_F_OMIT0, 0, 0),
 };
 static const proto_schema_t s_hello = {"HELLO", PROTO_HELLO, sizeof(proto_hello_t),
                                        PROTO_S_ARR(s_hello_fields), NULL};
@@ -35,6 +36,7 @@ static const proto_fdef_t s_welcome_fields[] = {
     PROTO_S_FIELD(proto_welcome_t, max_frame, PROTO_K_U32, PROTO_F_REQ, 1024, 0),
     PROTO_S_FIELD(proto_welcome_t, credit, PROTO_K_U32, PROTO_F_REQ, 1, 0),
     PROTO_S_LIST(proto_welcome_t, conns, conns_count, PROTO_K_LIST, 0, 0, &s_conn_state),
+    PROTO_S_FIELD(proto_welcome_t, batch, PROTO_K_U32, PROTO_F_OMIT0, 0, 0),
 };
 static const proto_schema_t s_welcome = {"WELCOME", PROTO_WELCOME, sizeof(proto_welcome_t),
                                          PROTO_S_ARR(s_welcome_fields), NULL};
@@ -75,15 +77,32 @@ static const proto_fdef_t s_joined_fields[] = {
 static const proto_schema_t s_joined = {"JOINED", PROTO_JOINED, sizeof(proto_joined_t),
                                         PROTO_S_ARR(s_joined_fields), NULL};
 
+static const proto_fdef_t s_item_fields[] = {
+    PROTO_S_BYTES(proto_item_t, payload, payload_size, PROTO_F_REQ | PROTO_F_PAYLOAD, 0),
+};
+static const proto_schema_t s_item = {"item", 0, sizeof(proto_item_t), PROTO_S_ARR(s_item_fields),
+                                      NULL};
+
 static const proto_fdef_t s_data_fields[] = {
     PROTO_S_FIELD(proto_data_t, conn, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_ID),
     PROTO_S_FIELD(proto_data_t, seq, PROTO_K_U64, PROTO_F_REQ, 1, 0),
     PROTO_S_BYTES(proto_data_t, payload, payload_size, PROTO_F_REQ | PROTO_F_PAYLOAD, 0),
+    PROTO_S_LIST(proto_data_t, more, more_count, PROTO_K_LIST, 0, 0, &s_item),
 };
+//  A batch's last sequence (seq + more_count) must exist.
+static proto_status_t s_data_rule(const void *obj, proto_error_t *err)
+{
+    const proto_data_t *data = obj;
+    if (data->more_count > UINT64_MAX - data->seq)
+        return proto_error_set(err, PROTO_E_VALUE, "more", data->more_count,
+                               UINT64_MAX - data->seq);
+    return PROTO_OK;
+}
+
 static const proto_schema_t s_publish = {"PUBLISH", PROTO_PUBLISH, sizeof(proto_data_t),
-                                         PROTO_S_ARR(s_data_fields), NULL};
+                                         PROTO_S_ARR(s_data_fields), s_data_rule};
 static const proto_schema_t s_deliver = {"DELIVER", PROTO_DELIVER, sizeof(proto_data_t),
-                                         PROTO_S_ARR(s_data_fields), NULL};
+                                         PROTO_S_ARR(s_data_fields), s_data_rule};
 
 static const proto_fdef_t s_ack_fields[] = {
     PROTO_S_FIELD(proto_ack_t, conn, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_ID),

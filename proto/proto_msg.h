@@ -87,6 +87,8 @@ typedef struct {
                                      //  connection; 0 (or absent): broker default
     const proto_conn_state_t *conns; //  Connections this node serves
     size_t conns_count;              //  Entries in conns
+    uint32_t batch;                  //  Most messages per DELIVER the node takes (0 or
+                                     //  absent: 1, one message per frame)
 } proto_hello_t;
 
 typedef struct {
@@ -99,6 +101,8 @@ typedef struct {
                                      //  of the node, consumed = the last one deleted toward
                                      //  it (docs/protocol.md §4.1); NULL when none
     size_t conns_count;              //  Entries in conns
+    uint32_t batch;                  //  Most messages per PUBLISH the broker takes (0 or
+                                     //  absent: 1, one message per frame)
 } proto_welcome_t;
 
 typedef struct {
@@ -127,12 +131,21 @@ typedef struct {
     const char *description; //  The other node's description
 } proto_joined_t;
 
-//  PUBLISH and DELIVER.
+//  One more message of a batched PUBLISH / DELIVER.
 typedef struct {
-    const char *conn;       //  Connection id
-    uint64_t seq;           //  Sender's sequence, >= 1
-    const uint8_t *payload; //  Sealed payload (proto_seal.h), opaque to the broker
+    const uint8_t *payload; //  Sealed payload
     size_t payload_size;    //  Bytes in payload
+} proto_item_t;
+
+//  PUBLISH and DELIVER: one message, or a batch of consecutive ones (the
+//  receiver said it takes batches: HELLO.batch, WELCOME.batch).
+typedef struct {
+    const char *conn;         //  Connection id
+    uint64_t seq;             //  Sender's sequence, >= 1
+    const uint8_t *payload;   //  Sealed payload (proto_seal.h), opaque to the broker
+    size_t payload_size;      //  Bytes in payload
+    const proto_item_t *more; //  Messages seq + 1, seq + 2, ... (NULL: none)
+    size_t more_count;        //  Entries in more
 } proto_data_t;
 
 //  STORED and CONSUMED (cumulative: every seq up to this one).

@@ -351,7 +351,7 @@ done:
 /* The timed sides */
 
 /* Offers the next messages while their connection's window has room. */
-static void s_feed(s_node_t *node, uint64_t *next, uint8_t *payload)
+static void s_feed_burst(s_node_t *node, uint64_t *next, uint8_t *payload)
 {
     const bench_args_t *args = node->args;
     while (*next < args->messages) {
@@ -368,6 +368,14 @@ static void s_feed(s_node_t *node, uint64_t *next, uint8_t *payload)
         }
         (*next)++;
     }
+}
+
+/* One burst, corked: the link sends it as batched PUBLISHes, as the node does. */
+static void s_feed(s_node_t *node, uint64_t *next, uint8_t *payload)
+{
+    link_cork(node->link);
+    s_feed_burst(node, next, payload);
+    link_uncork(node->link);
 }
 
 static int s_publish(void *arg)

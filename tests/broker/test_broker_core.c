@@ -499,6 +499,99 @@ static void test_behind_node_told_in_welcome(void **state)
     proto_buf_release(&metrics);
 }
 
+//  PUBLISH of seq with the next more_count messages in the same frame.
+static void s_publish_batch(core_rig_t *rig, int id, uint64_t seq, size_t more_count)
+{
+    static const proto_item_t items[16] = {{(const uint8_t *)"sealed", 6}};
+    proto_item_t more[16];
+    for (size_t i = 0; i < more_count; i++)
+        more[i] = items[0];
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish = (proto_data_t){"c1", seq, (const uint8_t *)"sealed", 6, more, more_count};
+    assert_int_equal(core_rig_send(rig, id, &msg), 0);
+}
+
+//  The seqs the DELIVER frames to id carried, in order, into seqs[]; returns
+//  how many, and sets *frames and *largest (messages in the biggest frame).
+static size_t s_delivered(core_rig_t *rig, int id, uint64_t *seqs, size_t cap, size_t *frames,
+                          size_t *largest)
+{
+    size_t n = 0;
+    *frames = *largest = 0;
+    const proto_msg_t *d;
+    while ((d = core_rig_find(rig, id, PROTO_DELIVER, *frames)) != NULL) {
+        (*frames)++;
+        if (d->deliver.more_count + 1 > *largest)
+            *largest = d->deliver.more_count + 1;
+        for (size_t i = 0; i <= d->deliver.more_count && n < cap; i++)
+            seqs[n++] = d->deliver.seq + i;
+    }
+    return n;
+}
+
+//  Batches: a PUBLISH of several consecutive messages is stored message by
+//  message (duplicates answered, a gap refused whole) under one cumulative
+//  STORED; a receiver that said HELLO.batch gets DELIVERs of several
+//  consecutive messages, a receiver that did not gets one per frame.
+static void test_batches(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    //  The private node says it takes batches of 4.
+    proto_conn_state_t c1 = {"c1", 0, 0, 0};
+    proto_msg_t hello;
+    proto_msg_init(&hello, PROTO_HELLO);
+    hello.hello = (proto_hello_t){"priv", PROTO_ROLE_PRIVATE, 0, &c1, 1, 4};
+    assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &hello), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    const proto_msg_t *w = core_rig_find(rig, RIG_PRIVATE, PROTO_WELCOME, 0);
+    assert_non_null(w);
+    assert_true(w->welcome.batch > 1); //  the broker takes batches too
+    core_rig_clear(rig);
+
+    s_publish_batch(rig, RIG_PUBLIC, 1, 9); //  1 .. 10
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_STORED), 1);
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 10);
+    uint64_t seqs[64];
+    size_t frames, largest;
+    size_t n = s_delivered(rig, RIG_PRIVATE, seqs, 64, &frames, &largest);
+    assert_true(n >= 4);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(seqs[i], i + 1);
+    assert_true(frames < n);
+    assert_true(largest > 1 && largest <= 4);
+    core_rig_clear(rig);
+
+    //  Overlapping a stored run: 8 .. 10 are duplicates, 11 and 12 new.
+    s_publish_batch(rig, RIG_PUBLIC, 8, 4);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 12);
+    core_rig_clear(rig);
+    //  A batch past a gap is refused whole, nothing of it stored.
+    s_publish_batch(rig, RIG_PUBLIC, 20, 1);
+    assert_int_equal(core_rig_flush(rig), 0);
+    const proto_msg_t *e = core_rig_find(rig, RIG_PUBLIC, PROTO_ERROR, 0);
+    assert_non_null(e);
+    assert_int_equal(e->error.code, PROTO_ERR_OUT_OF_ORDER);
+    assert_int_equal(e->error.seq, 13);
+    assert_null(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0));
+    core_rig_clear(rig);
+    s_publish_batch(rig, RIG_PUBLIC, 13, 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 13);
+    core_rig_clear(rig);
+
+    //  The public node said no batch size: one message per DELIVER.
+    s_publish_batch(rig, RIG_PRIVATE, 1, 2);
+    assert_int_equal(core_rig_flush(rig), 0);
+    n = s_delivered(rig, RIG_PUBLIC, seqs, 64, &frames, &largest);
+    assert_int_equal(n, 3);
+    assert_int_equal(frames, 3);
+    assert_int_equal(largest, 1);
+}
+
 static void test_garbage_answered_and_counted(void **state)
 {
     core_rig_t *rig = *state;
@@ -533,6 +626,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_restores, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_answered_and_counted, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_behind_node_told_in_welcome, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_batches, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -221,7 +221,7 @@ static void s_send_welcome(env_t *env, uint32_t credit)
 {
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_WELCOME);
-    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, credit, NULL, 0};
+    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, credit, NULL, 0, 0};
     s_send(env, &msg);
 }
 
@@ -391,7 +391,7 @@ static void test_behind_positions_in_welcome(void **state)
     proto_msg_clear(&msg);
     proto_conn_state_t behind = {"c1", 9, 6, 0};
     proto_msg_init(&msg, PROTO_WELCOME);
-    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, 16, &behind, 1};
+    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, 16, &behind, 1, 0};
     s_send(env, &msg);
     assert_int_equal(link_state(env->link), LINK_READY);
     const event_t *e = s_last(env, 'B');
@@ -412,6 +412,70 @@ static void test_behind_positions_in_welcome(void **state)
     assert_int_equal(msg.hello.conns[0].consumed, 6);
     assert_int_equal(msg.hello.conns[0].next, 11);
     proto_msg_clear(&msg);
+}
+
+//  With a broker that takes batches (WELCOME.batch), a corked burst leaves
+//  as PUBLISHes of consecutive messages, at most a quarter of the window
+//  each; an uncorked publish goes at once, alone. A batched DELIVER reaches
+//  the application message by message, in order.
+static void test_batches(void **state)
+{
+    env_t *env = *state;
+    env->config.window = 16;
+    s_new_link(env);
+    assert_int_equal(link_conn_add(env->link, "c1", 0, 0), LINK_OK);
+    link_tick(env->link, env->now);
+    proto_msg_t msg;
+    s_expect(env, PROTO_HELLO, &msg);
+    assert_int_equal(msg.hello.batch, 64); //  the default: it takes batched DELIVERs
+    proto_msg_clear(&msg);
+    proto_msg_init(&msg, PROTO_WELCOME);
+    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, 16, NULL, 0, 8};
+    s_send(env, &msg);
+    assert_int_equal(link_state(env->link), LINK_READY);
+
+    link_cork(env->link);
+    for (uint64_t seq = 1; seq <= 6; seq++) {
+        char text[8];
+        snprintf(text, sizeof text, "m%llu", (unsigned long long)seq);
+        s_publish(env, "c1", seq, text);
+    }
+    assert_true(s_quiet(env, 100)); //  corked: nothing yet
+    link_uncork(env->link);
+    uint64_t expect = 1;
+    for (int frame = 0; frame < 2; frame++) {
+        s_expect(env, PROTO_PUBLISH, &msg);
+        assert_int_equal(msg.publish.seq, expect);
+        assert_int_equal(msg.publish.more_count, frame == 0 ? 3 : 1); //  16 / 4, then the rest
+        assert_memory_equal(msg.publish.payload, frame == 0 ? "m1" : "m5", 2);
+        for (size_t i = 0; i < msg.publish.more_count; i++) {
+            char text[8];
+            snprintf(text, sizeof text, "m%llu", (unsigned long long)(expect + 1 + i));
+            assert_int_equal(msg.publish.more[i].payload_size, strlen(text));
+            assert_memory_equal(msg.publish.more[i].payload, text, strlen(text));
+        }
+        expect += 1 + msg.publish.more_count;
+        proto_msg_clear(&msg);
+    }
+    s_publish(env, "c1", 7, "m7");
+    s_expect(env, PROTO_PUBLISH, &msg);
+    assert_int_equal(msg.publish.seq, 7);
+    assert_int_equal(msg.publish.more_count, 0);
+    proto_msg_clear(&msg);
+
+    proto_item_t more[2] = {{(const uint8_t *)"two", 3}, {(const uint8_t *)"three", 5}};
+    proto_msg_init(&msg, PROTO_DELIVER);
+    msg.deliver = (proto_data_t){"c1", 1, (const uint8_t *)"one", 3, more, 2};
+    s_send(env, &msg);
+    assert_int_equal(s_count(env, 'D'), 3);
+    static const char *const texts[] = {"one", "two", "three"};
+    for (size_t i = 0, d = 0; i < env->events_count; i++) {
+        if (env->events[i].type != 'D')
+            continue;
+        assert_int_equal(env->events[i].seq, d + 1);
+        assert_string_equal(env->events[i].text, texts[d]);
+        d++;
+    }
 }
 
 static void test_publish_stored(void **state)
@@ -499,7 +563,7 @@ static void test_deliver_consumed(void **state)
     s_ready(env, 16);
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_DELIVER);
-    msg.deliver = (proto_data_t){"c1", 8, (const uint8_t *)"hello", 5};
+    msg.deliver = (proto_data_t){"c1", 8, (const uint8_t *)"hello", 5, NULL, 0};
     s_send(env, &msg);
     const event_t *e = s_last(env, 'D');
     assert_non_null(e);
@@ -554,7 +618,7 @@ static void test_consumed_once_per_burst(void **state)
     for (uint64_t seq = 1; seq <= 40; seq++) {
         proto_msg_t msg;
         proto_msg_init(&msg, PROTO_DELIVER);
-        msg.deliver = (proto_data_t){"c1", seq, (const uint8_t *)"x", 1};
+        msg.deliver = (proto_data_t){"c1", seq, (const uint8_t *)"x", 1, NULL, 0};
         assert_int_equal(proto_msg_encode(&msg, NULL, &buf, NULL), PROTO_OK);
         zmq_send(env->router, env->node_id, strlen(env->node_id), ZMQ_SNDMORE);
         zmq_send(env->router, buf.data, buf.size, 0);
@@ -843,6 +907,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_behind_positions_in_welcome, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_and_credit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resend_after_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_consumed, setup, teardown),

@@ -26,7 +26,7 @@ static void s_take(link_window_t *w, uint64_t seq)
     assert_non_null(e);
     assert_int_equal(e->seq, seq);
     assert_int_equal(e->size, 8);
-    assert_memory_equal(e->frame, &seq, 8);
+    assert_memory_equal(e->data, &seq, 8);
     link_window_mark_sent(w);
 }
 

@@ -11,6 +11,7 @@ const proto_type_t samples_types[] = {
 const size_t samples_types_count = sizeof(samples_types) / sizeof(samples_types[0]);
 
 static const uint8_t s_payload[] = {0xde, 0xad, 0xbe, 0xef, 0x00, 0xff};
+static const proto_item_t s_more[] = {{s_payload, 3}, {s_payload + 3, 0}};
 static const proto_conn_state_t s_conns[] = {
     {"conn-1", 10, 7, 11},
     {"conn.2:x_Y", 0, UINT64_MAX, 0},
@@ -21,10 +22,10 @@ void samples_msg(proto_msg_t *msg, proto_type_t type)
     proto_msg_init(msg, type);
     switch (type) {
     case PROTO_HELLO:
-        msg->hello = (proto_hello_t){"node-a", PROTO_ROLE_PRIVATE, 32, s_conns, 2};
+        msg->hello = (proto_hello_t){"node-a", PROTO_ROLE_PRIVATE, 32, s_conns, 2, 16};
         break;
     case PROTO_WELCOME:
-        msg->welcome = (proto_welcome_t){"broker-1", 1000, 1048576, 64, s_conns, 1};
+        msg->welcome = (proto_welcome_t){"broker-1", 1000, 1048576, 64, s_conns, 1, 8};
         break;
     case PROTO_ERROR:
         msg->error = (proto_msg_error_t){PROTO_ERR_QUEUE_FULL, "queue full", "conn-1", true, 9};
@@ -45,7 +46,7 @@ void samples_msg(proto_msg_t *msg, proto_type_t type)
         break;
     case PROTO_PUBLISH:
     case PROTO_DELIVER:
-        msg->publish = (proto_data_t){"conn-1", 42, s_payload, sizeof(s_payload)};
+        msg->publish = (proto_data_t){"conn-1", 42, s_payload, sizeof(s_payload), s_more, 2};
         break;
     case PROTO_STORED:
     case PROTO_CONSUMED:

@@ -64,6 +64,18 @@ static void test_round_trip_edges(void **state)
     msg.publish.conn = id;
     msg.publish.seq = UINT64_MAX;
     msg.publish.payload_size = 0;
+    msg.publish.more_count = 0;
+    s_round_trip(&msg);
+    //  A batch whose last sequence would pass UINT64_MAX is refused.
+    msg.publish.seq = UINT64_MAX - 1;
+    msg.publish.more_count = 2;
+    proto_buf_t buf;
+    proto_buf_init(&buf);
+    proto_error_t perr;
+    assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &perr), PROTO_E_VALUE);
+    assert_non_null(strstr(proto_error_str(&perr), "more"));
+    proto_buf_release(&buf);
+    msg.publish.more_count = 1; //  the last one is UINT64_MAX: fine
     s_round_trip(&msg);
 
     //  Largest payload the default limits allow still fits a frame.
