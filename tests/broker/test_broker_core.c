@@ -512,6 +512,18 @@ static void s_publish_batch(core_rig_t *rig, int id, uint64_t seq, size_t more_c
     assert_int_equal(core_rig_send(rig, id, &msg), 0);
 }
 
+//  Publishes a batch from the public node and commits: the seq of the one
+//  STORED answered, 0 when none. The captured output is cleared first.
+static uint64_t s_batch_stored(core_rig_t *rig, uint64_t seq, size_t more_count)
+{
+    core_rig_clear(rig);
+    s_publish_batch(rig, RIG_PUBLIC, seq, more_count);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_true(core_rig_count(rig, RIG_PUBLIC, PROTO_STORED) <= 1);
+    const proto_msg_t *stored = core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0);
+    return stored ? stored->stored.seq : 0;
+}
+
 //  The seqs the DELIVER frames to id carried, in order, into seqs[]; returns
 //  how many, and sets *frames and *largest (messages in the biggest frame).
 static size_t s_delivered(core_rig_t *rig, int id, uint64_t *seqs, size_t cap, size_t *frames,
@@ -550,10 +562,7 @@ static void test_batches(void **state)
     assert_true(w->welcome.batch > 1); //  the broker takes batches too
     core_rig_clear(rig);
 
-    s_publish_batch(rig, RIG_PUBLIC, 1, 9); //  1 .. 10
-    assert_int_equal(core_rig_flush(rig), 0);
-    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_STORED), 1);
-    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 10);
+    assert_int_equal(s_batch_stored(rig, 1, 9), 10); //  1 .. 10
     uint64_t seqs[64];
     size_t frames, largest;
     size_t n = s_delivered(rig, RIG_PRIVATE, seqs, 64, &frames, &largest);
@@ -565,22 +574,14 @@ static void test_batches(void **state)
     core_rig_clear(rig);
 
     //  Overlapping a stored run: 8 .. 10 are duplicates, 11 and 12 new.
-    s_publish_batch(rig, RIG_PUBLIC, 8, 4);
-    assert_int_equal(core_rig_flush(rig), 0);
-    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 12);
-    core_rig_clear(rig);
+    assert_int_equal(s_batch_stored(rig, 8, 4), 12);
     //  A batch past a gap is refused whole, nothing of it stored.
-    s_publish_batch(rig, RIG_PUBLIC, 20, 1);
-    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(s_batch_stored(rig, 20, 1), 0);
     const proto_msg_t *e = core_rig_find(rig, RIG_PUBLIC, PROTO_ERROR, 0);
     assert_non_null(e);
     assert_int_equal(e->error.code, PROTO_ERR_OUT_OF_ORDER);
     assert_int_equal(e->error.seq, 13);
-    assert_null(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0));
-    core_rig_clear(rig);
-    s_publish_batch(rig, RIG_PUBLIC, 13, 0);
-    assert_int_equal(core_rig_flush(rig), 0);
-    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 13);
+    assert_int_equal(s_batch_stored(rig, 13, 0), 13);
     core_rig_clear(rig);
 
     //  The public node said no batch size: one message per DELIVER.
