@@ -140,6 +140,7 @@ struct broker_core_t {
     int deferred;                  //  Batches of removals only waiting for a commit
     proto_buf_t buf;               //  Encode buffer
     proto_buf_t dbuf;              //  Payloads of the DELIVER batch being built
+    size_t deliver_frame;          //  Largest DELIVER batch frame (bytes)
     broker_metrics_t metrics;      //  Broker-wide counters
     ts_log_limiter_t limiter;      //  Rate limit of refusal logs
     ts_log_limiter_t session_log;  //  Rate limit of connect/disconnect logs
@@ -400,6 +401,12 @@ broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *con
     self->send = send;
     self->send_arg = send_arg;
     self->limits = proto_limits_default();
+    //  A DELIVER batch stays within the frame every decoder takes by default:
+    //  the broker does not know the receiver's limit (a single message always
+    //  fits it, max_payload is below it).
+    self->deliver_frame = self->limits.max_frame < (size_t)config->max_frame
+                              ? self->limits.max_frame
+                              : (size_t)config->max_frame;
     self->limits.max_frame = (size_t)config->max_frame;
     if (self->limits.max_payload > (size_t)config->max_frame - 512)
         self->limits.max_payload = (size_t)config->max_frame - 512;
@@ -1269,10 +1276,12 @@ static int s_deliver_flush(deliver_t *d)
         d->failed = errno;
         rc = 1;
     }
-    if (rc)
+    if (rc) {
         s_deliver_undo(d);
-    d->count = 0;
-    proto_buf_reset(&self->dbuf);
+    } else {
+        d->count = 0;
+        proto_buf_reset(&self->dbuf);
+    }
     return rc;
 }
 
@@ -1285,9 +1294,10 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t
     deliver_t *d = arg;
     broker_core_t *self = d->core;
     queue_t *queue = d->queue;
-    size_t budget = self->limits.max_frame > 4096 ? self->limits.max_frame - 1024 : 0;
     if (d->count > 0 &&
-        (d->count >= d->batch || self->dbuf.size + size + 16 * (d->count + 1) > budget ||
+        (d->count >= d->batch ||
+         PROTO_DATA_OVERHEAD + self->dbuf.size + size + PROTO_ITEM_OVERHEAD * (d->count + 1) >
+             self->deliver_frame ||
          seq != d->first + d->count) &&
         s_deliver_flush(d) != 0)
         return 1;

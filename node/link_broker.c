@@ -220,14 +220,12 @@ static int s_send_request(link_t *self, const s_request_t *request)
     return s_send_msg(self, &msg);
 }
 
-#define LINK_ITEM_OVERHEAD  16  //  Bytes a batch spends per message besides its payload
-#define LINK_FRAME_OVERHEAD 256 //  Bytes of a PUBLISH besides its payloads, at most
-#define LINK_BATCH_MAX      256 //  Most messages per PUBLISH this link builds
+#define LINK_BATCH_MAX 256 //  Most messages per PUBLISH this link builds
 
 //  Sends what conn's window holds and the credit allows: consecutive
 //  waiting messages go out as one PUBLISH of up to self->batch messages
 //  (one each when the broker takes no batches), within the broker's
-//  max_frame.
+//  max_frame and the link's own.
 static void s_pump_conn(link_t *self, s_conn_t *conn)
 {
     if (conn->stopped || (conn->resume_at && conn->resume_at > self->now))
@@ -235,9 +233,14 @@ static void s_pump_conn(link_t *self, s_conn_t *conn)
     conn->resume_at = 0;
     const link_entry_t *entry;
     proto_item_t more[LINK_BATCH_MAX];
+    size_t frame = self->max_frame < self->config.limits.max_frame ? self->max_frame
+                                                                   : self->config.limits.max_frame;
+    //  A quarter of the window a frame: the broker commits the first ones
+    //  (and STORED comes back) while the next ones travel.
+    size_t quarter = (self->config.window < self->credit ? self->config.window : self->credit) / 4;
     while (link_window_sent(conn->window) < self->credit &&
            (entry = link_window_next(conn->window)) != NULL) {
-        if (entry->size + LINK_FRAME_OVERHEAD > self->max_frame) {
+        if (entry->size + PROTO_DATA_OVERHEAD > self->max_frame) {
             conn->stopped = true;
             s_report(self, PROTO_ERR_TOO_BIG, "PUBLISH larger than the broker's max_frame",
                      conn->id, true, entry->seq, true);
@@ -245,21 +248,17 @@ static void s_pump_conn(link_t *self, s_conn_t *conn)
         }
         size_t room = self->credit - link_window_sent(conn->window);
         size_t limit = self->batch < room ? self->batch : room;
-        //  A quarter of the window a frame: the broker commits the first
-        //  ones (and STORED comes back) while the next ones travel.
-        size_t window = link_window_count(conn->window) + link_window_room(conn->window);
-        size_t quarter = (window < self->credit ? window : self->credit) / 4;
         if (limit > quarter)
             limit = quarter ? quarter : 1;
         if (limit > LINK_BATCH_MAX)
             limit = LINK_BATCH_MAX;
-        size_t bytes = entry->size + LINK_FRAME_OVERHEAD, count = 1;
+        size_t bytes = entry->size + PROTO_DATA_OVERHEAD, count = 1;
         const link_entry_t *next;
         while (count < limit && (next = link_window_waiting(conn->window, count)) != NULL &&
                next->seq == entry->seq + count &&
-               bytes + next->size + LINK_ITEM_OVERHEAD <= self->max_frame) {
+               bytes + next->size + PROTO_ITEM_OVERHEAD <= frame) {
             more[count - 1] = (proto_item_t){next->data, next->size};
-            bytes += next->size + LINK_ITEM_OVERHEAD;
+            bytes += next->size + PROTO_ITEM_OVERHEAD;
             count++;
         }
         proto_msg_t msg;

@@ -131,6 +131,14 @@ typedef struct {
     const char *description; //  The other node's description
 } proto_joined_t;
 
+//  Room a PUBLISH / DELIVER needs besides its payloads, at most: the keys,
+//  the connection id, the sequence and the list header (about 120 bytes);
+//  and each message of a batch besides its payload (14). A sender keeps
+//  PROTO_DATA_OVERHEAD + sum(payload + PROTO_ITEM_OVERHEAD) within the frame
+//  limit of the receiver.
+#define PROTO_DATA_OVERHEAD 256
+#define PROTO_ITEM_OVERHEAD 16
+
 //  One more message of a batched PUBLISH / DELIVER.
 typedef struct {
     const uint8_t *payload; //  Sealed payload

@@ -593,6 +593,51 @@ static void test_batches(void **state)
     assert_int_equal(largest, 1);
 }
 
+//  A broker configured for frames larger than the protocol's default still
+//  keeps each DELIVER batch within that default (the receiver's limit is not
+//  known to it): 16 messages of 200 KiB leave in frames of at most 1 MiB.
+static void test_batches_within_the_default_frame(void **state)
+{
+    (void)state;
+    core_rig_t rig;
+    const char *args[] = {"--max-frame", "8388608", "--credit", "64", NULL};
+    assert_int_equal(core_rig_init(&rig, args, false, NULL), 0);
+    assert_int_equal(core_rig_join(&rig), 0);
+    proto_conn_state_t c1 = {"c1", 0, 0, 0};
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_HELLO);
+    msg.hello = (proto_hello_t){"priv", PROTO_ROLE_PRIVATE, 64, &c1, 1, 64};
+    assert_int_equal(core_rig_send(&rig, RIG_PRIVATE, &msg), 0);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    core_rig_clear(&rig);
+    static uint8_t payload[200 * 1024];
+    for (uint64_t seq = 1; seq <= 16; seq++) {
+        proto_msg_init(&msg, PROTO_PUBLISH);
+        msg.publish = (proto_data_t){"c1", seq, payload, sizeof payload, NULL, 0};
+        assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+    }
+    assert_int_equal(core_rig_flush(&rig), 0);
+    size_t frame_max = proto_limits_default().max_frame, frames = 0, messages = 0;
+    for (size_t i = 0; i < rig.out_count; i++) {
+        const rig_out_t *out = &rig.out[i];
+        if (out->id != RIG_PRIVATE)
+            continue;
+        assert_true(out->decoded); //  a frame above 1 MiB would not decode here
+        if (out->msg.type != PROTO_DELIVER)
+            continue;
+        size_t bytes = PROTO_DATA_OVERHEAD + out->msg.deliver.payload_size;
+        for (size_t j = 0; j < out->msg.deliver.more_count; j++)
+            bytes += PROTO_ITEM_OVERHEAD + out->msg.deliver.more[j].payload_size;
+        assert_true(bytes <= frame_max);
+        assert_int_equal(out->msg.deliver.seq, messages + 1);
+        messages += 1 + out->msg.deliver.more_count;
+        frames++;
+    }
+    assert_int_equal(messages, 16);
+    assert_true(frames >= 4 && frames < 16); //  batched, and split by size
+    core_rig_destroy(&rig);
+}
+
 static void test_garbage_answered_and_counted(void **state)
 {
     core_rig_t *rig = *state;
@@ -628,6 +673,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_answered_and_counted, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_behind_node_told_in_welcome, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_batches, s_setup, s_teardown),
+        cmocka_unit_test(test_batches_within_the_default_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -183,7 +183,7 @@ static void s_recv(env_t *env, proto_msg_t *msg)
     assert_true(n > 0);
     id[n] = '\0';
     snprintf(env->node_id, sizeof env->node_id, "%s", id);
-    uint8_t frame[4096];
+    static uint8_t frame[2 << 20]; //  the decoded message keeps its own copy
     n = zmq_recv(env->router, frame, sizeof frame, 0);
     assert_true(n > 0);
     assert_int_equal(proto_msg_decode(frame, (size_t)n, NULL, msg, NULL), PROTO_OK);
@@ -315,6 +315,11 @@ static void s_ready(env_t *env, uint32_t credit)
     proto_msg_clear(&msg);
     s_send_welcome(env, credit);
     assert_int_equal(link_state(env->link), LINK_READY);
+}
+
+static void s_publish_bytes(env_t *env, uint64_t seq, const uint8_t *data, size_t size)
+{
+    assert_int_equal(link_publish(env->link, "c1", seq, data, size), LINK_OK);
 }
 
 static void s_publish(env_t *env, const char *conn, uint64_t seq, const char *text)
@@ -476,6 +481,41 @@ static void test_batches(void **state)
         assert_string_equal(env->events[i].text, texts[d]);
         d++;
     }
+}
+
+//  A broker that takes frames far larger than the link's own limit: a
+//  batch is cut at the smaller of the two, so every PUBLISH still encodes.
+static void test_batch_within_the_link_frame(void **state)
+{
+    env_t *env = *state;
+    env->config.window = 32; //  a quarter: 8 messages a frame by count
+    s_new_link(env);
+    assert_int_equal(link_conn_add(env->link, "c1", 0, 0), LINK_OK);
+    link_tick(env->link, env->now);
+    proto_msg_t msg;
+    s_expect(env, PROTO_HELLO, &msg);
+    proto_msg_clear(&msg);
+    proto_msg_init(&msg, PROTO_WELCOME);
+    msg.welcome = (proto_welcome_t){"fake-broker", HB, 64u << 20, 32, NULL, 0, 256};
+    s_send(env, &msg);
+    static uint8_t payload[300 * 1024];
+    link_cork(env->link);
+    for (uint64_t seq = 1; seq <= 8; seq++)
+        s_publish_bytes(env, seq, payload, sizeof payload);
+    link_uncork(env->link);
+    uint64_t next = 1;
+    while (next <= 8) {
+        s_expect(env, PROTO_PUBLISH, &msg);
+        assert_int_equal(msg.publish.seq, next);
+        size_t bytes = PROTO_DATA_OVERHEAD + msg.publish.payload_size;
+        for (size_t i = 0; i < msg.publish.more_count; i++)
+            bytes += PROTO_ITEM_OVERHEAD + msg.publish.more[i].payload_size;
+        assert_true(bytes <= env->config.limits.max_frame);
+        assert_true(msg.publish.more_count >= 1); //  still batched
+        next += 1 + msg.publish.more_count;
+        proto_msg_clear(&msg);
+    }
+    assert_null(s_last(env, 'E')); //  no PUBLISH failed to encode
 }
 
 static void test_publish_stored(void **state)
@@ -908,6 +948,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publish_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_behind_positions_in_welcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_within_the_link_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_and_credit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resend_after_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_consumed, setup, teardown),
