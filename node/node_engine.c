@@ -615,8 +615,6 @@ static void s_on_behind(const char *conn, uint64_t stored, uint64_t consumed, vo
            "conn=%s broker_stored=%" PRIu64 " broker_consumed=%" PRIu64 " next_out_seq=%" PRIu64
            " applied_in_seq=%" PRIu64,
            conn, stored, consumed, c.next_out_seq, c.applied_in_seq);
-    char key[PROTO_MAX_ID + 16];
-    snprintf(key, sizeof key, "restored:%s", conn);
     node_error_t e;
     memset(&e, 0, sizeof e);
     snprintf(e.conn, sizeof e.conn, "%s", conn);
@@ -627,8 +625,8 @@ static void s_on_behind(const char *conn, uint64_t stored, uint64_t consumed, vo
         node_state_conn_set_stored(self->state, conn, stored) < 0 ||
         node_state_conn_set_next_min(self->state, conn, stored + 1) < 0 ||
         node_state_conn_set_applied(self->state, conn, consumed) < 0 ||
-        node_state_error_add(self->state, &e) < 0 || node_state_meta_set(self->state, key, "1") ||
-        node_state_commit(self->state)) {
+        node_state_error_add(self->state, &e) < 0 ||
+        node_state_conn_mark_restored(self->state, conn) || node_state_commit(self->state)) {
         s_log_state_error(self, "behind");
         return;
     }

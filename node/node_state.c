@@ -345,6 +345,26 @@ int node_state_meta_get(node_state_t *self, const char *key, char *buf, size_t s
     return 0;
 }
 
+static void s_restored_key(const char *conn, char *key, size_t size)
+{
+    snprintf(key, size, "restored:%s", conn);
+}
+
+int node_state_conn_mark_restored(node_state_t *self, const char *conn)
+{
+    char key[PROTO_MAX_ID + 16];
+    s_restored_key(conn, key, sizeof key);
+    return node_state_meta_set(self, key, "1");
+}
+
+int node_state_conn_restored(node_state_t *self, const char *conn)
+{
+    char key[PROTO_MAX_ID + 16], value[8];
+    s_restored_key(conn, key, sizeof key);
+    int rc = node_state_meta_get(self, key, value, sizeof value);
+    return rc < 0 ? -1 : rc == 0;
+}
+
 //  --- connections
 
 const char *node_conn_status_name(node_conn_status_t status)

@@ -172,6 +172,14 @@ int node_state_meta_set(node_state_t *self, const char *key, const char *value);
 //  Copies the value of key into buf. Returns 0, 1 when absent, -1.
 int node_state_meta_get(node_state_t *self, const char *key, char *buf, size_t size);
 
+//  Marks conn as restored from an older copy of this state (the broker was
+//  past its positions): from then on a twin is looked up by correlation id
+//  before one is created. Returns 0 or -1.
+int node_state_conn_mark_restored(node_state_t *self, const char *conn);
+
+//  1 when conn was marked restored, 0 when not, -1 on a failure.
+int node_state_conn_restored(node_state_t *self, const char *conn);
+
 //  --- connections
 
 const char *node_conn_status_name(node_conn_status_t status);

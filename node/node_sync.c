@@ -1053,14 +1053,12 @@ static node_sync_rc_t s_apply_sync(node_sync_t *self, const node_conn_t *conn, s
     if (found == 1 && !careful) {
         //  After a restore from an older backup the twin may exist without
         //  our record of it: look it up by correlation id before creating.
-        char key[PROTO_MAX_ID + 16], value[8];
-        snprintf(key, sizeof key, "restored:%s", conn->id);
-        int restored = node_state_meta_get(self->state, key, value, sizeof value);
+        int restored = node_state_conn_restored(self->state, conn->id);
         if (restored < 0) {
             node_twin_clear(&twin);
             return s_fatal(self, "apply");
         }
-        careful = restored == 0;
+        careful = restored == 1;
     }
     sn_error_t err;
     sn_error_reset(&err);

@@ -187,6 +187,15 @@ static void test_connections(void **state)
     assert_int_equal(seq1, 1);
     assert_int_equal(seq2, 2);
     assert_int_equal(node_state_conn_take_seq(f->st, "zz", &seq1), 1);
+    //  Restored from an older copy: the next seq only goes up, and the mark stays per connection.
+    assert_int_equal(node_state_conn_set_next_min(f->st, "c1", 10), 0);
+    assert_int_equal(node_state_conn_set_next_min(f->st, "c1", 4), 0);
+    assert_int_equal(node_state_conn_take_seq(f->st, "c1", &seq1), 0);
+    assert_int_equal(seq1, 10);
+    assert_int_equal(node_state_conn_restored(f->st, "c1"), 0);
+    assert_int_equal(node_state_conn_mark_restored(f->st, "c1"), 0);
+    assert_int_equal(node_state_conn_restored(f->st, "c1"), 1);
+    assert_int_equal(node_state_conn_restored(f->st, "c2"), 0);
 
     node_conn_t *list;
     size_t count;
