@@ -26,6 +26,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+import unittest
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -380,3 +381,32 @@ class World:
             return True
         wait_until(lambda: idle() and (time.sleep(4 * POLL_MS / 1000.0) or idle()),
                    timeout=timeout, what="both nodes idle")
+
+
+class ConnectedTest(unittest.TestCase):
+    """Base of the suites that share one World for the class, started and connected with the
+    trigger urgency=1. A subclass may set GLOBEX_ARGS (extra emulator flags for globex) and
+    TWIN_TIMEOUT, and override prepare(world) to change the world before its processes start."""
+
+    GLOBEX_ARGS = ()
+    TWIN_TIMEOUT = 30
+
+    @classmethod
+    def prepare(cls, world):
+        """Called with the new World before its processes start."""
+
+    @classmethod
+    def setUpClass(cls):
+        world = World(globex_args=cls.GLOBEX_ARGS)
+        cls.prepare(world)
+        cls.world = world.start()
+        cls.world.connect(trigger="urgency=1")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.world.cleanup()
+
+    def twin(self, instance, sys_id, timeout=None):
+        """The twin of sys_id on instance, once it exists."""
+        return wait_until(lambda: instance.twin_of(sys_id), timeout=timeout or self.TWIN_TIMEOUT,
+                          what="twin of %s on %s\n%s" % (sys_id, instance.name, self.world.logs()))

@@ -12,29 +12,18 @@ admin there making `description` mandatory), cleared either by relaxing the poli
 import time
 import unittest
 
-from harness import POLL_MS, SYNC_PASSWORD, World, wait_until
+from harness import POLL_MS, SYNC_PASSWORD, ConnectedTest, wait_until
 
 MAX_BODY = 20000
 
 
-class FaultsTest(unittest.TestCase):
+class FaultsTest(ConnectedTest):
 
-    @classmethod
-    def setUpClass(cls):
-        cls.world = World(globex_args=["--max-content-length", str(MAX_BODY)]).start()
-        cls.world.connect(trigger="urgency=1")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.world.cleanup()
+    GLOBEX_ARGS = ("--max-content-length", str(MAX_BODY))
 
     def tearDown(self):
         self.world.acme.reset_faults()
         self.world.globex.reset_faults()
-
-    def twin(self, instance, sys_id, timeout=30):
-        return wait_until(lambda: instance.twin_of(sys_id), timeout=timeout,
-                          what="twin of %s on %s\n%s" % (sys_id, instance.name, self.world.logs()))
 
     def test_1_auth_failure_errors_connection_and_resumes(self):
         w = self.world

@@ -10,35 +10,29 @@ import os
 import time
 import unittest
 
-from harness import World, wait_until
+from harness import ConnectedTest, wait_until
 
 TOKEN_TTL_S = 4
 
 
-class OAuthTest(unittest.TestCase):
+class OAuthTest(ConnectedTest):
+
+    GLOBEX_ARGS = ("--oauth-client", "twinsync-client:client-secret-1",
+                   "--token-ttl", str(TOKEN_TTL_S))
 
     @classmethod
-    def setUpClass(cls):
-        cls.world = World(globex_args=["--oauth-client", "twinsync-client:client-secret-1",
-                                       "--token-ttl", str(TOKEN_TTL_S)])
-        secret = os.path.join(cls.world.priv.dir, "client-secret")
+    def prepare(cls, world):
+        secret = os.path.join(world.priv.dir, "client-secret")
         with open(secret, "w") as f:
             f.write("client-secret-1")
         os.chmod(secret, 0o600)
-        cls.world.priv.servicenow_extra = ["auth = oauth", "client_id = twinsync-client",
-                                           "client_secret_file = %s" % secret]
-        cls.world.start()
-        cls.world.connect(trigger="urgency=1")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.world.cleanup()
+        world.priv.servicenow_extra = ["auth = oauth", "client_id = twinsync-client",
+                                       "client_secret_file = %s" % secret]
 
     def test_sync_outlives_the_access_token(self):
         w = self.world
         a = w.acme.create(short_description="oauth first", urgency="1", comments="hello over oauth")
-        b = wait_until(lambda: w.globex.twin_of(a["sys_id"]), timeout=30,
-                       what="twin on globex\n" + w.logs())
+        b = self.twin(w.globex, a["sys_id"])
         wait_until(lambda: [e["value"] for e in w.globex.journal(b["sys_id"])]
                    == ["[acme] alice wrote:\nhello over oauth"], what="comment on globex")
         time.sleep(TOKEN_TTL_S + 1.5)  # the first access token has expired
@@ -46,8 +40,7 @@ class OAuthTest(unittest.TestCase):
         wait_until(lambda: w.globex.get(b["sys_id"])["short_description"] == "oauth later",
                    timeout=30, what="update after the token expired\n" + w.logs())
         c = w.globex.create(short_description="from globex", urgency="1", comments="bob here")
-        d = wait_until(lambda: w.acme.twin_of(c["sys_id"]), timeout=30,
-                       what="twin on acme\n" + w.logs())
+        d = self.twin(w.acme, c["sys_id"])
         wait_until(lambda: [e["value"] for e in w.acme.journal(d["sys_id"])]
                    == ["[globex] bob wrote:\nbob here"], what="comment on acme")
         log = w.globex.log()

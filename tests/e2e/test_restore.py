@@ -12,25 +12,12 @@ import os
 import sqlite3
 import unittest
 
-from harness import World, wait_until
+from harness import ConnectedTest, wait_until
 
 SYNCED = ("short_description", "urgency", "impact", "state")
 
 
-class RestoreTest(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.world = World().start()
-        cls.world.connect(trigger="urgency=1")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.world.cleanup()
-
-    def twin(self, instance, sys_id, timeout=30):
-        return wait_until(lambda: instance.twin_of(sys_id), timeout=timeout,
-                          what="twin of %s on %s\n%s" % (sys_id, instance.name, self.world.logs()))
+class RestoreTest(ConnectedTest):
 
     def backup(self, node):
         path = os.path.join(self.world.tmp, "%s-backup.db" % node.role)

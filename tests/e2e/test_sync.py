@@ -9,25 +9,14 @@ ping-pong; exalate / unexalate by hand; deactivate, change, reactivate -> the ch
 import time
 import unittest
 
-from harness import POLL_MS, World, wait_until
+from harness import POLL_MS, ConnectedTest, wait_until
 
 SYNCED = ("short_description", "description", "urgency", "impact", "state")
 
 
-class SyncTest(unittest.TestCase):
+class SyncTest(ConnectedTest):
 
-    @classmethod
-    def setUpClass(cls):
-        cls.world = World().start()
-        cls.world.connect(trigger="urgency=1")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.world.cleanup()
-
-    def twin(self, instance, sys_id, timeout=20):
-        return wait_until(lambda: instance.twin_of(sys_id), timeout=timeout,
-                          what="twin of %s on %s\n%s" % (sys_id, instance.name, self.world.logs()))
+    TWIN_TIMEOUT = 20
 
     def same(self, a_side, a_id, b_side, b_id, fields=SYNCED):
         def check():
