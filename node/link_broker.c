@@ -500,7 +500,7 @@ static void s_deliver_one(link_t *self, const char *conn, uint64_t seq, const ui
 static void s_on_deliver(link_t *self, const proto_data_t *data)
 {
     s_deliver_one(self, data->conn, data->seq, data->payload, data->payload_size);
-    for (size_t i = 0; i < data->more_count && data->seq + 1 + i > data->seq; i++)
+    for (size_t i = 0; i < data->more_count; i++) //  the decoder kept seq + i in range
         s_deliver_one(self, data->conn, data->seq + 1 + i, data->more[i].payload,
                       data->more[i].payload_size);
 }

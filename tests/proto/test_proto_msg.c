@@ -77,6 +77,17 @@ static void test_round_trip_edges(void **state)
     proto_buf_release(&buf);
     msg.publish.more_count = 1; //  the last one is UINT64_MAX: fine
     s_round_trip(&msg);
+    //  The same frame with seq raised to UINT64_MAX no longer decodes.
+    proto_buf_init(&buf);
+    assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &perr), PROTO_OK);
+    static const uint8_t near_max[] = {0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe};
+    uint8_t *at = memmem(buf.data, buf.size, near_max, sizeof near_max);
+    assert_non_null(at);
+    at[8] = 0xff;
+    proto_msg_t back;
+    assert_int_equal(proto_msg_decode(buf.data, buf.size, NULL, &back, &perr), PROTO_E_VALUE);
+    assert_non_null(strstr(proto_error_str(&perr), "more"));
+    proto_buf_release(&buf);
 
     //  Largest payload the default limits allow still fits a frame.
     proto_limits_t limits = proto_limits_default();
