@@ -217,12 +217,18 @@ static void s_send(env_t *env, const proto_msg_t *msg)
     s_run_link(env, 2000, true);
 }
 
-static void s_send_welcome(env_t *env, uint32_t credit)
+//  WELCOME with the given credit, max_frame and batch size (0: no batches).
+static void s_send_welcome_as(env_t *env, uint32_t credit, uint32_t max_frame, uint32_t batch)
 {
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_WELCOME);
-    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, credit, NULL, 0, 0};
+    msg.welcome = (proto_welcome_t){"fake-broker", HB, max_frame, credit, NULL, 0, batch};
     s_send(env, &msg);
+}
+
+static void s_send_welcome(env_t *env, uint32_t credit)
+{
+    s_send_welcome_as(env, credit, 1 << 20, 0);
 }
 
 static void s_send_ack(env_t *env, proto_type_t type, const char *conn, uint64_t seq)
@@ -304,8 +310,9 @@ static void s_new_link(env_t *env)
     assert_non_null(env->link);
 }
 
-//  A link with connection c1 in session with the fake broker (credit given).
-static void s_ready(env_t *env, uint32_t credit)
+//  A link with connection c1 in session with the fake broker (credit,
+//  max_frame and batch size given).
+static void s_ready_as(env_t *env, uint32_t credit, uint32_t max_frame, uint32_t batch)
 {
     s_new_link(env);
     assert_int_equal(link_conn_add(env->link, "c1", 0, 0), LINK_OK);
@@ -313,8 +320,14 @@ static void s_ready(env_t *env, uint32_t credit)
     proto_msg_t msg;
     s_expect(env, PROTO_HELLO, &msg);
     proto_msg_clear(&msg);
-    s_send_welcome(env, credit);
+    s_send_welcome_as(env, credit, max_frame, batch);
     assert_int_equal(link_state(env->link), LINK_READY);
+}
+
+//  The same with the defaults: 1 MiB frames, no batches.
+static void s_ready(env_t *env, uint32_t credit)
+{
+    s_ready_as(env, credit, 1 << 20, 0);
 }
 
 static void s_publish_bytes(env_t *env, uint64_t seq, const uint8_t *data, size_t size)
@@ -365,6 +378,7 @@ static void test_handshake(void **state)
     assert_int_equal(msg.hello.conns[0].stored, 3);
     assert_int_equal(msg.hello.conns[0].consumed, 7);
     assert_string_equal(msg.hello.conns[1].conn, "c2");
+    assert_int_equal(msg.hello.batch, 64); //  the default: it takes batched DELIVERs
     proto_msg_clear(&msg);
 
     s_send_welcome(env, 16);
@@ -427,17 +441,8 @@ static void test_batches(void **state)
 {
     env_t *env = *state;
     env->config.window = 16;
-    s_new_link(env);
-    assert_int_equal(link_conn_add(env->link, "c1", 0, 0), LINK_OK);
-    link_tick(env->link, env->now);
+    s_ready_as(env, 16, 1 << 20, 8);
     proto_msg_t msg;
-    s_expect(env, PROTO_HELLO, &msg);
-    assert_int_equal(msg.hello.batch, 64); //  the default: it takes batched DELIVERs
-    proto_msg_clear(&msg);
-    proto_msg_init(&msg, PROTO_WELCOME);
-    msg.welcome = (proto_welcome_t){"fake-broker", HB, 1 << 20, 16, NULL, 0, 8};
-    s_send(env, &msg);
-    assert_int_equal(link_state(env->link), LINK_READY);
 
     link_cork(env->link);
     for (uint64_t seq = 1; seq <= 6; seq++) {
@@ -489,15 +494,8 @@ static void test_batch_within_the_link_frame(void **state)
 {
     env_t *env = *state;
     env->config.window = 32; //  a quarter: 8 messages a frame by count
-    s_new_link(env);
-    assert_int_equal(link_conn_add(env->link, "c1", 0, 0), LINK_OK);
-    link_tick(env->link, env->now);
+    s_ready_as(env, 32, 64u << 20, 256);
     proto_msg_t msg;
-    s_expect(env, PROTO_HELLO, &msg);
-    proto_msg_clear(&msg);
-    proto_msg_init(&msg, PROTO_WELCOME);
-    msg.welcome = (proto_welcome_t){"fake-broker", HB, 64u << 20, 32, NULL, 0, 256};
-    s_send(env, &msg);
     static uint8_t payload[300 * 1024];
     link_cork(env->link);
     for (uint64_t seq = 1; seq <= 8; seq++)
