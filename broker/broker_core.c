@@ -72,6 +72,7 @@ typedef struct {
     uint64_t bytes;          //  Payload bytes held
     uint64_t delivered_upto; //  Highest seq sent to the current receiver session
     uint64_t unacked;        //  Sent in this session, not consumed
+    uint64_t consume_to;     //  Highest seq a CONSUMED named, not removed yet (0: none)
     uint64_t max_delivered;  //  Highest seq ever sent since start (redelivery count)
     int64_t oldest_ms;       //  stored_at of the head message, 0 if empty
     bool oldest_stale;       //  oldest_ms must be read again
@@ -138,6 +139,7 @@ struct broker_core_t {
     uint64_t sent_batch;           //  Highest group whose replies are sent
     size_t tails_bytes;            //  Memory the queues' tails hold, at most TAILS_BYTES_MAX
     int deferred;                  //  Batches of removals only waiting for a commit
+    bool consumes_waiting;         //  Some queue's consume_to is set
     proto_buf_t buf;               //  Encode buffer
     proto_buf_t dbuf;              //  Payloads of the DELIVER batch being built
     size_t deliver_frame;          //  Largest DELIVER batch frame (bytes)
@@ -500,10 +502,15 @@ static peer_t *s_peer_by_key(broker_core_t *self, const char *key)
     return NULL;
 }
 
+static int s_apply_consumes(broker_core_t *self);
+
 //  Ends a session: its connections lose their receiver (deliveries will
 //  be made again to the next session), and the peer is freed.
 static void s_peer_drop(broker_core_t *self, peer_t *peer, const char *why, int64_t now_ms)
 {
+    //  Its noted CONSUMEDs first, while the queue still counts what this
+    //  session holds (a store failure there is fatal: the next pump stops).
+    s_apply_consumes(self);
     for (size_t i = 0; i < self->conns_count; i++) {
         conn_t *conn = self->conns[i];
         for (int side = 0; side < 2; side++) {
@@ -1082,12 +1089,38 @@ static int s_consume_upto(broker_core_t *self, queue_t *queue, uint64_t seq)
     return 0;
 }
 
+//  CONSUMED: noted, and carried out by s_apply_consumes once the commit of
+//  the PUBLISHes read in the same batch has started, so that STORED never
+//  waits for the removals of another queue (or of this one).
 static int s_on_consumed(broker_core_t *self, peer_t *peer, const proto_ack_t *ack)
 {
     conn_t *conn = s_bound_conn(self, peer, ack->conn, ack->seq);
     if (!conn)
         return 0;
-    return s_consume_upto(self, &conn->queue[1 - peer->side], ack->seq);
+    queue_t *queue = &conn->queue[1 - peer->side];
+    if (ack->seq > queue->consume_to)
+        queue->consume_to = ack->seq;
+    self->consumes_waiting = true;
+    return 0;
+}
+
+//  Removes what the CONSUMEDs noted since the last call named. Returns 0,
+//  or -1 (fatal).
+static int s_apply_consumes(broker_core_t *self)
+{
+    if (!self->consumes_waiting)
+        return 0;
+    self->consumes_waiting = false;
+    for (size_t i = 0; i < self->conns_count; i++) {
+        for (int dir = 0; dir < 2; dir++) {
+            queue_t *queue = &self->conns[i]->queue[dir];
+            uint64_t seq = queue->consume_to;
+            queue->consume_to = 0;
+            if (seq && s_consume_upto(self, queue, seq) != 0)
+                return -1;
+        }
+    }
+    return 0;
 }
 
 //  ---------------------------------------------------------------------
@@ -1117,6 +1150,12 @@ static broker_reject_t s_decode_reason(proto_status_t status, proto_err_code_t *
 static int s_dispatch(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
                       peer_t *peer, const proto_msg_t *msg, int64_t now_ms)
 {
+    //  Noted removals take effect before anything that looks at or resets a
+    //  queue's delivery state (HELLO, JOIN, INVITE); PUBLISH and CONSUMED
+    //  do not need them.
+    if (msg->type != PROTO_PUBLISH && msg->type != PROTO_CONSUMED && msg->type != PROTO_PING &&
+        msg->type != PROTO_PONG && s_apply_consumes(self) != 0)
+        return -1;
     if (msg->type == PROTO_HELLO)
         return s_on_hello(self, rid, rid_size, key, peer, &msg->hello, now_ms);
     bool from_node = msg->type == PROTO_PING || msg->type == PROTO_PONG ||
@@ -1558,6 +1597,9 @@ static int s_pump(broker_core_t *self, bool wait, int64_t now_ms)
         if (wait && s_collect(self, true, now_ms) < 0)
             return -1;
     }
+    //  Removals go into the next transaction, while this one syncs.
+    if (s_apply_consumes(self) != 0)
+        return -1;
     if (s_deliver_all(self, now_ms) != 0)
         return -1;
     //  Safe beside a sync in flight: a checkpoint fsyncs the WAL before it

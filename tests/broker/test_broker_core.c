@@ -230,6 +230,61 @@ static void test_consumed_commit_deferred(void **state)
     assert_int_equal(metrics->fsync_count, commits + 2);
 }
 
+//  A CONSUMED read in the same batch as a PUBLISH does not hold up that
+//  PUBLISH's commit: the removal goes into the next transaction (the store
+//  is dirty once the PUBLISH is answered), and it still frees the window
+//  before the next delivery.
+static void test_consumed_after_publish_commit(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    s_publish(rig, RIG_PUBLIC, 1);
+    s_publish(rig, RIG_PUBLIC, 2);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 2);
+    const broker_metrics_t *metrics = broker_core_metrics(rig->core);
+    uint64_t commits = metrics->fsync_count;
+    core_rig_clear(rig);
+
+    s_consumed(rig, RIG_PRIVATE, 2);
+    s_publish(rig, RIG_PUBLIC, 3);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(metrics->fsync_count, commits + 1);
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 3);
+    assert_true(broker_store_dirty(rig->store)); //  the removal waits for the next commit
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 1);
+    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 3);
+
+    //  Removed for good: after a commit and a restart only 3 is delivered.
+    assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+    assert_false(broker_store_dirty(rig->store));
+    assert_int_equal(core_rig_restart(rig), 0);
+    s_hello_conns(rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE, false);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 1);
+    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 3);
+}
+
+//  A CONSUMED followed in the same batch by the receiver's new HELLO (it
+//  reconnected) is carried out before the HELLO rewinds the queue: what it
+//  consumed is not delivered again.
+static void test_consumed_before_hello_same_batch(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    for (uint64_t seq = 1; seq <= 3; seq++)
+        s_publish(rig, RIG_PUBLIC, seq);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 3);
+    core_rig_clear(rig);
+
+    s_consumed(rig, RIG_PRIVATE, 2);
+    s_hello_conns(rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE, false);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 1);
+    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 3);
+}
+
 static void test_unreachable_peer_keeps_messages(void **state)
 {
     core_rig_t *rig = *state;
@@ -662,6 +717,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replies_wait_for_commit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stored_once_per_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_consumed_commit_deferred, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_consumed_after_publish_commit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_consumed_before_hello_same_batch, s_setup,
+                                        s_teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_peer_keeps_messages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_full_peer_served_later, s_setup, s_teardown),
         cmocka_unit_test(test_fsync_error_is_fatal),
