@@ -140,6 +140,8 @@ struct broker_core_t {
     size_t tails_bytes;            //  Memory the queues' tails hold, at most TAILS_BYTES_MAX
     int deferred;                  //  Batches of removals only waiting for a commit
     bool consumes_waiting;         //  Some queue's consume_to is set
+    bool (*idle)(void *arg);       //  True when no frame waits to be read, or NULL
+    void *idle_arg;                //  Its argument
     proto_buf_t buf;               //  Encode buffer
     proto_buf_t dbuf;              //  Payloads of the DELIVER batch being built
     size_t deliver_frame;          //  Largest DELIVER batch frame (bytes)
@@ -1554,6 +1556,25 @@ static int s_commit_start(broker_core_t *self)
     return 0;
 }
 
+//  Commits the open group and makes it durable on this thread, then sends
+//  its replies: for an idle broker, where nothing would be done meanwhile
+//  and handing the sync to the sync thread only adds two wake-ups.
+static int s_commit_here(broker_core_t *self, int64_t now_ms)
+{
+    self->deferred = 0;
+    if (s_save_queues(self) != 0)
+        return -1;
+    if (broker_store_commit_here(self->store) != 0) {
+        s_replies_clear(self->open);
+        return s_fatal(self);
+    }
+    broker_metrics_observe_fsync(&self->metrics, broker_store_last_commit_seconds(self->store));
+    s_mark_durable(self);
+    s_send_replies(self, self->open, now_ms);
+    self->sent_batch = self->batch++;
+    return 0;
+}
+
 //  Commits the open transaction, if any, and waits until it is durable and
 //  answered (the sync in flight first). Returns 0, or -1 (fatal).
 static int s_commit(broker_core_t *self, int64_t now_ms)
@@ -1592,8 +1613,11 @@ static int s_pump(broker_core_t *self, bool wait, int64_t now_ms)
         if (!broker_store_dirty(self->store)) {
             s_send_replies(self, self->open, now_ms); //  Nothing of it needs the disk
             self->sent_batch = self->batch++;
-        } else if (s_commit_due(self) && s_commit_start(self) != 0)
-            return -1;
+        } else if (s_commit_due(self)) {
+            bool here = self->idle && self->idle(self->idle_arg);
+            if ((here ? s_commit_here(self, now_ms) : s_commit_start(self)) != 0)
+                return -1;
+        }
         if (wait && s_collect(self, true, now_ms) < 0)
             return -1;
     }
@@ -1615,6 +1639,12 @@ int broker_core_flush(broker_core_t *self, int64_t now_ms)
 int broker_core_pump(broker_core_t *self, int64_t now_ms)
 {
     return s_pump(self, false, now_ms);
+}
+
+void broker_core_set_idle(broker_core_t *self, bool (*idle)(void *arg), void *arg)
+{
+    self->idle = idle;
+    self->idle_arg = arg;
 }
 
 bool broker_core_syncing(const broker_core_t *self)

@@ -93,6 +93,11 @@ int broker_core_flush(broker_core_t *self, int64_t now_ms);
 //  broker_core_flush).
 int broker_core_pump(broker_core_t *self, int64_t now_ms);
 
+//  Tells the core how to see that no frame waits to be read (idle returns
+//  true then): a commit made while idle is synced on the calling thread.
+//  NULL (the default): every commit's sync goes to the sync thread.
+void broker_core_set_idle(broker_core_t *self, bool (*idle)(void *arg), void *arg);
+
 //  True while a commit's sync is in flight (its replies wait for it).
 bool broker_core_syncing(const broker_core_t *self);
 

@@ -71,6 +71,16 @@ static int s_install_signals(char *err, size_t errlen)
 }
 
 //  The core's output: routing id frame, then the message frame.
+//  True when no message waits on the ROUTER socket.
+static bool s_idle(void *arg)
+{
+    broker_server_t *self = arg;
+    int events = 0;
+    size_t size = sizeof events;
+    return zmq_getsockopt(self->router, ZMQ_EVENTS, &events, &size) == 0 &&
+           !(events & ZMQ_POLLIN);
+}
+
 static int s_send(void *arg, const uint8_t *rid, size_t rid_size, const uint8_t *data, size_t size)
 {
     broker_server_t *self = arg;
@@ -151,6 +161,8 @@ static int s_open_state(broker_server_t *self, broker_keys_t *keys, char *err, s
     if (!self->store)
         return s_blame_key("state_dir", err, errlen);
     self->core = broker_core_new(self->store, config, s_send, self, err, errlen);
+    if (self->core)
+        broker_core_set_idle(self->core, s_idle, self);
     return self->core ? 0 : -1;
 }
 

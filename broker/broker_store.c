@@ -130,6 +130,7 @@ struct broker_store_t {
     bool syncing;                 //  A commit's WAL sync is in flight
     int wal_fd;                   //  Our own descriptor of the WAL, -1 if none
     broker_syncer_t *syncer;      //  Sync thread, NULL with no_sync
+    broker_sync_fn sync_fn;       //  What the sync thread runs (NULL: fdatasync)
     double commit_started;        //  When the commit being synced began
     int wal_pages;                //  Pages in the WAL after the last commit
     double last_commit_s;         //  Duration of the last commit
@@ -273,6 +274,7 @@ static int s_start_syncer(broker_store_t *self, const char *dir, broker_sync_fn 
                  strerror(errno));
         return -1;
     }
+    self->sync_fn = fn;
     self->syncer = broker_syncer_new(self->wal_fd, fn, self->error, sizeof self->error);
     return self->syncer ? 0 : -1;
 }
@@ -544,6 +546,31 @@ int broker_store_commit_start(broker_store_t *self)
     }
     broker_syncer_start(self->syncer);
     self->syncing = true;
+    return 0;
+}
+
+int broker_store_commit_here(broker_store_t *self)
+{
+    assert(!self->syncing);
+    self->last_commit_s = 0;
+    if (!self->in_txn)
+        return 0;
+    double started = s_mono_seconds();
+    if (s_step_done(self, ST_COMMIT, "commit") != 0)
+        return -1;
+    self->in_txn = false;
+    if (self->wal_pages >= CHECKPOINT_HARD_PAGES && broker_store_checkpoint(self) != 0)
+        return -1;
+    if (!self->no_sync) {
+        int rc = self->sync_fn ? self->sync_fn(self->wal_fd) : fdatasync(self->wal_fd);
+        if (rc != 0) {
+            snprintf(self->error, sizeof self->error,
+                     "commit: disk I/O error: fdatasync of %s-wal: %s", self->path,
+                     strerror(errno));
+            return -1;
+        }
+    }
+    self->last_commit_s = s_mono_seconds() - started;
     return 0;
 }
 

@@ -19,7 +19,9 @@
     transaction meanwhile, and answers the committed one only once
     broker_store_sync_done returned 1 (broker_store_sync_fd is readable when
     it will). Reads see everything written, durable or not: the caller must
-    not hand out what is not durable yet.
+    not hand out what is not durable yet. broker_store_commit_here does the
+    same commit and sync on the calling thread, for a caller with nothing
+    else to do meanwhile (two thread wake-ups fewer).
 
     Failures: every write or commit failure is fatal to the process by
     contract (broker_store_commit returns -1 and the broker exits): after an
@@ -143,6 +145,11 @@ int broker_store_commit(broker_store_t *self);
 //  sync thread (at once durable with no_sync). Not while a sync is in
 //  flight. Does nothing when nothing was written. Returns 0, or -1 (fatal).
 int broker_store_commit_start(broker_store_t *self);
+
+//  Commits and makes the commit durable on the calling thread (no hand-over
+//  to the sync thread). Not while a sync is in flight. Returns 0 (also when
+//  nothing was written), or -1 (fatal).
+int broker_store_commit_here(broker_store_t *self);
 
 //  True while the last broker_store_commit_start's sync is not collected.
 bool broker_store_syncing(const broker_store_t *self);

@@ -414,6 +414,63 @@ static void test_pipeline_sync_error_is_fatal(void **state)
     core_rig_destroy(&rig);
 }
 
+static bool s_idle_value; //  What s_idle_probe answers
+
+static bool s_idle_probe(void *arg)
+{
+    (void)arg;
+    return s_idle_value;
+}
+
+//  With nothing waiting to be read, a commit is synced on the calling
+//  thread: the pump that commits also answers and delivers, with no sync
+//  left in flight. With frames waiting, the sync thread takes it as before.
+//  A failed sync on the calling thread is as fatal as on the sync thread.
+static void test_idle_commit_synced_here(void **state)
+{
+    (void)state;
+    assert_int_equal(faulty_vfs_register(), 0);
+    core_rig_t rig;
+    assert_int_equal(core_rig_init(&rig, NULL, false, "faulty"), 0);
+    broker_core_set_idle(rig.core, s_idle_probe, NULL);
+    s_joined_pair(&rig);
+    core_rig_clear(&rig);
+    const broker_metrics_t *metrics = broker_core_metrics(rig.core);
+    uint64_t commits = metrics->fsync_count;
+
+    s_idle_value = true;
+    s_publish(&rig, RIG_PUBLIC, 1);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0);
+    assert_false(broker_core_syncing(rig.core));
+    assert_false(broker_store_dirty(rig.store));
+    assert_int_equal(metrics->fsync_count, commits + 1);
+    assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 1);
+    assert_int_equal(core_rig_find(&rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 1);
+    core_rig_clear(&rig);
+
+    s_idle_value = false; //  More frames waiting: the sync thread takes it
+    faulty_vfs_hold_sync(true);
+    s_publish(&rig, RIG_PUBLIC, 2);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0);
+    assert_true(broker_core_syncing(rig.core));
+    assert_int_equal(rig.out_count, 0);
+    faulty_vfs_hold_sync(false);
+    s_wait_sync(&rig);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), 0);
+    assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 2);
+    core_rig_clear(&rig);
+
+    s_idle_value = true;
+    faulty_vfs_fail_sync(true);
+    s_publish(&rig, RIG_PUBLIC, 3);
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), -1);
+    faulty_vfs_fail_sync(false);
+    assert_int_equal(rig.out_count, 0); //  no STORED, no DELIVER
+    assert_non_null(strstr(broker_core_error(rig.core), "I/O error"));
+    assert_int_equal(broker_core_pump(rig.core, rig.now_ms), -1); //  Stays stopped
+    core_rig_destroy(&rig);
+}
+
 static void test_routing_id_taken_by_other_key(void **state)
 {
     core_rig_t *rig = *state;
@@ -725,6 +782,7 @@ int main(void)
         cmocka_unit_test(test_fsync_error_is_fatal),
         cmocka_unit_test_teardown(test_pipeline_answers_after_sync, s_release_sync),
         cmocka_unit_test_teardown(test_pipeline_sync_error_is_fatal, s_release_sync),
+        cmocka_unit_test_teardown(test_idle_commit_synced_here, s_release_sync),
         cmocka_unit_test_setup_teardown(test_routing_id_taken_by_other_key, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeats, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_restart_restores, s_setup, s_teardown),
