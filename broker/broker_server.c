@@ -70,8 +70,8 @@ static int s_install_signals(char *err, size_t errlen)
     return 0;
 }
 
-//  The core's output: routing id frame, then the message frame.
-//  True when no message waits on the ROUTER socket.
+//  True when no message waits on the ROUTER socket (the core then syncs a
+//  commit on this thread).
 static bool s_idle(void *arg)
 {
     broker_server_t *self = arg;
@@ -81,6 +81,7 @@ static bool s_idle(void *arg)
            !(events & ZMQ_POLLIN);
 }
 
+//  The core's output: routing id frame, then the message frame.
 static int s_send(void *arg, const uint8_t *rid, size_t rid_size, const uint8_t *data, size_t size)
 {
     broker_server_t *self = arg;

@@ -525,7 +525,11 @@ bool broker_store_dirty(const broker_store_t *self)
     return self->in_txn;
 }
 
-int broker_store_commit_start(broker_store_t *self)
+//  COMMITs the open transaction (its WAL frames written, not synced) and
+//  checkpoints if the WAL passed CHECKPOINT_HARD_PAGES; notes when the
+//  commit began. Returns 1 when something was committed, 0 when nothing
+//  was open, -1 (fatal).
+static int s_commit_write(broker_store_t *self)
 {
     assert(!self->syncing);
     self->last_commit_s = 0;
@@ -540,6 +544,22 @@ int broker_store_commit_start(broker_store_t *self)
     self->in_txn = false;
     if (self->wal_pages >= CHECKPOINT_HARD_PAGES && broker_store_checkpoint(self) != 0)
         return -1;
+    return 1;
+}
+
+//  A sync of the WAL failed with errnum: fatal, as a failed commit.
+static int s_sync_failed(broker_store_t *self, int errnum)
+{
+    snprintf(self->error, sizeof self->error, "commit: disk I/O error: fdatasync of %s-wal: %s",
+             self->path, strerror(errnum));
+    return -1;
+}
+
+int broker_store_commit_start(broker_store_t *self)
+{
+    int rc = s_commit_write(self);
+    if (rc <= 0)
+        return rc;
     if (self->no_sync) {
         self->last_commit_s = s_mono_seconds() - self->commit_started;
         return 0;
@@ -551,26 +571,13 @@ int broker_store_commit_start(broker_store_t *self)
 
 int broker_store_commit_here(broker_store_t *self)
 {
-    assert(!self->syncing);
-    self->last_commit_s = 0;
-    if (!self->in_txn)
-        return 0;
-    double started = s_mono_seconds();
-    if (s_step_done(self, ST_COMMIT, "commit") != 0)
-        return -1;
-    self->in_txn = false;
-    if (self->wal_pages >= CHECKPOINT_HARD_PAGES && broker_store_checkpoint(self) != 0)
-        return -1;
-    if (!self->no_sync) {
-        int rc = self->sync_fn ? self->sync_fn(self->wal_fd) : fdatasync(self->wal_fd);
-        if (rc != 0) {
-            snprintf(self->error, sizeof self->error,
-                     "commit: disk I/O error: fdatasync of %s-wal: %s", self->path,
-                     strerror(errno));
-            return -1;
-        }
-    }
-    self->last_commit_s = s_mono_seconds() - started;
+    int rc = s_commit_write(self);
+    if (rc <= 0)
+        return rc;
+    if (!self->no_sync &&
+        (self->sync_fn ? self->sync_fn(self->wal_fd) : fdatasync(self->wal_fd)) != 0)
+        return s_sync_failed(self, errno);
+    self->last_commit_s = s_mono_seconds() - self->commit_started;
     return 0;
 }
 
@@ -593,11 +600,8 @@ int broker_store_sync_done(broker_store_t *self, bool wait)
         return 0;
     self->syncing = false;
     self->last_commit_s = s_mono_seconds() - self->commit_started;
-    if (rc < 0) {
-        snprintf(self->error, sizeof self->error, "commit: disk I/O error: fdatasync of %s-wal: %s",
-                 self->path, strerror(errno));
-        return -1;
-    }
+    if (rc < 0)
+        return s_sync_failed(self, errno);
     return 1;
 }
 
