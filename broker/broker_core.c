@@ -1537,41 +1537,35 @@ static int s_collect(broker_core_t *self, bool wait, int64_t now_ms)
     return 1;
 }
 
-//  Commits the open transaction (counters included) and starts its sync;
-//  the open group's replies become the syncing group's, and a new group
-//  opens. No sync may be in flight. Returns 0, or -1 (fatal).
-static int s_commit_start(broker_core_t *self)
+//  Commits the open transaction (counters included). With here false it
+//  starts its sync on the sync thread: the open group's replies become the
+//  syncing group's, and a new group opens; no sync may be in flight. With
+//  here true the sync runs on this thread and the group is answered at
+//  once: for an idle broker, where nothing would be done meanwhile and the
+//  hand-over to the sync thread only adds two wake-ups. Returns 0, or -1
+//  (fatal).
+static int s_commit_open(broker_core_t *self, bool here, int64_t now_ms)
 {
     self->deferred = 0;
     if (s_save_queues(self) != 0)
         return -1;
-    if (broker_store_commit_start(self->store) != 0) {
+    if ((here ? broker_store_commit_here(self->store) : broker_store_commit_start(self->store)) !=
+        0) {
         s_replies_clear(self->open);
         return s_fatal(self);
+    }
+    if (here) {
+        broker_metrics_observe_fsync(&self->metrics,
+                                     broker_store_last_commit_seconds(self->store));
+        s_mark_durable(self);
+        s_send_replies(self, self->open, now_ms);
+        self->sent_batch = self->batch++;
+        return 0;
     }
     self->syncing = self->open;
     self->syncing_batch = self->batch;
     self->open = self->syncing == &self->groups[0] ? &self->groups[1] : &self->groups[0];
     self->batch++;
-    return 0;
-}
-
-//  Commits the open group and makes it durable on this thread, then sends
-//  its replies: for an idle broker, where nothing would be done meanwhile
-//  and handing the sync to the sync thread only adds two wake-ups.
-static int s_commit_here(broker_core_t *self, int64_t now_ms)
-{
-    self->deferred = 0;
-    if (s_save_queues(self) != 0)
-        return -1;
-    if (broker_store_commit_here(self->store) != 0) {
-        s_replies_clear(self->open);
-        return s_fatal(self);
-    }
-    broker_metrics_observe_fsync(&self->metrics, broker_store_last_commit_seconds(self->store));
-    s_mark_durable(self);
-    s_send_replies(self, self->open, now_ms);
-    self->sent_batch = self->batch++;
     return 0;
 }
 
@@ -1581,7 +1575,7 @@ static int s_commit(broker_core_t *self, int64_t now_ms)
 {
     if (s_collect(self, true, now_ms) < 0)
         return -1;
-    if (broker_store_dirty(self->store) && s_commit_start(self) != 0)
+    if (broker_store_dirty(self->store) && s_commit_open(self, false, now_ms) != 0)
         return -1;
     return s_collect(self, true, now_ms) < 0 ? -1 : 0;
 }
@@ -1599,9 +1593,11 @@ static bool s_commit_due(broker_core_t *self)
 }
 
 //  The pipeline: collect a finished sync (its replies go out), then, with
-//  no sync in flight, commit the open group and start its sync — or, when
-//  it wrote nothing, send its replies at once — then deliver what is
-//  durable, then checkpoint. With wait, every step waits for the disk.
+//  no sync in flight, commit the open group and start its sync (or, with
+//  no frame waiting to be read, sync it here and answer it) — or, when it
+//  wrote nothing, send its replies at once — then carry out the noted
+//  removals, deliver what is durable, and checkpoint. With wait, every
+//  step waits for the disk.
 static int s_pump(broker_core_t *self, bool wait, int64_t now_ms)
 {
     if (self->fatal)
@@ -1615,7 +1611,7 @@ static int s_pump(broker_core_t *self, bool wait, int64_t now_ms)
             self->sent_batch = self->batch++;
         } else if (s_commit_due(self)) {
             bool here = self->idle && self->idle(self->idle_arg);
-            if ((here ? s_commit_here(self, now_ms) : s_commit_start(self)) != 0)
+            if (s_commit_open(self, here, now_ms) != 0)
                 return -1;
         }
         if (wait && s_collect(self, true, now_ms) < 0)
