@@ -1555,8 +1555,7 @@ static int s_commit_open(broker_core_t *self, bool here, int64_t now_ms)
         return s_fatal(self);
     }
     if (here) {
-        broker_metrics_observe_fsync(&self->metrics,
-                                     broker_store_last_commit_seconds(self->store));
+        broker_metrics_observe_fsync(&self->metrics, broker_store_last_commit_seconds(self->store));
         s_mark_durable(self);
         s_send_replies(self, self->open, now_ms);
         self->sent_batch = self->batch++;

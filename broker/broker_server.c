@@ -77,8 +77,7 @@ static bool s_idle(void *arg)
     broker_server_t *self = arg;
     int events = 0;
     size_t size = sizeof events;
-    return zmq_getsockopt(self->router, ZMQ_EVENTS, &events, &size) == 0 &&
-           !(events & ZMQ_POLLIN);
+    return zmq_getsockopt(self->router, ZMQ_EVENTS, &events, &size) == 0 && !(events & ZMQ_POLLIN);
 }
 
 //  The core's output: routing id frame, then the message frame.
