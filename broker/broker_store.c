@@ -130,7 +130,7 @@ struct broker_store_t {
     bool syncing;                 //  A commit's WAL sync is in flight
     int wal_fd;                   //  Our own descriptor of the WAL, -1 if none
     broker_syncer_t *syncer;      //  Sync thread, NULL with no_sync
-    broker_sync_fn sync_fn;       //  What the sync thread runs (NULL: fdatasync)
+    broker_sync_fn sync_fn;       //  How the WAL is synced (fdatasync unless a test's)
     double commit_started;        //  When the commit being synced began
     int wal_pages;                //  Pages in the WAL after the last commit
     double last_commit_s;         //  Duration of the last commit
@@ -274,8 +274,8 @@ static int s_start_syncer(broker_store_t *self, const char *dir, broker_sync_fn 
                  strerror(errno));
         return -1;
     }
-    self->sync_fn = fn;
-    self->syncer = broker_syncer_new(self->wal_fd, fn, self->error, sizeof self->error);
+    self->sync_fn = fn ? fn : fdatasync;
+    self->syncer = broker_syncer_new(self->wal_fd, self->sync_fn, self->error, sizeof self->error);
     return self->syncer ? 0 : -1;
 }
 
@@ -574,8 +574,7 @@ int broker_store_commit_here(broker_store_t *self)
     int rc = s_commit_write(self);
     if (rc <= 0)
         return rc;
-    if (!self->no_sync &&
-        (self->sync_fn ? self->sync_fn(self->wal_fd) : fdatasync(self->wal_fd)) != 0)
+    if (!self->no_sync && self->sync_fn(self->wal_fd) != 0)
         return s_sync_failed(self, errno);
     self->last_commit_s = s_mono_seconds() - self->commit_started;
     return 0;
