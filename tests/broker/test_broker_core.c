@@ -234,17 +234,31 @@ static void test_consumed_commit_deferred(void **state)
 //  PUBLISH's commit: the removal goes into the next transaction (the store
 //  is dirty once the PUBLISH is answered), and it still frees the window
 //  before the next delivery.
+//  Joined pair; seqs 1 .. n published, committed and delivered; outputs
+//  cleared.
+static void s_delivered_pair(core_rig_t *rig, uint64_t n)
+{
+    s_joined_pair(rig);
+    for (uint64_t seq = 1; seq <= n; seq++)
+        s_publish(rig, RIG_PUBLIC, seq);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), n);
+    core_rig_clear(rig);
+}
+
+//  The private node got exactly one DELIVER since the last clear, of seq.
+static void s_assert_only_delivered(const core_rig_t *rig, uint64_t seq)
+{
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 1);
+    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, seq);
+}
+
 static void test_consumed_after_publish_commit(void **state)
 {
     core_rig_t *rig = *state;
-    s_joined_pair(rig);
-    s_publish(rig, RIG_PUBLIC, 1);
-    s_publish(rig, RIG_PUBLIC, 2);
-    assert_int_equal(core_rig_flush(rig), 0);
-    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 2);
+    s_delivered_pair(rig, 2);
     const broker_metrics_t *metrics = broker_core_metrics(rig->core);
     uint64_t commits = metrics->fsync_count;
-    core_rig_clear(rig);
 
     s_consumed(rig, RIG_PRIVATE, 2);
     s_publish(rig, RIG_PUBLIC, 3);
@@ -252,8 +266,7 @@ static void test_consumed_after_publish_commit(void **state)
     assert_int_equal(metrics->fsync_count, commits + 1);
     assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 3);
     assert_true(broker_store_dirty(rig->store)); //  the removal waits for the next commit
-    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 1);
-    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 3);
+    s_assert_only_delivered(rig, 3);
 
     //  Removed for good: after a commit and a restart only 3 is delivered.
     assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
@@ -261,8 +274,7 @@ static void test_consumed_after_publish_commit(void **state)
     assert_int_equal(core_rig_restart(rig), 0);
     s_hello_conns(rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE, false);
     assert_int_equal(core_rig_flush(rig), 0);
-    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 1);
-    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 3);
+    s_assert_only_delivered(rig, 3);
 }
 
 //  A CONSUMED followed in the same batch by the receiver's new HELLO (it
@@ -271,18 +283,12 @@ static void test_consumed_after_publish_commit(void **state)
 static void test_consumed_before_hello_same_batch(void **state)
 {
     core_rig_t *rig = *state;
-    s_joined_pair(rig);
-    for (uint64_t seq = 1; seq <= 3; seq++)
-        s_publish(rig, RIG_PUBLIC, seq);
-    assert_int_equal(core_rig_flush(rig), 0);
-    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 3);
-    core_rig_clear(rig);
+    s_delivered_pair(rig, 3);
 
     s_consumed(rig, RIG_PRIVATE, 2);
     s_hello_conns(rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE, false);
     assert_int_equal(core_rig_flush(rig), 0);
-    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 1);
-    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 3);
+    s_assert_only_delivered(rig, 3);
 }
 
 static void test_unreachable_peer_keeps_messages(void **state)
@@ -515,10 +521,7 @@ static void test_heartbeats(void **state)
 static void test_restart_restores(void **state)
 {
     core_rig_t *rig = *state;
-    s_joined_pair(rig);
-    for (uint64_t seq = 1; seq <= 3; seq++)
-        s_publish(rig, RIG_PUBLIC, seq);
-    assert_int_equal(core_rig_flush(rig), 0);
+    s_delivered_pair(rig, 3);
     s_consumed(rig, RIG_PRIVATE, 1);
     assert_int_equal(core_rig_flush(rig), 0);
     assert_int_equal(core_rig_restart(rig), 0);
@@ -575,10 +578,7 @@ static const proto_msg_t *s_hello_at(core_rig_t *rig, int id, uint64_t stored, u
 static void test_behind_node_told_in_welcome(void **state)
 {
     core_rig_t *rig = *state;
-    s_joined_pair(rig);
-    for (uint64_t seq = 1; seq <= 5; seq++)
-        s_publish(rig, RIG_PUBLIC, seq);
-    assert_int_equal(core_rig_flush(rig), 0);
+    s_delivered_pair(rig, 5);
     s_consumed(rig, RIG_PRIVATE, 5);
     assert_int_equal(core_rig_flush(rig), 0);
 
