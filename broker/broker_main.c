@@ -19,8 +19,7 @@
 #include "broker_server.h"
 #include "broker_stats.h"
 #include "ts_log.h"
-
-#define BROKER_VERSION "0.1.0"
+#include "ts_version.h"
 
 static void s_usage(FILE *out)
 {
@@ -162,7 +161,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(command, "version") == 0 || strcmp(command, "--version") == 0) {
-        printf("twinsync-broker %s\n", BROKER_VERSION);
+        printf("twinsync-broker %s\n", TS_VERSION);
         return 0;
     }
     fprintf(stderr, "twinsync-broker: unknown command '%s' (try --help)\n", command);

@@ -29,8 +29,8 @@
 #include "node_state.h"
 #include "proto_invite.h"
 #include "ts_log.h"
+#include "ts_version.h"
 
-#define S_VERSION      "0.1.0"
 #define S_WAIT_DEFAULT 30 //  Seconds a command waits for the daemon
 #define S_DAEMON_FRESH 5  //  Seconds after which the daemon's heartbeat is stale
 
@@ -863,7 +863,7 @@ static int s_cmd_help(s_cli_t *cli);
 
 static int s_cmd_version(s_cli_t *cli)
 {
-    printf("%s %s\n", cli->prog, S_VERSION);
+    printf("%s %s\n", cli->prog, TS_VERSION);
     return 0;
 }
 

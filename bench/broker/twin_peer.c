@@ -1,6 +1,6 @@
 /*
  * twin_peer: a public and a private twinsync node for the broker benchmark,
- * each with its own broker link (node/link_broker.h) on its own thread.
+ * each with its own broker link (link/link_broker.h) on its own thread.
  *
  * The public node publishes the run's messages on connections "TAG-0" ..
  * "TAG-(C-1)" (bench_common.h: round-robin, 1 KiB payloads stamped with their

@@ -1,4 +1,4 @@
-/*  test_link.c: the node's broker link (node/link_broker.h) against a fake
+/*  test_link.c: the node's broker link (link/link_broker.h) against a fake
     broker.
 
     The fake broker is a ROUTER socket in the test with a CURVE server key

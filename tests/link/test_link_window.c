@@ -1,5 +1,5 @@
 /*  test_link_window.c: one connection's un-STORED PUBLISHes
-    (node/link_window.h): order, bound, cumulative acknowledgement, rewinds,
+    (link/link_window.h): order, bound, cumulative acknowledgement, rewinds,
     and the ring wrapping around many times.
 */
 #include <setjmp.h>

@@ -22,9 +22,7 @@
 #include <strings.h>
 #include <time.h>
 
-#ifndef TWINSYNC_VERSION
-#define TWINSYNC_VERSION "0.1.0"
-#endif
+#include "ts_version.h"
 
 #define SN_DEFAULT_CONNECT_MS 10000
 #define SN_DEFAULT_REQUEST_MS 90000
@@ -162,7 +160,7 @@ static bool s_policy_is_zero(const sn_retry_policy_t *policy)
 static sn_err_code_t s_build(sn_client_t *self, const sn_config_t *cfg, sn_error_t *err)
 {
     char user_agent[64];
-    snprintf(user_agent, sizeof user_agent, "twinsync/%s", TWINSYNC_VERSION);
+    snprintf(user_agent, sizeof user_agent, "twinsync/%s", TS_VERSION);
     sn_http_options_t http = {
         .ca_bundle = cfg->ca_bundle,
         .tls_skip_verify = cfg->tls_skip_verify,
