@@ -322,6 +322,7 @@ class Response:
         self.headers = [("Content-Type", content_type)] if body or status != 204 else []
         self.headers += list(headers)
         self.body = body
+        self.rows = 0  # records in a list answer (the request log shows it)
 
     @classmethod
     def json(cls, status, obj, headers=()):
@@ -916,8 +917,8 @@ def int_member(obj, key, low, high=None):
 class Faults:
     """Injected faults. Thread-safe. The fault keys and their JSON forms are the control API's:
     rate_limit {"count","retry_after"[,"limit"]}|null, fail_next {"count","status"[,"method"]}|null,
-    latency_ms int, hibernate bool, journal_acl bool, short_pages int, data_policy
-    {"mandatory":[field,…]}|null."""
+    lose_answer {"count"[,"method"]}|null, latency_ms int, hibernate bool, journal_acl bool,
+    short_pages int, data_policy {"mandatory":[field,…]}|null."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -928,6 +929,7 @@ class Faults:
         with self.lock:
             self.rate_limit = None
             self.fail_next = None
+            self.lose_answer = None
             self.latency_ms = 0
             self.hibernate = False
             self.journal_acl = False
@@ -939,6 +941,7 @@ class Faults:
         with self.lock:
             return {"rate_limit": dict(self.rate_limit) if self.rate_limit else None,
                     "fail_next": dict(self.fail_next) if self.fail_next else None,
+                    "lose_answer": dict(self.lose_answer) if self.lose_answer else None,
                     "latency_ms": self.latency_ms, "hibernate": self.hibernate,
                     "journal_acl": self.journal_acl, "short_pages": self.short_pages,
                     "data_policy": {"mandatory": list(self.data_policy)} if self.data_policy else None}
@@ -960,6 +963,12 @@ class Faults:
                 if value is not None and "method" in value:
                     if value["method"] not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
                         raise ValueError("fail_next method must be GET, POST, PUT, PATCH or DELETE")
+                    new[key]["method"] = value["method"]
+            elif key == "lose_answer":
+                new[key] = None if value is None else {"count": int_member(value, "count", 0)}
+                if value is not None and "method" in value:
+                    if value["method"] not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+                        raise ValueError("lose_answer method must be GET, POST, PUT, PATCH or DELETE")
                     new[key]["method"] = value["method"]
             elif key in ("latency_ms", "short_pages"):
                 new[key] = int_member(obj, key, 0)
@@ -1018,6 +1027,10 @@ class Faults:
         """Consume one injected failure of a request with this method: its settings, or None."""
         return self._take("fail_next", method)
 
+    def take_lost_answer(self, method=None):
+        """Consume one lost answer of a request with this method: its settings, or None."""
+        return self._take("lose_answer", method)
+
 
 class RequestLog:
     """Every non-control request, numbered from 1 (numbers keep rising after a clear)."""
@@ -1027,14 +1040,15 @@ class RequestLog:
         self.entries = []
         self.seq = 0
 
-    def add(self, method, path, query, status, user):
-        """Record one request."""
+    def add(self, method, path, query, status, user, rows=0, lost=False):
+        """Record one request: rows is the number of records a list answer held; lost marks a
+        request carried out whose answer was never sent (the lose_answer fault)."""
         now = datetime.datetime.now(datetime.timezone.utc)
         with self.lock:
             self.seq += 1
             self.entries.append({"seq": self.seq, "time": now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
                                  "method": method, "path": path, "query": query,
-                                 "status": status, "user": user or ""})
+                                 "status": status, "user": user or "", "rows": rows, "lost": lost})
             del self.entries[:-LOG_CAP]
 
     def list(self):
@@ -1267,9 +1281,17 @@ class Emulator:
                                        "status": "failure"})
             if self.verbose:
                 traceback.print_exc()
+        lost = (req is not None and req.path.startswith("/api/")
+                and self.faults.take_lost_answer(req.method) is not None)
         if req is None or not req.path.startswith("/__snemu/"):
             path = req.path if req else urlsplit(handler.path).path
-            self.log.add(handler.command, path, req.query if req else "", resp.status, req.user if req else None)
+            self.log.add(handler.command, path, req.query if req else "", resp.status, req.user if req else None,
+                         resp.rows, lost)
+        if lost:
+            # The request was carried out; the connection closes before any byte of the answer,
+            # as when a load balancer drops a connection while the instance works.
+            handler.close_connection = True
+            return
         self._send(handler, resp)
 
     def _send(self, handler, resp):
@@ -1405,7 +1427,9 @@ class Emulator:
             link = self._link(req, offset, limit, None if req.flag("sysparm_no_count") else total, full_page)
             if link:
                 headers.append(("Link", link))
-        return self._result(req, 200, [self._render(req, table, r) for r in page], headers)
+        resp = self._result(req, 200, [self._render(req, table, r) for r in page], headers)
+        resp.rows = len(page)
+        return resp
 
     @staticmethod
     def _int_param(req, name, default, low):
@@ -1572,6 +1596,8 @@ def parse_args(argv):
                    help="the next N API requests get 429 with Retry-After: S")
     p.add_argument("--fail-next", type=lambda t: _pair(t, "--fail-next"), metavar="N:STATUS",
                    help="the next N API requests fail with STATUS (500, 502, 503, …)")
+    p.add_argument("--lose-answer", type=int, default=0, metavar="N",
+                   help="carry out the next N instance requests, then close the connection unanswered")
     p.add_argument("--latency-ms", type=int, default=0, help="delay every instance request N ms")
     p.add_argument("--hibernate", action="store_true", help="answer 200 with the hibernation HTML page")
     p.add_argument("--journal-acl", action="store_true", help="hide sys_journal_field rows and comments")
@@ -1596,6 +1622,8 @@ def faults_from_args(args):
         faults["rate_limit"] = {"count": args.rate_limit[0], "retry_after": args.rate_limit[1]}
     if args.fail_next:
         faults["fail_next"] = {"count": args.fail_next[0], "status": args.fail_next[1]}
+    if args.lose_answer:
+        faults["lose_answer"] = {"count": args.lose_answer}
     if args.data_policy:
         faults["data_policy"] = {"mandatory": args.data_policy}
     return faults

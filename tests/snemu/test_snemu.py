@@ -670,6 +670,58 @@ class TestFaults(EmuTest):
                      body={"fail_next": {"count": 1, "status": 500, "method": bad}}, auth=None)
             self.assertEqual(r.status, 400, bad)
 
+    def _raw(self, conn, method, path, body=None):
+        """One request on an open http.client connection (kept alive), admin's credentials."""
+        auth = "Basic " + base64.b64encode(b"admin:admin").decode()
+        data = json.dumps(body).encode() if body is not None else None
+        hdrs = {"Accept": "application/json", "Authorization": auth}
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=hdrs)
+        return conn.getresponse()
+
+    def test_lose_answer_carries_out_the_write_and_closes_without_a_byte(self):
+        host, port = self.base.split("//")[1].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        first = self._raw(conn, "GET", "/api/now/table/incident")  # the connection is now reused
+        first.read()
+        self.ctl("POST", "/__snemu/faults", {"lose_answer": {"count": 1, "method": "POST"}})
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+            self._raw(conn, "POST", "/api/now/table/incident", {"short_description": "lost", "correlation_id": "c1"})
+        conn.close()
+        made = self.list(sysparm_query="correlation_id=c1").result
+        self.assertEqual(len(made), 1)  # carried out once, although nobody heard the answer
+        self.assertIsNone(self.ctl("GET", "/__snemu/faults")["lose_answer"])
+        log = self.ctl("GET", "/__snemu/log")["requests"]
+        lost = [e for e in log if e["lost"]]
+        self.assertEqual([(e["method"], e["status"]) for e in lost], [("POST", 201)])
+
+    def test_lose_answer_for_one_method_leaves_others(self):
+        self.ctl("POST", "/__snemu/faults", {"lose_answer": {"count": 1, "method": "PATCH"}})
+        made = self.call("POST", "/api/now/table/incident", body={"short_description": "x"})
+        self.assertEqual(made.status, 201)
+        path = "/api/now/table/incident/" + made.json["result"]["sys_id"]
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
+            self.call("PATCH", path, body={"comments": "once"})
+        self.assertEqual(self.call("PATCH", path, body={"urgency": "1"}).status, 200)
+        journal = self.list("sys_journal_field", sysparm_query="element_id=%s^element=comments"
+                            % made.json["result"]["sys_id"]).result
+        self.assertEqual([j["value"] for j in journal], ["once"])
+        for bad in ("patch", 1):
+            r = send(self.base, "POST", "/__snemu/faults",
+                     body={"lose_answer": {"count": 1, "method": bad}}, auth=None)
+            self.assertEqual(r.status, 400, bad)
+
+    def test_log_counts_rows_of_list_answers(self):
+        for i in range(3):
+            self.call("POST", "/api/now/table/incident", body={"short_description": "r%d" % i})
+        self.ctl("DELETE", "/__snemu/log")
+        self.call("GET", "/api/now/table/incident", params={"sysparm_limit": "2"})
+        made = self.call("POST", "/api/now/table/incident", body={"short_description": "r"})
+        self.call("GET", "/api/now/table/incident/" + made.json["result"]["sys_id"])
+        rows = [(e["method"], e["rows"], e["lost"]) for e in self.ctl("GET", "/__snemu/log")["requests"]]
+        self.assertEqual(rows, [("GET", 2, False), ("POST", 0, False), ("GET", 0, False)])
+
     def test_latency(self):
         self.ctl("POST", "/__snemu/faults", {"latency_ms": 300})
         t0 = time.monotonic()
@@ -776,16 +828,17 @@ class TestFaults(EmuTest):
         self.ctl("POST", "/__snemu/faults", {"data_policy": {"mandatory": ["description", "description"]}})
         self.assertEqual(self.ctl("GET", "/__snemu/faults")["data_policy"], {"mandatory": ["description"]})
         self.assertEqual(self.ctl("POST", "/__snemu/reset"),
-                         {"rate_limit": None, "fail_next": None, "latency_ms": 0, "hibernate": False,
-                          "journal_acl": False, "short_pages": 0, "data_policy": None})
+                         {"rate_limit": None, "fail_next": None, "lose_answer": None, "latency_ms": 0,
+                          "hibernate": False, "journal_acl": False, "short_pages": 0, "data_policy": None})
 
     def test_command_line_fault_flags(self):
         args = snemu.parse_args(["--port", "0", "--user", "admin:admin", "--rate-limit", "1:9", "--fail-next",
-                                 "2:502", "--latency-ms", "10", "--hibernate", "--journal-acl", "--short-pages", "4",
-                                 "--data-policy", "description,caller_id"])
+                                 "2:502", "--lose-answer", "3", "--latency-ms", "10", "--hibernate",
+                                 "--journal-acl", "--short-pages", "4", "--data-policy", "description,caller_id"])
         emu = snemu.emulator_from_args(args)
         self.assertEqual(emu.faults.snapshot(), {"rate_limit": {"count": 1, "retry_after": 9, "limit": 100},
-                                                 "fail_next": {"count": 2, "status": 502}, "latency_ms": 10,
+                                                 "fail_next": {"count": 2, "status": 502},
+                                                 "lose_answer": {"count": 3}, "latency_ms": 10,
                                                  "hibernate": True, "journal_acl": True, "short_pages": 4,
                                                  "data_policy": {"mandatory": ["description", "caller_id"]}})
         with self.assertRaises(ValueError):
