@@ -302,6 +302,23 @@ static void s_log_retry(sn_client_t *self, const char *method, const char *path,
     self->log(self->log_arg, line);
 }
 
+//  A write that may have been carried out, and is not sent again here: the
+//  caller looks before it writes again (twin by correlation_id, comment in
+//  the journal).
+static void s_log_unknown(sn_client_t *self, const char *method, const char *path,
+                          const sn_error_t *err)
+{
+    self->stats.unknown_writes++;
+    if (!self->log)
+        return;
+    char line[768];
+    snprintf(line, sizeof line,
+             "level=warn msg=\"servicenow write outcome unknown, not sent again\" method=%s "
+             "path=%.*s status=%ld error=%s",
+             method, (int)strcspn(path, "?"), path, err->http_status, sn_err_name(err->code));
+    self->log(self->log_arg, line);
+}
+
 //  One client call: method on base_url + path (path and query, already
 //  escaped) with an optional JSON body, retried per policy. On SN_OK, *doc_p
 //  holds the decoded document (new reference, NULL for an empty answer) and
@@ -331,7 +348,8 @@ static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *p
                                  .url = url,
                                  .content_type = text ? "application/json" : NULL,
                                  .body = text,
-                                 .body_len = text ? strlen(text) : 0};
+                                 .body_len = text ? strlen(text) : 0,
+                                 .send_once = !idempotent};
         bool maybe_sent = false;
         code = sn_auth_apply(self->auth, self->http, &req, err);
         if (code == SN_OK) {
@@ -346,8 +364,11 @@ static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *p
             reauthenticated = true;
             continue;
         }
-        if (!s_retryable(err, idempotent, maybe_sent))
+        if (!s_retryable(err, idempotent, maybe_sent)) {
+            if (!idempotent && maybe_sent && (code == SN_E_UNAVAILABLE || code == SN_E_TIMEOUT))
+                s_log_unknown(self, method, path, err);
             break;
+        }
         long delay = sn_retry_next(&retry, code == SN_E_RATE_LIMITED ? err->retry_after_s : 0);
         if (delay < 0)
             break;

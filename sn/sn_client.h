@@ -72,6 +72,7 @@ typedef struct {
     unsigned long requests;       /* HTTP requests to the Table API, retries included */
     unsigned long retries;        /* attempts after a failed one */
     unsigned long token_requests; /* calls of oauth_token.do */
+    unsigned long unknown_writes; /* writes that may have been carried out, not re-sent */
 } sn_client_stats_t;
 
 /* Checks cfg and builds a client holding copies of its strings. Returns NULL

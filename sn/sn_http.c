@@ -19,6 +19,8 @@ struct sn_http_t {
     char errbuf[CURL_ERROR_SIZE]; //  libcurl's message of the last failure
     sn_response_t *resp;          //  response being received
     bool too_large;               //  the body passed opts.max_response
+    bool send_once;               //  the request may reach the server once
+    int sends;                    //  times libcurl was about to send it
 };
 
 sn_http_t *sn_http_new(const sn_http_options_t *opts)
@@ -106,6 +108,20 @@ static size_t s_on_header(char *data, size_t size, size_t count, void *arg)
     return len;
 }
 
+//  libcurl pre-request callback: called on a connection just before the
+//  request goes out, again when libcurl re-sends it by itself (a reused
+//  connection that closed before any byte of the answer). A request that may
+//  be carried out once must not go twice without the caller knowing: the
+//  second send is aborted and reported as an unknown outcome.
+static int s_on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                       int local_port)
+{
+    (void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
+    sn_http_t *self = arg;
+    self->sends++;
+    return self->send_once && self->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+
 //  Frees a header list after wiping its entries: one of them may hold a token.
 static void s_headers_free(struct curl_slist *headers)
 {
@@ -174,6 +190,8 @@ static CURLcode s_setup(sn_http_t *self, const sn_http_request_t *req, struct cu
     SET(CURLOPT_WRITEDATA, self);
     SET(CURLOPT_HEADERFUNCTION, s_on_header);
     SET(CURLOPT_HEADERDATA, self);
+    SET(CURLOPT_PREREQFUNCTION, s_on_prereq);
+    SET(CURLOPT_PREREQDATA, self);
     if (req->basic_user) {
         SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         SET(CURLOPT_USERNAME, req->basic_user);
@@ -223,6 +241,11 @@ static sn_err_code_t s_fail(sn_http_t *self, const sn_http_request_t *req, CURLc
     const char *reason = self->errbuf[0] ? self->errbuf : curl_easy_strerror(rc);
     //  The URL without its query: host and path say enough
     int path_len = (int)strcspn(req->url, "?");
+    if (self->send_once && (self->sends > 1 || rc == CURLE_GOT_NOTHING))
+        return sn_error_set(err, SN_E_UNAVAILABLE, 0,
+                            "connection closed before ServiceNow answered: outcome unknown",
+                            "%s %.*s: the instance may have carried the request out", req->method,
+                            path_len, req->url);
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
         return sn_error_set(err, SN_E_TIMEOUT, 0, "request to ServiceNow timed out", "%s %.*s: %s",
@@ -260,6 +283,8 @@ sn_err_code_t sn_http_perform(sn_http_t *self, const sn_http_request_t *req, sn_
     self->errbuf[0] = '\0';
     self->resp = resp;
     self->too_large = false;
+    self->send_once = req->send_once;
+    self->sends = 0;
     struct curl_slist *headers = s_headers(req);
     if (!headers)
         return sn_error_set(err, SN_E_CONFIG, 0, "cannot build request headers",

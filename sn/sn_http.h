@@ -41,6 +41,7 @@ typedef struct {
     const char *basic_user;     /* Basic auth user, or NULL */
     const char *basic_password; /* Basic auth password */
     const char *bearer;         /* OAuth access token, or NULL */
+    bool send_once;             /* never re-sent by the transport (not idempotent) */
 } sn_http_request_t;
 
 /* A new transport with a copy of opts' strings, or NULL when out of memory. */
@@ -55,7 +56,11 @@ void sn_http_destroy(sn_http_t **self_p);
    SN_E_TIMEOUT, SN_E_CONFIG (TLS verification, bad URL) or SN_E_BAD_RESPONSE
    (too large, bad encoding). *maybe_sent is false only when the request surely
    did not reach the server (no connection was made): a request that is not
-   idempotent may then be sent again. */
+   idempotent may then be sent again. With req->send_once, the request goes
+   out at most once: when a reused connection closes before answering, libcurl
+   would send it again by itself; that second send is aborted instead and the
+   call fails with SN_E_UNAVAILABLE, *maybe_sent true, and a message saying
+   the outcome is unknown. */
 sn_err_code_t sn_http_perform(sn_http_t *self, const sn_http_request_t *req, sn_response_t *resp,
                               bool *maybe_sent, sn_error_t *err);
 

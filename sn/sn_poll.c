@@ -89,8 +89,12 @@ static sn_err_code_t s_since(const sn_poll_t *poll, char since[SN_STAMP_SIZE], s
 //  that every row stamped at or before the bound was written before that page
 //  was read (the Date of the first page itself may be sent seconds after its
 //  query ran). The node's clock stands in when the answer has no Date.
+//  *empty is set when nothing at all is at or after the lower bound: the
+//  pages would come back empty, and the walk is skipped. *instance_clock
+//  says whether the bound is the instance's own clock.
 static sn_err_code_t s_bound(sn_client_t *self, const sn_poll_t *poll, sn_pager_t *pager,
-                             const char *fields, sn_poll_result_t *result, sn_error_t *err)
+                             const char *fields, sn_poll_result_t *result, bool *empty,
+                             bool *instance_clock, sn_error_t *err)
 {
     bool oom;
     const char *query = sn_pager_query(pager, &oom);
@@ -100,10 +104,12 @@ static sn_err_code_t s_bound(sn_client_t *self, const sn_poll_t *poll, sn_pager_
     json_t *rows = NULL;
     result->pages++;
     sn_err_code_t code = sn_table_list(self, poll->table, &params, &rows, NULL, err);
+    *empty = code == SN_OK && json_array_size(rows) == 0;
     json_decref(rows);
     if (code != SN_OK)
         return code;
     time_t now = sn_client_server_date(self);
+    *instance_clock = now > 0;
     if (now <= 0)
         now = time(NULL);
     sn_stamp_from_time(now - 1, result->until);
@@ -136,10 +142,11 @@ sn_err_code_t sn_table_poll(sn_client_t *self, const sn_poll_t *poll, sn_record_
     //  A poll from a cursor continues a stream of changes and is bounded; one
     //  without a cursor reads everything there is (a first poll, a lookup)
     sn_err_code_t code = SN_OK;
-    if (poll->cursor && *poll->cursor)
-        code = s_bound(self, poll, pager, fields, result, err);
-    const char *query;
-    while (code == SN_OK && (query = sn_pager_query(pager, &oom)) != NULL) {
+    bool bounded = poll->cursor && *poll->cursor, empty = false, instance_clock = false;
+    if (bounded)
+        code = s_bound(self, poll, pager, fields, result, &empty, &instance_clock, err);
+    const char *query = NULL;
+    while (code == SN_OK && !empty && (query = sn_pager_query(pager, &oom)) != NULL) {
         sn_list_params_t params = {.query = query, .fields = fields};
         json_t *rows = NULL;
         result->pages++;
@@ -150,8 +157,14 @@ sn_err_code_t sn_table_poll(sn_client_t *self, const sn_poll_t *poll, sn_record_
             code = s_deliver(poll, rows, fn, arg, result, err);
         json_decref(rows);
     }
-    if (code == SN_OK && oom)
+    if (code == SN_OK && !empty && oom)
         code = sn_error_set(err, SN_E_CANCELLED, 0, "out of memory", NULL);
+    //  Every row stamped up to the bound has been read: the stream continues
+    //  from there, so that a quiet instance's window empties after the
+    //  look-back instead of re-reading the last changes forever. Only the
+    //  instance's clock may move the cursor: the node's own may run ahead.
+    if (code == SN_OK && bounded && instance_clock && strcmp(result->until, result->cursor) > 0)
+        snprintf(result->cursor, sizeof result->cursor, "%s", result->until);
     sn_pager_destroy(&pager);
     free(fields);
     return code;

@@ -1,6 +1,6 @@
 /*  sn_poll: reads every row of a table changed since a cursor, once.
 
-    The change-detection recipe of DESIGN §7, for any table:
+    The change-detection recipe (docs/servicenow.md), for any table:
       time_field >= cursor - look-back  (>=: stamps have one-second resolution,
                                          a strict > loses same-second changes;
                                          the look-back catches late commits)
@@ -11,8 +11,9 @@
                                          header of a one-row request made
                                          first, minus one second)
     and hands each new row to a callback, in (time_field, sys_id) order. The new
-    cursor is the greatest time_field read; the caller stores it (with its
-    outbox, DESIGN §5) and passes it to the next poll.
+    cursor is the greatest time_field read, and after a complete bounded poll
+    UNTIL itself (when UNTIL is the instance's clock); the caller stores it
+    (with its outbox) and passes it to the next poll.
 
     Why the upper bound: without it a poll under steady changes chases new rows
     page after page, and a row written into a second the walk has already
@@ -25,9 +26,17 @@
     because it is still being written) are read by the next poll, whose lower
     bound cursor - look-back is at most UNTIL. The node's clock stands in only
     when the instance sent no Date. The bound costs one one-row request per
-    poll. Only a poll from a cursor is bounded: one without a cursor reads
-    everything there is at the time, as a lookup must (node_sync reads a
-    twin's whole journal this way to find a comment it wrote a moment ago). */
+    poll; when that request finds no row at all at or after cursor - look-back,
+    the walk is skipped, so a quiet poll is that one request.
+
+    Why the cursor moves up to UNTIL: a row stamped S becomes visible at most
+    look-back seconds after S (the look-back's promise), so a row stamped at or
+    before UNTIL that the poll did not see was committed after the probe, at
+    instance time >= UNTIL + 1, hence S > UNTIL - look-back: the next poll's
+    window still holds it. Keeping the greatest stamp read instead would make
+    every idle poll re-read the look-back before the last change, forever. Only a poll from a cursor
+   is bounded: one without a cursor reads everything there is at the time, as a lookup must
+   (node_sync reads a twin's whole journal this way to find a comment it wrote a moment ago). */
 
 #ifndef SN_POLL_H
 #define SN_POLL_H
@@ -66,10 +75,11 @@ typedef struct {
 /* Runs the poll, calling fn for each new row. Returns SN_OK when the walk is
    complete: every row matching the poll with time_field in [cursor -
    look-back, result->until] has been read (no upper bound without a cursor);
-   the cursor returned is never above result->until (unless the old cursor
-   already was). On an error the rows delivered so far stay
-   delivered and seen, and result->cursor covers exactly them, so the caller may keep it. An invalid
-   cursor or lookback is SN_E_BAD_REQUEST. */
+   after a bounded poll whose bound is the instance's clock the cursor returned
+   is result->until (or the old one, when that was later); otherwise it is
+   never above result->until (unless the old cursor already was). On an error the rows delivered so
+   far stay delivered and seen, and result->cursor covers exactly them, so the caller may keep it.
+   An invalid cursor or lookback is SN_E_BAD_REQUEST. */
 sn_err_code_t sn_table_poll(sn_client_t *self, const sn_poll_t *poll, sn_record_fn *fn, void *arg,
                             sn_poll_result_t *result, sn_error_t *err);
 

@@ -506,6 +506,62 @@ static void test_poll_reads_every_page_and_returns_the_cursor(void **state)
     sn_client_destroy(&client);
 }
 
+//  A poll from a cursor moves the cursor up to its bound, the instance's clock
+//  minus one second: once the instance is quiet for the look-back, a poll is
+//  one one-row request that finds nothing, and no row is read again.
+static void test_quiet_poll_moves_the_cursor_and_reads_nothing(void **state)
+{
+    (void)state;
+    sn_client_t *client = s_client();
+    for (int i = 0; i < 4; i++)
+        s_create(client, "before the quiet", "tag-quiet");
+    sn_seen_t *seen = sn_seen_new();
+    sn_incident_poll_t poll = {.trigger = "correlation_display=tag-quiet", .seen = seen};
+    json_t *records = NULL;
+    sn_poll_result_t result;
+    sn_error_t err;
+    s_settle();
+    s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
+    assert_int_equal(json_array_size(records), 4);
+    json_decref(records);
+    char cursor[SN_STAMP_SIZE];
+    snprintf(cursor, sizeof cursor, "%s", result.cursor);
+
+    //  Bounded poll: nothing new, the cursor moves to the bound
+    s_settle();
+    s_settle();
+    poll.cursor = cursor;
+    poll.lookback_s = 1;
+    s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
+    json_decref(records);
+    assert_true(result.until[0]);
+    assert_string_equal(result.cursor, result.until);
+    assert_true(strcmp(result.cursor, cursor) > 0);
+    snprintf(cursor, sizeof cursor, "%s", result.cursor);
+
+    //  Quiet for longer than the look-back: one request, no row
+    s_settle();
+    s_settle();
+    json_decref(snemu_proc_control(s_emu, "DELETE", "/__snemu/log", NULL));
+    s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
+    assert_int_equal(json_array_size(records), 0);
+    assert_int_equal(result.rows, 0);
+    assert_int_equal(result.pages, 1);
+    assert_int_equal(snemu_proc_count(s_emu, "/api/now/table/incident", 0), 1);
+    json_decref(records);
+
+    //  A change after the quiet spell is read by the next poll
+    snprintf(cursor, sizeof cursor, "%s", result.cursor);
+    sn_created_t late = s_create(client, "after the quiet", "tag-quiet");
+    s_settle();
+    s_assert_ok(sn_incident_poll_all(client, &poll, &records, &result, &err), &err);
+    assert_int_equal(json_array_size(records), 1);
+    assert_true(s_has(records, late.sys_id));
+    json_decref(records);
+    sn_seen_destroy(&seen);
+    sn_client_destroy(&client);
+}
+
 static void test_short_pages_do_not_end_paging(void **state)
 {
     (void)state;
@@ -976,6 +1032,55 @@ static void test_create_is_not_repeated_after_a_500(void **state)
     sn_client_destroy(&client);
 }
 
+//  The instance carries a write out, then the kept-alive connection closes
+//  before any byte of the answer. libcurl would send the request again on a
+//  new connection by itself; the client must not: the write goes once, the
+//  call says its outcome is unknown, and the caller looks before writing again.
+static void test_write_whose_answer_is_lost_is_not_sent_again(void **state)
+{
+    (void)state;
+    json_t *lines = json_array();
+    sn_config_t cfg = s_config();
+    cfg.log = s_log_line;
+    cfg.log_arg = lines;
+    sn_client_t *client = s_client_with(&cfg);
+    sn_created_t first = s_create(client, "keeps the connection", NULL); //  a connection to reuse
+    snemu_proc_faults(s_emu, "{\"lose_answer\": {\"count\": 1, \"method\": \"POST\"}}");
+    json_t *fields = json_pack("{ssss}", "short_description", "once", "correlation_id", "c-lost");
+    sn_created_t created;
+    sn_error_t err;
+    assert_int_equal(sn_incident_create(client, fields, &created, NULL, &err), SN_E_UNAVAILABLE);
+    json_decref(fields);
+    assert_non_null(strstr(err.message, "outcome unknown"));
+    assert_int_equal(sn_client_stats(client).unknown_writes, 1);
+    json_t *matches = NULL;
+    s_assert_ok(sn_incident_find_by_correlation(client, "c-lost", NULL, &matches, &err), &err);
+    assert_int_equal(json_array_size(matches), 1);
+    json_decref(matches);
+    bool logged = false;
+    for (size_t i = 0; i < json_array_size(lines); i++)
+        logged |= strstr(json_string_value(json_array_get(lines, i)), "outcome unknown") != NULL;
+    assert_true(logged);
+
+    //  A comment (not idempotent either) is written once too
+    snemu_proc_faults(s_emu, "{\"lose_answer\": {\"count\": 1, \"method\": \"PATCH\"}}");
+    assert_int_equal(sn_incident_add_comment(client, first.sys_id, "said once", NULL, &err),
+                     SN_E_UNAVAILABLE);
+    assert_int_equal(sn_client_stats(client).unknown_writes, 2);
+    json_t *record = NULL;
+    s_assert_ok(sn_incident_get(client, first.sys_id, NULL, &record, &err), &err);
+    assert_string_equal(sn_field(record, "sys_mod_count"), "1");
+    json_decref(record);
+
+    //  A read on a connection that dies unanswered is simply sent again
+    snemu_proc_faults(s_emu, "{\"lose_answer\": {\"count\": 1, \"method\": \"GET\"}}");
+    s_assert_ok(sn_incident_get(client, first.sys_id, NULL, &record, &err), &err);
+    json_decref(record);
+    assert_int_equal(sn_client_stats(client).unknown_writes, 2);
+    json_decref(lines);
+    sn_client_destroy(&client);
+}
+
 static void test_hibernating_instance_is_unavailable(void **state)
 {
     (void)state;
@@ -1164,6 +1269,7 @@ int main(void)
         cmocka_unit_test_setup(test_journal_acl_trap_is_reported, s_setup),
         cmocka_unit_test_setup(test_user_found_by_user_name, s_setup),
         cmocka_unit_test_setup(test_poll_reads_every_page_and_returns_the_cursor, s_setup),
+        cmocka_unit_test_setup(test_quiet_poll_moves_the_cursor_and_reads_nothing, s_setup),
         cmocka_unit_test_setup(test_short_pages_do_not_end_paging, s_setup),
         cmocka_unit_test_setup(test_changes_in_one_second_are_all_seen, s_setup),
         cmocka_unit_test_setup(test_change_in_the_cursor_second_is_not_lost, s_setup),
@@ -1175,6 +1281,7 @@ int main(void)
         cmocka_unit_test_setup(test_503_burst_is_retried_and_succeeds, s_setup),
         cmocka_unit_test_setup(test_persistent_500_gives_up_after_max_attempts, s_setup),
         cmocka_unit_test_setup(test_create_is_not_repeated_after_a_500, s_setup),
+        cmocka_unit_test_setup(test_write_whose_answer_is_lost_is_not_sent_again, s_setup),
         cmocka_unit_test_setup(test_hibernating_instance_is_unavailable, s_setup),
         cmocka_unit_test_setup(test_timeout_is_reported_as_timeout, s_setup),
         cmocka_unit_test_setup(test_connection_refused_is_unavailable, s_setup),
