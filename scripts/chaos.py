@@ -14,7 +14,8 @@ trigger `active=true`. Then, for --minutes:
   chaos     one thread SIGKILLs the broker, a node, or several at once at
             random moments and restarts them after a random pause, switches
             emulator faults on and off (429 bursts, 5xx bursts, latency,
-            hibernation), and restarts any daemon that exits by itself
+            hibernation, writes of the node carried out whose answer is lost),
+            and restarts any daemon that exits by itself
             (counted as a failure).
 
 At the end it clears the faults, waits for quiet (broker queues empty, node
@@ -228,7 +229,8 @@ class Chaos(threading.Thread):
         self.fault_every = fault_every
         self.stop = stop
         self.kills = {"broker": 0, "public": 0, "private": 0}
-        self.faults = {"rate_limit": 0, "fail_next": 0, "latency": 0, "hibernate": 0}
+        self.faults = {"rate_limit": 0, "fail_next": 0, "latency": 0, "hibernate": 0,
+                       "lose_answer": 0}
         self.unexpected = []  # (daemon, exit status, last log lines)
         self.restarts = []  # (time, daemon) pending
         self.expiries = []  # (time, emulator, fault body) pending
@@ -274,14 +276,19 @@ class Chaos(threading.Thread):
     def fault(self):
         side = self.rng.choice(SIDES)
         emulator = self.dep.instances[side]
-        kind = self.rng.choices(["rate_limit", "fail_next", "latency", "hibernate"],
-                                [30, 30, 25, 15])[0]
+        kind = self.rng.choices(["rate_limit", "fail_next", "latency", "hibernate", "lose_answer"],
+                                [25, 25, 20, 10, 20])[0]
         if kind == "rate_limit":
             emulator.faults(rate_limit={"count": self.rng.randint(3, 30),
                                         "retry_after": self.rng.randint(1, 2)})
         elif kind == "fail_next":
             emulator.faults(fail_next={"count": self.rng.randint(2, 15),
                                        "status": self.rng.choice([500, 502, 503, 504])})
+        elif kind == "lose_answer":
+            # The instance carries out the node's next writes, then closes without answering
+            emulator.faults(lose_answer={"count": self.rng.randint(1, 3),
+                                         "method": self.rng.choice(["POST", "PATCH"]),
+                                         "user": harness.SYNC_USER})
         elif kind == "latency":
             emulator.faults(latency_ms=self.rng.randint(100, 2000))
             self.expiries.append((time.monotonic() + self.rng.uniform(3, 15), emulator,
@@ -457,11 +464,13 @@ def wait_quiet(dep, checker, timeout, still_s):
 
 
 def faulted_responses(dep):
-    """Count of 429 and 5xx answers each emulator gave (to the nodes and the users)."""
-    counts = {"429": 0, "5xx": 0}
+    """Count of 429, 5xx and lost answers each emulator gave (to the nodes and the users)."""
+    counts = {"429": 0, "5xx": 0, "lost": 0}
     for emulator in dep.instances.values():
         for request in emulator.request_log():
-            if request["status"] == 429:
+            if request.get("lost"):
+                counts["lost"] += 1
+            elif request["status"] == 429:
                 counts["429"] += 1
             elif request["status"] >= 500:
                 counts["5xx"] += 1
@@ -588,7 +597,7 @@ def report(args, seed, ledger, chaos, checker, faulted, waited, why):
         f"{len(chaos.unexpected)}")
     say(f"faults:      {sum(chaos.faults.values())} ("
         + ", ".join(f"{k} {v}" for k, v in chaos.faults.items())
-        + f"); answers faulted: 429 x{faulted['429']}, 5xx x{faulted['5xx']}")
+        + f"); answers faulted: 429 x{faulted['429']}, 5xx x{faulted['5xx']}, lost x{faulted['lost']}")
     say(f"quiet:       {why} after {waited:.1f} s")
     say(f"checks:      {checker.checks}")
     say(f"differences: {len(checker.differences)}")

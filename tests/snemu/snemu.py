@@ -917,7 +917,7 @@ def int_member(obj, key, low, high=None):
 class Faults:
     """Injected faults. Thread-safe. The fault keys and their JSON forms are the control API's:
     rate_limit {"count","retry_after"[,"limit"]}|null, fail_next {"count","status"[,"method"]}|null,
-    lose_answer {"count"[,"method"]}|null, latency_ms int, hibernate bool, journal_acl bool,
+    lose_answer {"count"[,"method"][,"user"]}|null, latency_ms int, hibernate bool, journal_acl bool,
     short_pages int, data_policy {"mandatory":[field,…]}|null."""
 
     def __init__(self):
@@ -970,6 +970,10 @@ class Faults:
                     if value["method"] not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
                         raise ValueError("lose_answer method must be GET, POST, PUT, PATCH or DELETE")
                     new[key]["method"] = value["method"]
+                if value is not None and "user" in value:
+                    if not isinstance(value["user"], str) or not value["user"]:
+                        raise ValueError("lose_answer user must be a user name")
+                    new[key]["user"] = value["user"]
             elif key in ("latency_ms", "short_pages"):
                 new[key] = int_member(obj, key, 0)
             elif key in ("hibernate", "journal_acl"):
@@ -1007,12 +1011,12 @@ class Faults:
         with self.lock:
             return self.data_policy or ()
 
-    def _take(self, name, method=None):
+    def _take(self, name, method=None, user=None):
         """Consume one use of a counted fault; returns its settings or None. A fault limited to
-        one method is neither used nor consumed by a request of another."""
+        one method (or one user) is neither used nor consumed by a request of another."""
         with self.lock:
             fault = getattr(self, name)
-            if not fault or fault.get("method", method) != method:
+            if not fault or fault.get("method", method) != method or fault.get("user", user) != user:
                 return None
             fault["count"] -= 1
             if fault["count"] <= 0:
@@ -1027,9 +1031,10 @@ class Faults:
         """Consume one injected failure of a request with this method: its settings, or None."""
         return self._take("fail_next", method)
 
-    def take_lost_answer(self, method=None):
-        """Consume one lost answer of a request with this method: its settings, or None."""
-        return self._take("lose_answer", method)
+    def take_lost_answer(self, method=None, user=None):
+        """Consume one lost answer of a request with this method by this user: its settings, or
+        None."""
+        return self._take("lose_answer", method, user)
 
 
 class RequestLog:
@@ -1282,7 +1287,7 @@ class Emulator:
             if self.verbose:
                 traceback.print_exc()
         lost = (req is not None and req.path.startswith("/api/")
-                and self.faults.take_lost_answer(req.method) is not None)
+                and self.faults.take_lost_answer(req.method, req.user) is not None)
         if req is None or not req.path.startswith("/__snemu/"):
             path = req.path if req else urlsplit(handler.path).path
             self.log.add(handler.command, path, req.query if req else "", resp.status, req.user if req else None,

@@ -712,6 +712,20 @@ class TestFaults(EmuTest):
                      body={"lose_answer": {"count": 1, "method": bad}}, auth=None)
             self.assertEqual(r.status, 400, bad)
 
+    def test_lose_answer_for_one_user_leaves_the_others(self):
+        self.ctl("POST", "/__snemu/faults", {"lose_answer": {"count": 1, "method": "POST", "user": "sync"}})
+        self.assertEqual(self.create(short_description="a person's write").get("short_description"),
+                         "a person's write")
+        self.assertEqual(self.ctl("GET", "/__snemu/faults")["lose_answer"]["count"], 1, "not used by admin")
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
+            self.call("POST", "/api/now/table/incident", body={"short_description": "lost"}, auth=SYNC)
+        self.assertIsNone(self.ctl("GET", "/__snemu/faults")["lose_answer"])
+        self.assertEqual(len(self.list(sysparm_query="short_description=lost").result), 1)
+        for bad in ("", 1):
+            r = send(self.base, "POST", "/__snemu/faults",
+                     body={"lose_answer": {"count": 1, "user": bad}}, auth=None)
+            self.assertEqual(r.status, 400, bad)
+
     def test_log_counts_rows_of_list_answers(self):
         for i in range(3):
             self.call("POST", "/api/now/table/incident", body={"short_description": "r%d" % i})
