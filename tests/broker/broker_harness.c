@@ -11,6 +11,7 @@
 #include "broker_harness.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -29,6 +30,25 @@
 #include <zmq.h>
 
 #include "broker_stats.h"
+
+static const char *s_binary; //  Set by th_main
+
+int th_main(int argc, char **argv, const struct CMUnitTest *tests, size_t count)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s PATH-TO-twinsync-broker\n", argv[0]);
+        return 2;
+    }
+    s_binary = argv[1];
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    return _cmocka_run_group_tests(argv[0], tests, count, NULL, NULL);
+}
+
+const char *th_binary(void)
+{
+    assert(s_binary);
+    return s_binary;
+}
 
 #define IDLE_PING_MS 300
 

@@ -23,6 +23,20 @@
 
 #define TH_MAX_ARGS 32
 
+struct CMUnitTest;
+
+//  The one main of the broker's integration tests: the single argument is
+//  the path of twinsync-broker (exit 2 with a usage line without it); seeds
+//  rand(), runs the tests as one cmocka group and returns its status. A test
+//  reaches the binary through th_binary().
+int th_main(int argc, char **argv, const struct CMUnitTest *tests, size_t count);
+
+//  Runs th_main over a test array in scope.
+#define TH_MAIN(tests) th_main(argc, argv, (tests), sizeof(tests) / sizeof((tests)[0]))
+
+//  The twinsync-broker binary th_main was given.
+const char *th_binary(void);
+
 typedef struct {
     const char *binary;            //  Path of twinsync-broker
     char dir[128];                 //  Temporary directory (removed by th_broker_cleanup)

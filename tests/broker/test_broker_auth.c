@@ -27,8 +27,6 @@
 
 #include "broker_harness.h"
 
-static const char *s_binary;
-
 typedef struct {
     th_broker_t broker;
     th_pair_t one;      //  Connection conn-1
@@ -40,7 +38,7 @@ typedef struct {
 static int s_setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
-    th_broker_init(&f->broker, s_binary);
+    th_broker_init(&f->broker, th_binary());
     th_pair_prepare(&f->one, &f->broker, "conn-1");
     th_pair_prepare(&f->two, &f->broker, "conn-2");
     assert_int_equal(zmq_curve_keypair(f->pub_extra, f->pub_extra_sec), 0);
@@ -337,12 +335,6 @@ static void test_wrong_broker_key_and_plain_client(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-twinsync-broker\n", argv[0]);
-        return 2;
-    }
-    s_binary = argv[1];
-    srand((unsigned)time(NULL));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unknown_key_is_not_public, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_public_key_cannot_be_private, s_setup, s_teardown),
@@ -354,5 +346,5 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_wrong_broker_key_and_plain_client, s_setup,
                                         s_teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TH_MAIN(tests);
 }

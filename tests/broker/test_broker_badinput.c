@@ -30,8 +30,6 @@
 #define FRAMES_A_BURST 60
 #define MAX_FRAME      65536
 
-static const char *s_binary;
-
 //  Valid encodings of every message type, as seeds for mutation.
 static void s_seed(proto_buf_t *out, int which)
 {
@@ -207,7 +205,7 @@ static void test_rogue_flood_while_pair_works(void **state)
     srand(seed);
     fprintf(stderr, "seed %u (TH_SEED=%u to repeat)\n", seed, seed);
     th_broker_t broker;
-    th_broker_init(&broker, s_binary);
+    th_broker_init(&broker, th_binary());
     th_broker_arg(&broker, "--max-frame", "65536");
     th_pair_t pair;
     th_pair_prepare(&pair, &broker, "conn-1");
@@ -267,13 +265,8 @@ static void test_rogue_flood_while_pair_works(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-twinsync-broker\n", argv[0]);
-        return 2;
-    }
-    s_binary = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rogue_flood_while_pair_works),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TH_MAIN(tests);
 }

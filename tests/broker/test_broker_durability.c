@@ -38,8 +38,6 @@
 #define WINDOW        64   //  PUBLISHes in flight per sender
 #define MAX_PAYLOAD   512
 
-static const char *s_binary;
-
 typedef struct {
     th_client_t *sender;   //  Publishes
     th_client_t *receiver; //  Consumes
@@ -196,7 +194,7 @@ static void test_sigkill_rounds(void **state)
     fprintf(stderr, "seed %u (TH_SEED=%u to repeat)\n", seed, seed);
 
     th_broker_t broker;
-    th_broker_init(&broker, s_binary);
+    th_broker_init(&broker, th_binary());
     th_pair_t pair;
     th_pair_prepare(&pair, &broker, "conn-d");
     th_broker_start(&broker);
@@ -262,13 +260,8 @@ static void test_sigkill_rounds(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-twinsync-broker\n", argv[0]);
-        return 2;
-    }
-    s_binary = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigkill_rounds),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TH_MAIN(tests);
 }

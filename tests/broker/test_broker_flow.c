@@ -30,8 +30,6 @@
 
 #include "broker_harness.h"
 
-static const char *s_binary;
-
 typedef struct {
     th_broker_t broker;
     th_pair_t pair;
@@ -40,7 +38,7 @@ typedef struct {
 static int s_setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
-    th_broker_init(&f->broker, s_binary);
+    th_broker_init(&f->broker, th_binary());
     th_pair_prepare(&f->pair, &f->broker, "conn-1");
     *state = f;
     return 0;
@@ -310,11 +308,6 @@ static void test_sigterm_exits_zero_and_keeps(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-twinsync-broker\n", argv[0]);
-        return 2;
-    }
-    s_binary = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_publish_deliver_consume, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_publish_stored_once, s_setup, s_teardown),
@@ -328,5 +321,5 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_queue_full_backpressure, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_exits_zero_and_keeps, s_setup, s_teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TH_MAIN(tests);
 }

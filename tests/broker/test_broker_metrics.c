@@ -26,8 +26,6 @@
 #include "broker_harness.h"
 #include "broker_stats.h"
 
-static const char *s_binary;
-
 #define P2P "connection=\"conn-m\",direction=\"public_to_private\""
 #define Q2P "connection=\"conn-m\",direction=\"private_to_public\""
 
@@ -97,7 +95,7 @@ static void test_known_scenario(void **state)
 {
     (void)state;
     th_broker_t broker;
-    th_broker_init(&broker, s_binary);
+    th_broker_init(&broker, th_binary());
     th_pair_t pair;
     th_pair_prepare(&pair, &broker, "conn-m");
     th_broker_start(&broker);
@@ -187,7 +185,7 @@ static void test_http_endpoints(void **state)
 {
     (void)state;
     th_broker_t broker;
-    th_broker_init(&broker, s_binary);
+    th_broker_init(&broker, th_binary());
     th_broker_start(&broker);
     char url[128], err[256];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/nope", broker.metrics_port);
@@ -207,15 +205,9 @@ static void test_http_endpoints(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s PATH-TO-twinsync-broker\n", argv[0]);
-        return 2;
-    }
-    s_binary = argv[1];
-    srand((unsigned)time(NULL));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_scenario),
         cmocka_unit_test(test_http_endpoints),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return TH_MAIN(tests);
 }

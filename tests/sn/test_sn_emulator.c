@@ -935,27 +935,6 @@ static void test_rate_limit_storm_is_waited_out(void **state)
     sn_client_destroy(&client);
 }
 
-static void test_rate_limit_beyond_budget_gives_up_at_once(void **state)
-{
-    (void)state;
-    sn_config_t cfg = s_config();
-    cfg.retry.max_total_wait_ms = 500; //  less than one Retry-After
-    sn_client_t *client = s_client_with(&cfg);
-    snemu_proc_faults(s_emu, "{\"rate_limit\": {\"count\": 5, \"retry_after\": 1}}");
-    double start = s_now();
-    json_t *record = NULL;
-    sn_error_t err;
-    sn_err_code_t code =
-        sn_incident_get(client, "0123456789abcdef0123456789abcdef", NULL, &record, &err);
-    assert_int_equal(code, SN_E_RATE_LIMITED);
-    assert_int_equal(err.http_status, 429);
-    assert_int_equal(err.retry_after_s, 1);
-    assert_string_equal(err.message, "Rate limit exceeded");
-    assert_true(s_now() - start < 0.9);
-    assert_int_equal(snemu_proc_count(s_emu, "/api/", 0), 1);
-    sn_client_destroy(&client);
-}
-
 //  Log sink of the tests: keeps the lines in a JSON array.
 static void s_log_line(void *arg, const char *line)
 {
@@ -988,23 +967,6 @@ static void test_503_burst_is_retried_and_succeeds(void **state)
     assert_null(strstr(line, "sysparm"));
     assert_null(strstr(line, PASSWORD));
     json_decref(lines);
-    sn_client_destroy(&client);
-}
-
-static void test_persistent_500_gives_up_after_max_attempts(void **state)
-{
-    (void)state;
-    sn_config_t cfg = s_config();
-    cfg.retry.max_attempts = 3;
-    sn_client_t *client = s_client_with(&cfg);
-    snemu_proc_faults(s_emu, "{\"fail_next\": {\"count\": 10, \"status\": 500}}");
-    json_t *rows = NULL;
-    sn_list_params_t params = {0};
-    sn_error_t err;
-    sn_err_code_t code = sn_table_list(client, "incident", &params, &rows, NULL, &err);
-    assert_int_equal(code, SN_E_UNAVAILABLE);
-    assert_int_equal(err.http_status, 500);
-    assert_int_equal(snemu_proc_count(s_emu, "/api/", 500), 3);
     sn_client_destroy(&client);
 }
 
@@ -1081,68 +1043,6 @@ static void test_write_whose_answer_is_lost_is_not_sent_again(void **state)
     sn_client_destroy(&client);
 }
 
-static void test_hibernating_instance_is_unavailable(void **state)
-{
-    (void)state;
-    sn_config_t cfg = s_config();
-    cfg.retry.max_attempts = 2;
-    sn_client_t *client = s_client_with(&cfg);
-    snemu_proc_faults(s_emu, "{\"hibernate\": true}");
-    json_t *rows = NULL;
-    sn_list_params_t params = {0};
-    sn_error_t err;
-    sn_err_code_t code = sn_table_list(client, "incident", &params, &rows, NULL, &err);
-    assert_int_equal(code, SN_E_UNAVAILABLE);
-    //  200 with an HTML page is an outage, not data
-    assert_int_equal(err.http_status, 200);
-    assert_non_null(strstr(err.message, "HTML"));
-    assert_non_null(strstr(err.detail, "Instance Hibernating page"));
-    assert_null(rows);
-    sn_client_destroy(&client);
-}
-
-static void test_timeout_is_reported_as_timeout(void **state)
-{
-    (void)state;
-    sn_config_t cfg = s_config();
-    cfg.request_timeout_ms = 300;
-    cfg.retry.max_attempts = 2;
-    sn_client_t *client = s_client_with(&cfg);
-    snemu_proc_faults(s_emu, "{\"latency_ms\": 1000}");
-    json_t *rows = NULL;
-    sn_list_params_t params = {0};
-    sn_error_t err;
-    sn_err_code_t code = sn_table_list(client, "incident", &params, &rows, NULL, &err);
-    assert_int_equal(code, SN_E_TIMEOUT);
-    assert_int_equal(sn_client_stats(client).requests, 2);
-    //  The emulator finishes both abandoned requests later: let them land in
-    //  its log now rather than in the next test's
-    for (int waited = 0; waited < 5000; waited += 50) {
-        if (snemu_proc_count(s_emu, "/api/", 0) == 2)
-            break;
-        usleep(50 * 1000);
-    }
-    assert_int_equal(snemu_proc_count(s_emu, "/api/", 0), 2);
-    sn_client_destroy(&client);
-}
-
-static void test_connection_refused_is_unavailable(void **state)
-{
-    (void)state;
-    sn_config_t cfg = s_config();
-    cfg.instance_url = "http://127.0.0.1:1";
-    cfg.retry.max_attempts = 2;
-    sn_client_t *client = s_client_with(&cfg);
-    json_t *record = NULL;
-    sn_error_t err;
-    sn_err_code_t code =
-        sn_incident_get(client, "0123456789abcdef0123456789abcdef", NULL, &record, &err);
-    assert_int_equal(code, SN_E_UNAVAILABLE);
-    assert_int_equal(err.http_status, 0);
-    assert_int_equal(sn_client_stats(client).requests, 2);
-    sn_client_destroy(&client);
-}
-
 //  True when text holds any secret of the test configuration.
 static bool s_leaks(const char *text)
 {
@@ -1150,29 +1050,158 @@ static bool s_leaks(const char *text)
            strstr(text, "Authorization") || strstr(text, "Bearer ");
 }
 
-static void test_basic_401_is_auth_error_without_retry(void **state)
+//  -------------------------------------------------------------------------
+//  Faults that end a read with an error: one row each, one runner
+
+typedef struct {
+    const char *name;         //  Test name cmocka prints
+    const char *faults;       //  Emulator faults (JSON), or NULL
+    const char *instance_url; //  Instead of the emulator's, or NULL
+    const char *password;     //  Instead of the right one, or NULL
+    long request_timeout_ms;  //  0: the default
+    int max_attempts;         //  0: the default
+    long max_total_wait_ms;   //  0: the default
+    sn_err_code_t code;       //  The error the read ends with
+    int scope;                //  Its sn_err_scope, or -1 for any
+    long http_status;         //  err.http_status
+    const char *message;      //  err.message exactly, or NULL
+    const char *message_part; //  ...or a part of it, or NULL
+    const char *detail_part;  //  A part of err.detail, or NULL
+    long retry_after_s;       //  err.retry_after_s
+    unsigned long requests;   //  HTTP requests the client made
+    int logged;               //  Requests the emulator logged, -1 for none reached it
+    long logged_status;       //  Status of each of them, 0 for any
+    double max_seconds;       //  The call returned within this, 0 for no limit
+} s_fault_case_t;
+
+static const s_fault_case_t s_fault_cases[] = {
+    {.name = "fault: persistent 500 gives up after max attempts",
+     .faults = "{\"fail_next\": {\"count\": 10, \"status\": 500}}",
+     .max_attempts = 3,
+     .code = SN_E_UNAVAILABLE,
+     .scope = -1,
+     .http_status = 500,
+     .requests = 3,
+     .logged = 3,
+     .logged_status = 500},
+    {.name = "fault: hibernating instance is unavailable, an HTML page is never data",
+     .faults = "{\"hibernate\": true}",
+     .max_attempts = 2,
+     .code = SN_E_UNAVAILABLE,
+     .scope = SN_SCOPE_TRANSIENT,
+     .http_status = 200,
+     .message_part = "HTML",
+     .detail_part = "Instance Hibernating page",
+     .requests = 2,
+     .logged = 2,
+     .logged_status = 200},
+    {.name = "fault: timeout is reported as timeout",
+     .faults = "{\"latency_ms\": 1000}",
+     .request_timeout_ms = 300,
+     .max_attempts = 2,
+     .code = SN_E_TIMEOUT,
+     .scope = -1,
+     .requests = 2,
+     .logged = 2},
+    {.name = "fault: connection refused is unavailable",
+     .instance_url = "http://127.0.0.1:1",
+     .max_attempts = 2,
+     .code = SN_E_UNAVAILABLE,
+     .scope = -1,
+     .http_status = 0,
+     .requests = 2,
+     .logged = -1},
+    {.name = "fault: rate limit beyond the budget gives up at once",
+     .faults = "{\"rate_limit\": {\"count\": 5, \"retry_after\": 1}}",
+     .max_total_wait_ms = 500, //  less than one Retry-After
+     .code = SN_E_RATE_LIMITED,
+     .scope = -1,
+     .http_status = 429,
+     .message = "Rate limit exceeded",
+     .retry_after_s = 1,
+     .requests = 1,
+     .logged = 1,
+     .logged_status = 429,
+     .max_seconds = 0.9},
+    {.name = "fault: basic 401 is an auth error without retry",
+     .password = "wrong-Pa55word",
+     .code = SN_E_AUTH,
+     .scope = SN_SCOPE_CONNECTION,
+     .http_status = 401,
+     .message = "User Not Authenticated",
+     .requests = 1,
+     .logged = 1,
+     .logged_status = 401},
+};
+
+#define S_FAULT_CASES (sizeof s_fault_cases / sizeof s_fault_cases[0])
+
+//  Waits (up to 5 s) until the emulator has logged count requests under
+//  /api/: it finishes an abandoned request later, and that entry belongs to
+//  this test, not the next one.
+static void s_wait_logged(size_t count)
 {
-    (void)state;
+    for (int waited = 0; waited < 5000 && snemu_proc_count(s_emu, "/api/", 0) < count; waited += 50)
+        usleep(50 * 1000);
+}
+
+//  Runs one row of s_fault_cases: one list read under the fault.
+static void s_run_fault_case(void **state)
+{
+    const s_fault_case_t *fc = *state;
     sn_config_t cfg = s_config();
-    cfg.password = "wrong-Pa55word";
+    if (fc->instance_url)
+        cfg.instance_url = fc->instance_url;
+    if (fc->password)
+        cfg.password = fc->password;
+    if (fc->request_timeout_ms)
+        cfg.request_timeout_ms = fc->request_timeout_ms;
+    if (fc->max_attempts)
+        cfg.retry.max_attempts = fc->max_attempts;
+    if (fc->max_total_wait_ms)
+        cfg.retry.max_total_wait_ms = fc->max_total_wait_ms;
     sn_client_t *client = s_client_with(&cfg);
+    if (fc->faults)
+        snemu_proc_faults(s_emu, fc->faults);
     json_t *rows = NULL;
     sn_list_params_t params = {0};
     sn_error_t err;
+    double start = s_now();
     sn_err_code_t code = sn_table_list(client, "incident", &params, &rows, NULL, &err);
-    assert_int_equal(code, SN_E_AUTH);
-    assert_int_equal(err.http_status, 401);
-    assert_string_equal(err.message, "User Not Authenticated");
-    assert_int_equal(sn_err_scope(code), SN_SCOPE_CONNECTION);
-    //  Exactly one attempt reached the instance
-    json_t *requests = snemu_proc_log(s_emu);
-    assert_int_equal(json_array_size(requests), 1);
-    json_t *entry = json_array_get(requests, 0);
-    assert_int_equal(json_integer_value(json_object_get(entry, "status")), 401);
-    assert_string_equal(json_string_value(json_object_get(entry, "method")), "GET");
-    json_decref(requests);
+    double elapsed = s_now() - start;
+    assert_int_equal(code, fc->code);
+    assert_null(rows);
+    if (fc->scope >= 0)
+        assert_int_equal(sn_err_scope(code), fc->scope);
+    if (fc->code != SN_E_TIMEOUT)
+        assert_int_equal(err.http_status, fc->http_status);
+    if (fc->message)
+        assert_string_equal(err.message, fc->message);
+    if (fc->message_part)
+        assert_non_null(strstr(err.message, fc->message_part));
+    if (fc->detail_part)
+        assert_non_null(strstr(err.detail, fc->detail_part));
+    assert_int_equal(err.retry_after_s, fc->retry_after_s);
+    assert_int_equal(sn_client_stats(client).requests, fc->requests);
+    if (fc->max_seconds > 0)
+        assert_true(elapsed < fc->max_seconds);
     assert_false(s_leaks(err.message));
     assert_false(s_leaks(err.detail));
+    if (fc->logged >= 0) {
+        s_wait_logged((size_t)fc->logged);
+        json_t *requests = snemu_proc_log(s_emu);
+        assert_int_equal(json_array_size(requests), fc->logged);
+        size_t index;
+        json_t *entry;
+        json_array_foreach(requests, index, entry)
+        {
+            assert_string_equal(json_string_value(json_object_get(entry, "method")), "GET");
+            if (fc->logged_status)
+                assert_int_equal(json_integer_value(json_object_get(entry, "status")),
+                                 fc->logged_status);
+        }
+        json_decref(requests);
+    }
     sn_client_destroy(&client);
 }
 
@@ -1277,18 +1306,22 @@ int main(void)
         cmocka_unit_test_setup(test_unchanged_record_seen_twice_is_dropped, s_setup),
         cmocka_unit_test_setup(test_trigger_with_nq_keeps_its_meaning, s_setup),
         cmocka_unit_test_setup(test_rate_limit_storm_is_waited_out, s_setup),
-        cmocka_unit_test_setup(test_rate_limit_beyond_budget_gives_up_at_once, s_setup),
         cmocka_unit_test_setup(test_503_burst_is_retried_and_succeeds, s_setup),
-        cmocka_unit_test_setup(test_persistent_500_gives_up_after_max_attempts, s_setup),
         cmocka_unit_test_setup(test_create_is_not_repeated_after_a_500, s_setup),
         cmocka_unit_test_setup(test_write_whose_answer_is_lost_is_not_sent_again, s_setup),
-        cmocka_unit_test_setup(test_hibernating_instance_is_unavailable, s_setup),
-        cmocka_unit_test_setup(test_timeout_is_reported_as_timeout, s_setup),
-        cmocka_unit_test_setup(test_connection_refused_is_unavailable, s_setup),
-        cmocka_unit_test_setup(test_basic_401_is_auth_error_without_retry, s_setup),
         cmocka_unit_test_setup(test_oauth_token_fetched_and_refreshed_when_expired, s_setup),
         cmocka_unit_test_setup(test_oauth_401_refreshes_once_then_succeeds, s_setup),
         cmocka_unit_test_setup(test_oauth_refused_is_auth_error_without_secrets, s_setup),
     };
-    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+    //  The fixed tests, then one per row of s_fault_cases
+    enum { FIXED = sizeof tests / sizeof tests[0] };
+    struct CMUnitTest all[FIXED + S_FAULT_CASES];
+    memcpy(all, tests, sizeof tests);
+    for (size_t i = 0; i < S_FAULT_CASES; i++)
+        all[FIXED + i] = (struct CMUnitTest){.name = s_fault_cases[i].name,
+                                             .test_func = s_run_fault_case,
+                                             .setup_func = s_setup,
+                                             .initial_state = (void *)&s_fault_cases[i]};
+    return _cmocka_run_group_tests("test_sn_emulator", all, FIXED + S_FAULT_CASES, s_group_setup,
+                                   s_group_teardown);
 }
