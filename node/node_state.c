@@ -78,6 +78,63 @@ static int s_fail(node_state_t *self, const char *what)
     return -1;
 }
 
+//  Steps stmt to its end, handing each row to fn, and finalizes it. fn
+//  returns 0 to go on, 1 to stop early, -1 when it failed (the error
+//  recorded). Returns 0, or -1 with the error recorded (what failed).
+static int s_walk(node_state_t *self, sqlite3_stmt *stmt, int (*fn)(sqlite3_stmt *stmt, void *arg),
+                  void *arg, const char *what)
+{
+    if (!stmt)
+        return -1;
+    int rc, stop = 0;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && (stop = fn(stmt, arg)) == 0)
+        ;
+    int failed = stop == 0 && rc != SQLITE_DONE ? s_fail(self, what) : 0;
+    sqlite3_finalize(stmt);
+    return stop < 0 ? -1 : failed;
+}
+
+//  A growing array of rows, filled by s_walk through s_rows_add.
+typedef struct {
+    node_state_t *self;                          //  For the error
+    const char *what;                            //  What is being read
+    char *items;                                 //  Rows read, realloc'd
+    size_t count;                                //  Entries in items
+    size_t size;                                 //  Bytes of one entry
+    void (*read)(sqlite3_stmt *stmt, void *out); //  Fills one entry from a row
+} s_rows_t;
+
+static int s_rows_add(sqlite3_stmt *stmt, void *arg)
+{
+    s_rows_t *rows = arg;
+    char *grown = realloc(rows->items, (rows->count + 1) * rows->size);
+    if (!grown) {
+        snprintf(rows->self->error, sizeof rows->self->error, "%s: out of memory", rows->what);
+        return -1;
+    }
+    rows->items = grown;
+    rows->read(stmt, grown + rows->count++ * rows->size);
+    return 0;
+}
+
+//  Every row of stmt as an array of size-byte entries filled by read, in
+//  *items_p (free it) and *count_p. Returns 0, or -1 with the error recorded.
+static int s_rows(node_state_t *self, sqlite3_stmt *stmt, size_t size,
+                  void (*read)(sqlite3_stmt *stmt, void *out), void **items_p, size_t *count_p,
+                  const char *what)
+{
+    *items_p = NULL;
+    *count_p = 0;
+    s_rows_t rows = {.self = self, .what = what, .size = size, .read = read};
+    if (s_walk(self, stmt, s_rows_add, &rows, what)) {
+        free(rows.items);
+        return -1;
+    }
+    *items_p = rows.items;
+    *count_p = rows.count;
+    return 0;
+}
+
 static int64_t s_now(void)
 {
     return (int64_t)time(NULL);
@@ -449,34 +506,18 @@ int node_state_conn_get(node_state_t *self, const char *id_or_name, node_conn_t 
     return 0;
 }
 
+//  s_rows reader of a connection row.
+static void s_read_conn_row(sqlite3_stmt *stmt, void *out)
+{
+    s_read_conn(stmt, out);
+}
+
 int node_state_conn_list(node_state_t *self, node_conn_t **list_p, size_t *count_p)
 {
-    *list_p = NULL;
-    *count_p = 0;
-    sqlite3_stmt *stmt =
-        s_prepare(self, "SELECT " S_CONN_COLUMNS " FROM connections ORDER BY created_at, id", NULL);
-    if (!stmt)
-        return -1;
-    node_conn_t *list = NULL;
-    size_t count = 0;
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        node_conn_t *grown = realloc(list, (count + 1) * sizeof(node_conn_t));
-        if (!grown) {
-            rc = SQLITE_NOMEM;
-            break;
-        }
-        list = grown;
-        s_read_conn(stmt, &list[count++]);
-    }
-    sqlite3_finalize(stmt);
-    if (rc != SQLITE_DONE) {
-        free(list);
-        return s_fail(self, "list connections");
-    }
-    *list_p = list;
-    *count_p = count;
-    return 0;
+    return s_rows(
+        self,
+        s_prepare(self, "SELECT " S_CONN_COLUMNS " FROM connections ORDER BY created_at, id", NULL),
+        sizeof(node_conn_t), s_read_conn_row, (void **)list_p, count_p, "list connections");
 }
 
 int node_state_conn_delete(node_state_t *self, const char *id)
@@ -709,30 +750,34 @@ int node_state_twin_set_sync(node_state_t *self, const char *conn, const char *l
                              "itt", (int64_t)under_sync, conn, local_sys_id));
 }
 
+//  A caller's twin callback, for s_walk.
+typedef struct {
+    node_state_t *self;                            //  For s_read_twin
+    int (*fn)(const node_twin_t *twin, void *arg); //  The caller's
+    void *arg;                                     //  Its argument
+} s_twin_walk_t;
+
+static int s_twin_row(sqlite3_stmt *stmt, void *arg)
+{
+    s_twin_walk_t *walk = arg;
+    node_twin_t twin = {0};
+    if (s_read_twin(walk->self, stmt, &twin))
+        return -1;
+    int stop = walk->fn(&twin, walk->arg);
+    node_twin_clear(&twin);
+    return stop ? 1 : 0;
+}
+
 int node_state_twin_each(node_state_t *self, const char *conn,
                          int (*fn)(const node_twin_t *twin, void *arg), void *arg)
 {
-    sqlite3_stmt *stmt = s_prepare(
-        self, "SELECT " S_TWIN_COLUMNS " FROM twins WHERE conn = ? ORDER BY created_at, rowid", "t",
-        conn);
-    if (!stmt)
-        return -1;
-    node_twin_t twin = {0};
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (s_read_twin(self, stmt, &twin)) {
-            sqlite3_finalize(stmt);
-            return -1;
-        }
-        int stop = fn(&twin, arg);
-        node_twin_clear(&twin);
-        if (stop) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_finalize(stmt);
-    return rc == SQLITE_DONE ? 0 : s_fail(self, "list twins");
+    s_twin_walk_t walk = {self, fn, arg};
+    return s_walk(self,
+                  s_prepare(self,
+                            "SELECT " S_TWIN_COLUMNS
+                            " FROM twins WHERE conn = ? ORDER BY created_at, rowid",
+                            "t", conn),
+                  s_twin_row, &walk, "list twins");
 }
 
 //  Runs a one-row, one-integer-column query.
@@ -800,27 +845,34 @@ int node_state_outbox_add(node_state_t *self, const char *conn, uint64_t seq,
                : 0;
 }
 
+//  A caller's payload callback, for s_walk over (seq, [text,] blob) rows.
+typedef struct {
+    int (*outbox)(uint64_t seq, const uint8_t *payload, size_t size, void *arg);
+    int (*blocked)(uint64_t seq, const char *remote_sys_id, const uint8_t *plain, size_t size,
+                   void *arg);
+    void *arg; //  The caller's argument
+} s_payload_walk_t;
+
+static int s_outbox_row(sqlite3_stmt *stmt, void *arg)
+{
+    s_payload_walk_t *walk = arg;
+    return walk->outbox((uint64_t)sqlite3_column_int64(stmt, 0), sqlite3_column_blob(stmt, 1),
+                        (size_t)sqlite3_column_bytes(stmt, 1), walk->arg)
+               ? 1
+               : 0;
+}
+
 int node_state_outbox_each(node_state_t *self, const char *conn, uint64_t after, size_t limit,
                            int (*fn)(uint64_t seq, const uint8_t *payload, size_t size, void *arg),
                            void *arg)
 {
-    sqlite3_stmt *stmt = s_prepare(self,
-                                   "SELECT seq, payload FROM outbox WHERE conn = ? AND seq > ?"
-                                   " ORDER BY seq LIMIT ?",
-                                   "tii", conn, (int64_t)after, limit ? (int64_t)limit : -1);
-    if (!stmt)
-        return -1;
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const uint8_t *payload = sqlite3_column_blob(stmt, 1);
-        size_t size = (size_t)sqlite3_column_bytes(stmt, 1);
-        if (fn((uint64_t)sqlite3_column_int64(stmt, 0), payload, size, arg)) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_finalize(stmt);
-    return rc == SQLITE_DONE ? 0 : s_fail(self, "read outbox");
+    s_payload_walk_t walk = {.outbox = fn, .arg = arg};
+    return s_walk(self,
+                  s_prepare(self,
+                            "SELECT seq, payload FROM outbox WHERE conn = ? AND seq > ?"
+                            " ORDER BY seq LIMIT ?",
+                            "tii", conn, (int64_t)after, limit ? (int64_t)limit : -1),
+                  s_outbox_row, &walk, "read outbox");
 }
 
 int node_state_outbox_remove(node_state_t *self, const char *conn, uint64_t seq)
@@ -885,30 +937,30 @@ int node_state_blocked_add(node_state_t *self, const char *conn, uint64_t seq,
                : 0;
 }
 
+static int s_blocked_row(sqlite3_stmt *stmt, void *arg)
+{
+    s_payload_walk_t *walk = arg;
+    const char *remote = (const char *)sqlite3_column_text(stmt, 1);
+    return walk->blocked((uint64_t)sqlite3_column_int64(stmt, 0), remote ? remote : "",
+                         sqlite3_column_blob(stmt, 2), (size_t)sqlite3_column_bytes(stmt, 2),
+                         walk->arg)
+               ? 1
+               : 0;
+}
+
 int node_state_blocked_each(node_state_t *self, const char *conn, const char *remote_sys_id,
                             int (*fn)(uint64_t seq, const char *remote_sys_id, const uint8_t *plain,
                                       size_t size, void *arg),
                             void *arg)
 {
-    sqlite3_stmt *stmt = s_prepare(self,
-                                   "SELECT seq, remote_sys_id, payload FROM blocked"
-                                   " WHERE conn = ?1 AND (?2 IS NULL OR remote_sys_id = ?2)"
-                                   " ORDER BY seq",
-                                   "tz", conn, remote_sys_id);
-    if (!stmt)
-        return -1;
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *remote = (const char *)sqlite3_column_text(stmt, 1);
-        const uint8_t *plain = sqlite3_column_blob(stmt, 2);
-        size_t size = (size_t)sqlite3_column_bytes(stmt, 2);
-        if (fn((uint64_t)sqlite3_column_int64(stmt, 0), remote ? remote : "", plain, size, arg)) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_finalize(stmt);
-    return rc == SQLITE_DONE ? 0 : s_fail(self, "read blocked");
+    s_payload_walk_t walk = {.blocked = fn, .arg = arg};
+    return s_walk(self,
+                  s_prepare(self,
+                            "SELECT seq, remote_sys_id, payload FROM blocked"
+                            " WHERE conn = ?1 AND (?2 IS NULL OR remote_sys_id = ?2)"
+                            " ORDER BY seq",
+                            "tz", conn, remote_sys_id),
+                  s_blocked_row, &walk, "read blocked");
 }
 
 int node_state_blocked_remove(node_state_t *self, const char *conn, uint64_t seq)
@@ -1028,37 +1080,21 @@ int node_state_error_get(node_state_t *self, int64_t id, node_error_t *out)
         self, s_prepare(self, "SELECT " S_ERROR_COLUMNS " FROM errors WHERE id = ?", "i", id), out);
 }
 
+//  s_rows reader of an error row.
+static void s_read_error_row(sqlite3_stmt *stmt, void *out)
+{
+    s_read_error(stmt, out);
+}
+
 int node_state_error_list(node_state_t *self, const char *conn, node_error_t **list_p,
                           size_t *count_p)
 {
-    *list_p = NULL;
-    *count_p = 0;
-    sqlite3_stmt *stmt = s_prepare(self,
-                                   "SELECT " S_ERROR_COLUMNS " FROM errors"
-                                   " WHERE ?1 IS NULL OR conn = ?1 ORDER BY id",
-                                   "z", conn);
-    if (!stmt)
-        return -1;
-    node_error_t *list = NULL;
-    size_t count = 0;
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        node_error_t *grown = realloc(list, (count + 1) * sizeof(node_error_t));
-        if (!grown) {
-            rc = SQLITE_NOMEM;
-            break;
-        }
-        list = grown;
-        s_read_error(stmt, &list[count++]);
-    }
-    sqlite3_finalize(stmt);
-    if (rc != SQLITE_DONE) {
-        free(list);
-        return s_fail(self, "list errors");
-    }
-    *list_p = list;
-    *count_p = count;
-    return 0;
+    return s_rows(self,
+                  s_prepare(self,
+                            "SELECT " S_ERROR_COLUMNS " FROM errors"
+                            " WHERE ?1 IS NULL OR conn = ?1 ORDER BY id",
+                            "z", conn),
+                  sizeof(node_error_t), s_read_error_row, (void **)list_p, count_p, "list errors");
 }
 
 int node_state_error_request_retry(node_state_t *self, int64_t id)
