@@ -22,6 +22,7 @@
 */
 #include "broker_core.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -176,6 +177,13 @@ static const char *s_rid_text(const uint8_t *rid, size_t size, char *buf, size_t
 static const char *s_side_name(int side)
 {
     return side == SIDE_PUBLIC ? "public" : "private";
+}
+
+//  The sender a peer of side is, in the protocol's table of who may send
+//  what (proto_msg_may_send).
+static proto_sender_t s_sender(int side)
+{
+    return side == SIDE_PUBLIC ? PROTO_SENDER_PUBLIC : PROTO_SENDER_PRIVATE;
 }
 
 static const char *s_dir_name(int dir)
@@ -547,6 +555,7 @@ static void s_peer_drop(broker_core_t *self, peer_t *peer, const char *why, int6
 static long s_reply(broker_core_t *self, const uint8_t *rid, size_t rid_size,
                     const proto_msg_t *msg)
 {
+    assert(proto_msg_may_send(msg->type, PROTO_SENDER_BROKER));
     proto_error_t perr;
     if (proto_msg_encode(msg, &self->limits, &self->buf, &perr) != PROTO_OK) {
         ts_log(TS_LOG_ERROR, "cannot encode reply", "type=%s error=\"%s\"",
@@ -821,7 +830,7 @@ static int s_on_hello(broker_core_t *self, const uint8_t *rid, size_t rid_size, 
 static int s_on_invite(broker_core_t *self, peer_t *peer, const proto_invite_msg_t *invite,
                        int64_t now_ms)
 {
-    if (peer->side != SIDE_PUBLIC) {
+    if (!proto_msg_may_send(PROTO_INVITE, s_sender(peer->side))) {
         s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_UNKNOWN_KEY,
                  PROTO_ERR_FORBIDDEN, invite->conn, NULL,
                  "only a public node may INVITE; this key is a private node");
@@ -897,7 +906,7 @@ static void s_joined_both(broker_core_t *self, const conn_t *conn)
 static int s_on_join(broker_core_t *self, peer_t *peer, const proto_join_t *join, int64_t now_ms)
 {
     const char *id = join->conn;
-    if (peer->side != SIDE_PRIVATE) {
+    if (!proto_msg_may_send(PROTO_JOIN, s_sender(peer->side))) {
         s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_UNKNOWN_KEY,
                  PROTO_ERR_FORBIDDEN, id, NULL, "only a private node may JOIN");
         return 0;
@@ -1160,11 +1169,10 @@ static int s_dispatch(broker_core_t *self, const uint8_t *rid, size_t rid_size, 
         return -1;
     if (msg->type == PROTO_HELLO)
         return s_on_hello(self, rid, rid_size, key, peer, &msg->hello, now_ms);
-    bool from_node = msg->type == PROTO_PING || msg->type == PROTO_PONG ||
-                     msg->type == PROTO_INVITE || msg->type == PROTO_JOIN ||
-                     msg->type == PROTO_PUBLISH || msg->type == PROTO_CONSUMED ||
-                     msg->type == PROTO_ERROR;
-    if (!from_node) {
+    //  What a node may send is the protocol's table; which node may send
+    //  INVITE and JOIN is checked by their handlers, once the session says
+    //  which side the peer is.
+    if (!proto_msg_may_send(msg->type, PROTO_SENDER_NODE)) {
         s_refuse(self, rid, rid_size, key, BROKER_REJECT_UNEXPECTED_TYPE, PROTO_ERR_BAD_FRAME, NULL,
                  NULL, "a node may not send %s to the broker", proto_type_name(msg->type));
         return 0;

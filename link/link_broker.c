@@ -142,6 +142,9 @@ static int s_send_frame(link_t *self, const uint8_t *data, size_t size)
 //  Encodes msg into self->buf. Returns PROTO_OK or the encoder's status.
 static proto_status_t s_encode(link_t *self, const proto_msg_t *msg, proto_error_t *err)
 {
+    //  Which node may send INVITE or JOIN is the broker's to check (it
+    //  answers ERROR 403); that a node sends only node messages is ours.
+    assert(proto_msg_may_send(msg->type, PROTO_SENDER_NODE));
     return proto_msg_encode(msg, &self->config.limits, &self->buf, err);
 }
 
@@ -512,8 +515,22 @@ static void s_on_answer(link_t *self, proto_type_t type, const char *conn)
         s_request_remove(self, (size_t)i);
 }
 
+//  Reports a message the broker may not send (or this link cannot take).
+static void s_unexpected(link_t *self, const proto_msg_t *msg)
+{
+    char text[64];
+    snprintf(text, sizeof text, "unexpected %s from the broker", proto_type_name(msg->type));
+    s_report(self, PROTO_ERR_BAD_FRAME, text, NULL, false, 0, true);
+}
+
 static void s_dispatch(link_t *self, const proto_msg_t *msg)
 {
+    //  What the broker may send is the protocol's table; anything else is
+    //  refused before it reaches a handler.
+    if (!proto_msg_may_send(msg->type, PROTO_SENDER_BROKER)) {
+        s_unexpected(self, msg);
+        return;
+    }
     switch (msg->type) {
     case PROTO_WELCOME:
         s_on_welcome(self, &msg->welcome);
@@ -543,11 +560,8 @@ static void s_dispatch(link_t *self, const proto_msg_t *msg)
         if (self->cb.on_joined)
             self->cb.on_joined(msg->joined.conn, msg->joined.description, self->cb.arg);
         break;
-    default: {
-        char text[64];
-        snprintf(text, sizeof text, "unexpected %s from the broker", proto_type_name(msg->type));
-        s_report(self, PROTO_ERR_BAD_FRAME, text, NULL, false, 0, true);
-    }
+    default: //  The table lets the broker send a type this link does not handle
+        s_unexpected(self, msg);
     }
 }
 

@@ -16,6 +16,7 @@
     types, lengths and counts.
 */
 #include <assert.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,6 @@
 #include <msgpack.h>
 
 #include "proto_codec.h"
-#include "proto_msg.h"
-#include "proto_sync.h"
 
 #define S_HARD_MAX_DEPTH 64 //  Ceiling on limits->max_depth (bounds recursion)
 
@@ -33,15 +32,6 @@ struct proto_mem {
     struct proto_mem *next; //  Next block
     max_align_t data[];     //  The memory handed out
 };
-
-//  Layout of one PROTO_K_PAIRS element; proto_field_t must match it.
-typedef struct {
-    const char *name;
-    const char *value;
-} s_pair_t;
-
-_Static_assert(sizeof(s_pair_t) == sizeof(proto_field_t), "proto_field_t layout");
-_Static_assert(offsetof(proto_field_t, value) == offsetof(s_pair_t, value), "proto_field_t layout");
 
 //  Path of the field being read or checked, for error messages
 //  ("conns[2].conn"). It is a stack of segments, rendered into text only
@@ -293,29 +283,35 @@ static proto_status_t s_check_number(const proto_fdef_t *def, uint64_t value, s_
     return PROTO_OK;
 }
 
-static int s_pair_cmp(const void *a, const void *b)
+//  The string of PROTO_K_STR field def in the struct at base.
+static const char *s_str_at(const proto_fdef_t *def, const char *base)
 {
-    return strcmp((*(const s_pair_t *const *)a)->name, (*(const s_pair_t *const *)b)->name);
+    return *(const char *const *)(base + def->off);
 }
 
-//  Refuses a pair map with the same name twice (sorting a copy of the
+static int s_str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+//  Refuses a pair map with the same key twice (sorting a copy of the key
 //  pointers: n log n, whatever the input).
-static proto_status_t s_check_pair_names(const s_pair_t *pairs, size_t count, s_path_t *path,
-                                         proto_error_t *err)
+static proto_status_t s_check_pair_keys(const proto_schema_t *sub, const char *pairs, size_t count,
+                                        s_path_t *path, proto_error_t *err)
 {
     if (count < 2)
         return PROTO_OK;
-    const s_pair_t **sorted = malloc(count * sizeof(*sorted));
+    const char **sorted = malloc(count * sizeof(*sorted));
     if (!sorted)
         return s_fail(path, err, PROTO_E_NOMEM, 0, 0);
     for (size_t i = 0; i < count; i++)
-        sorted[i] = &pairs[i];
-    qsort(sorted, count, sizeof(*sorted), s_pair_cmp);
+        sorted[i] = s_str_at(&sub->fdefs[0], pairs + i * sub->size);
+    qsort(sorted, count, sizeof(*sorted), s_str_cmp);
     proto_status_t rc = PROTO_OK;
     for (size_t i = 1; i < count && rc == PROTO_OK; i++) {
-        if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0) {
-            const char *name = sorted[i]->name;
-            size_t old = s_path_key(path, name, strlen(name));
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            const char *key = sorted[i];
+            size_t old = s_path_key(path, key, strlen(key));
             rc = s_fail(path, err, PROTO_E_DUPLICATE, 0, 0);
             s_path_pop(path, old);
         }
@@ -327,31 +323,35 @@ static proto_status_t s_check_pair_names(const s_pair_t *pairs, size_t count, s_
 static proto_status_t s_check_obj(const proto_schema_t *schema, const void *obj,
                                   const proto_limits_t *limits, s_path_t *path, proto_error_t *err);
 
-//  Checks the pairs of a PROTO_K_PAIRS field.
-static proto_status_t s_check_pairs(const proto_fdef_t *def, const s_pair_t *pairs, size_t count,
+//  Checks the pairs of a PROTO_K_PAIRS field: the key by the element's
+//  first field, the value by its second.
+static proto_status_t s_check_pairs(const proto_fdef_t *def, const char *pairs, size_t count,
                                     const proto_limits_t *limits, s_path_t *path,
                                     proto_error_t *err)
 {
-    static const proto_fdef_t name_def = {"name", PROTO_K_STR, PROTO_F_REQ | PROTO_F_ID, 0,
-                                          0,      0,           PROTO_MAX_SN_FIELD,       NULL};
+    const proto_schema_t *sub = def->sub;
+    assert(sub->fdefs_count == 2 && sub->fdefs[0].kind == PROTO_K_STR &&
+           sub->fdefs[1].kind == PROTO_K_STR);
+    const proto_fdef_t *key_def = &sub->fdefs[0];
+    const proto_fdef_t *value_def = &sub->fdefs[1];
     for (size_t i = 0; i < count; i++) {
-        const char *name = pairs[i].name;
-        const char *value = pairs[i].value;
-        if (!name || !value) {
+        const char *key = s_str_at(key_def, pairs + i * sub->size);
+        const char *value = s_str_at(value_def, pairs + i * sub->size);
+        if (!key || !value) {
             size_t old = s_path_index(path, i);
             proto_status_t rc = s_fail(path, err, PROTO_E_MISSING, 0, 0);
             s_path_pop(path, old);
             return rc;
         }
-        size_t old = s_path_key(path, name, strlen(name));
-        proto_status_t rc = s_check_str(&name_def, name, strlen(name), limits, path, err);
+        size_t old = s_path_key(path, key, strlen(key));
+        proto_status_t rc = s_check_str(key_def, key, strlen(key), limits, path, err);
         if (rc == PROTO_OK)
-            rc = s_check_str(def, value, strlen(value), limits, path, err);
+            rc = s_check_str(value_def, value, strlen(value), limits, path, err);
         s_path_pop(path, old);
         if (rc != PROTO_OK)
             return rc;
     }
-    return s_check_pair_names(pairs, count, path, err);
+    return s_check_pair_keys(sub, pairs, count, path, err);
 }
 
 //  Checks one field of obj.
@@ -394,10 +394,10 @@ static proto_status_t s_check_field(const proto_fdef_t *def, const void *obj,
             return PROTO_OK;
         return s_check_number(def, value, path, err);
     }
-    case PROTO_K_ROLE: {
-        proto_role_t role = *(const proto_role_t *)(base + def->off);
-        if (role != PROTO_ROLE_PUBLIC && role != PROTO_ROLE_PRIVATE)
-            return s_fail(path, err, PROTO_E_VALUE, (uint64_t)role, 0);
+    case PROTO_K_ENUM: {
+        int value = *(const int *)(base + def->off);
+        if (value < 0 || (uint64_t)value > def->max || !def->names[value])
+            return s_fail(path, err, PROTO_E_VALUE, (uint64_t)value, 0);
         return PROTO_OK;
     }
     case PROTO_K_LIST: {
@@ -419,7 +419,7 @@ static proto_status_t s_check_field(const proto_fdef_t *def, const void *obj,
         return PROTO_OK;
     }
     case PROTO_K_PAIRS: {
-        const s_pair_t *pairs = *(const s_pair_t *const *)(base + def->off);
+        const char *pairs = *(const char *const *)(base + def->off);
         size_t count = *(const size_t *)(base + def->aux);
         uint64_t max = s_max_count(def, limits);
         if (count > max)
@@ -729,37 +729,44 @@ static proto_status_t s_decode_list(s_reader_t *r, const proto_fdef_t *def, cons
     return PROTO_OK;
 }
 
+//  Reads a map of strings into elements of def->sub: each key into the
+//  element's first field, its value into the second.
 static proto_status_t s_decode_pairs(s_reader_t *r, const proto_fdef_t *def, const s_value_t *v,
                                      char *obj)
 {
-    static const proto_fdef_t name_def = {"name", PROTO_K_STR, PROTO_F_REQ,        0,
-                                          0,      0,           PROTO_MAX_SN_FIELD, NULL};
     if (v->type != S_MAP)
         return s_rfail(r, PROTO_E_TYPE, 0, 0);
     uint64_t max = s_max_count(def, r->limits);
     if (v->len > max)
         return s_rfail(r, PROTO_E_TOO_MANY, v->len, max);
-    s_pair_t *pairs = s_alloc(r->mem, (size_t)v->len * sizeof(s_pair_t));
+    const proto_schema_t *sub = def->sub;
+    assert(sub->fdefs_count == 2 && sub->fdefs[0].kind == PROTO_K_STR &&
+           sub->fdefs[1].kind == PROTO_K_STR);
+    const proto_fdef_t *key_def = &sub->fdefs[0];
+    const proto_fdef_t *value_def = &sub->fdefs[1];
+    char *pairs = s_alloc(r->mem, (size_t)v->len * sub->size);
     if (!pairs)
         return s_rfail(r, PROTO_E_NOMEM, 0, 0);
     for (uint64_t i = 0; i < v->len; i++) {
+        char *pair = pairs + (size_t)i * sub->size;
+        const char **value_p = (const char **)(pair + value_def->off);
         s_value_t key, value;
         proto_status_t rc = s_read_key(r, &key);
         if (rc != PROTO_OK)
             return rc;
         size_t old = s_path_key(&r->path, (const char *)key.ptr, key.len);
-        rc = s_decode_str(r, &name_def, &key, &pairs[i].name);
+        rc = s_decode_str(r, key_def, &key, (const char **)(pair + key_def->off));
         if (rc == PROTO_OK)
             rc = s_next(r, &value);
         if (rc == PROTO_OK)
-            rc = s_decode_str(r, def, &value, &pairs[i].value);
-        if (rc == PROTO_OK && !pairs[i].value)
-            rc = s_rfail(r, PROTO_E_TYPE, 0, 0); //  nil is no field value
+            rc = s_decode_str(r, value_def, &value, value_p);
+        if (rc == PROTO_OK && !*value_p)
+            rc = s_rfail(r, PROTO_E_TYPE, 0, 0); //  nil is no value
         if (rc != PROTO_OK)
             return rc;
         s_path_pop(&r->path, old);
     }
-    *(s_pair_t **)(obj + def->off) = pairs;
+    *(char **)(obj + def->off) = pairs;
     *(size_t *)(obj + def->aux) = v->len;
     return PROTO_OK;
 }
@@ -804,18 +811,16 @@ static proto_status_t s_decode_field(s_reader_t *r, const proto_fdef_t *def, cha
     case PROTO_K_U32:
     case PROTO_K_U16:
         return s_decode_number(r, def, &v, obj);
-    case PROTO_K_ROLE: {
+    case PROTO_K_ENUM:
         if (v.type != S_STR)
             return s_rfail(r, PROTO_E_TYPE, 0, 0);
-        proto_role_t *role = (proto_role_t *)(obj + def->off);
-        if (v.len == 6 && memcmp(v.ptr, "public", 6) == 0)
-            *role = PROTO_ROLE_PUBLIC;
-        else if (v.len == 7 && memcmp(v.ptr, "private", 7) == 0)
-            *role = PROTO_ROLE_PRIVATE;
-        else
-            return s_rfail(r, PROTO_E_VALUE, 0, 0);
-        return PROTO_OK;
-    }
+        for (uint64_t value = 0; value <= def->max; value++) {
+            if (def->names[value] && s_key_is(&v, def->names[value])) {
+                *(int *)(obj + def->off) = (int)value;
+                return PROTO_OK;
+            }
+        }
+        return s_rfail(r, PROTO_E_VALUE, 0, 0);
     case PROTO_K_LIST:
         return s_decode_list(r, def, &v, obj, depth);
     case PROTO_K_PAIRS:
@@ -953,6 +958,14 @@ static proto_status_t s_scan_header(s_reader_t *r, s_value_t *map, uint64_t *ver
     return PROTO_OK;
 }
 
+const proto_schema_t *proto_codec_find(const proto_dialect_t *dialect, unsigned type)
+{
+    for (size_t i = 0; i < dialect->count; i++)
+        if (dialect->schemas[i]->type == type)
+            return dialect->schemas[i];
+    return NULL;
+}
+
 proto_status_t proto_codec_decode(const proto_dialect_t *dialect, const uint8_t *data, size_t size,
                                   const proto_limits_t *limits, size_t max_size, void *obj,
                                   size_t obj_size, const proto_schema_t **schema_out,
@@ -983,10 +996,8 @@ proto_status_t proto_codec_decode(const proto_dialect_t *dialect, const uint8_t 
     proto_status_t rc = s_scan_header(&r, &map, &version, &type);
     if (rc != PROTO_OK)
         return rc;
-    const proto_schema_t *schema = NULL;
-    for (size_t i = 0; i < dialect->count && !schema; i++)
-        if (dialect->schemas[i]->type == type)
-            schema = dialect->schemas[i];
+    const proto_schema_t *schema =
+        type <= UINT_MAX ? proto_codec_find(dialect, (unsigned)type) : NULL;
     if (!schema)
         return proto_error_set(err, PROTO_E_UNKNOWN_TYPE, "t", type, 0);
 
@@ -1066,8 +1077,8 @@ static int s_pack_field(msgpack_packer *pk, const proto_fdef_t *def, const char 
         return msgpack_pack_uint64(pk, *(const uint32_t *)(obj + def->off));
     case PROTO_K_U16:
         return msgpack_pack_uint64(pk, *(const uint16_t *)(obj + def->off));
-    case PROTO_K_ROLE:
-        return s_pack_str(pk, proto_role_name(*(const proto_role_t *)(obj + def->off)));
+    case PROTO_K_ENUM: //  Checked before: a value with a name
+        return s_pack_str(pk, def->names[*(const int *)(obj + def->off)]);
     case PROTO_K_LIST: {
         const char *items = *(const char *const *)(obj + def->off);
         size_t count = *(const size_t *)(obj + def->aux);
@@ -1077,11 +1088,13 @@ static int s_pack_field(msgpack_packer *pk, const proto_fdef_t *def, const char 
         return rc;
     }
     case PROTO_K_PAIRS: {
-        const s_pair_t *pairs = *(const s_pair_t *const *)(obj + def->off);
+        const char *pairs = *(const char *const *)(obj + def->off);
         size_t count = *(const size_t *)(obj + def->aux);
+        const proto_schema_t *sub = def->sub;
         int rc = msgpack_pack_map(pk, count);
         for (size_t i = 0; i < count && rc == 0; i++)
-            rc = s_pack_str(pk, pairs[i].name) || s_pack_str(pk, pairs[i].value);
+            rc = s_pack_str(pk, s_str_at(&sub->fdefs[0], pairs + i * sub->size)) ||
+                 s_pack_str(pk, s_str_at(&sub->fdefs[1], pairs + i * sub->size));
         return rc;
     }
     }
@@ -1169,9 +1182,10 @@ static bool s_field_equal(const proto_fdef_t *def, const char *a, const char *b)
         return *(const uint32_t *)(a + def->off) == *(const uint32_t *)(b + def->off);
     case PROTO_K_U16:
         return *(const uint16_t *)(a + def->off) == *(const uint16_t *)(b + def->off);
-    case PROTO_K_ROLE:
-        return *(const proto_role_t *)(a + def->off) == *(const proto_role_t *)(b + def->off);
-    case PROTO_K_LIST: {
+    case PROTO_K_ENUM:
+        return *(const int *)(a + def->off) == *(const int *)(b + def->off);
+    case PROTO_K_LIST:
+    case PROTO_K_PAIRS: { //  Pairs compare as elements of their two strings
         size_t count = *(const size_t *)(a + def->aux);
         if (count != *(const size_t *)(b + def->aux))
             return false;
@@ -1179,17 +1193,6 @@ static bool s_field_equal(const proto_fdef_t *def, const char *a, const char *b)
         const char *ib = *(const char *const *)(b + def->off);
         for (size_t i = 0; i < count; i++)
             if (!proto_codec_equal(def->sub, ia + i * def->sub->size, ib + i * def->sub->size))
-                return false;
-        return true;
-    }
-    case PROTO_K_PAIRS: {
-        size_t count = *(const size_t *)(a + def->aux);
-        if (count != *(const size_t *)(b + def->aux))
-            return false;
-        const s_pair_t *pa = *(const s_pair_t *const *)(a + def->off);
-        const s_pair_t *pb = *(const s_pair_t *const *)(b + def->off);
-        for (size_t i = 0; i < count; i++)
-            if (!s_str_equal(pa[i].name, pb[i].name) || !s_str_equal(pa[i].value, pb[i].value))
                 return false;
         return true;
     }

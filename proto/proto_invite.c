@@ -23,26 +23,44 @@
 
 #include "proto_codec.h"
 #include "proto_invite.h"
+#include "proto_model.h"
 
 #define S_PREFIX_LEN (sizeof(PROTO_INVITE_PREFIX) - 1)
 #define S_MAX_MODE   16
 
 static const proto_fdef_t s_invitation_fields[] = {
-    PROTO_S_FIELD(proto_invite_t, conn, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_ID),
-    PROTO_S_FIELD(proto_invite_t, name, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME),
-    PROTO_S_FIELD(proto_invite_t, mode, PROTO_K_STR, PROTO_S_ID, 0, S_MAX_MODE),
-    PROTO_S_FIELD(proto_invite_t, node_name, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME),
-    PROTO_S_FIELD(proto_invite_t, instance_url, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_URL),
-    PROTO_S_FIELD(proto_invite_t, endpoint, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_URL),
-    PROTO_S_FIELD(proto_invite_t, broker_key, PROTO_K_KEY, PROTO_F_REQ, 0, 0),
-    PROTO_S_FIELD(proto_invite_t, join_token, PROTO_K_KEY, PROTO_F_REQ, 0, 0),
-    PROTO_S_FIELD(proto_invite_t, secret, PROTO_K_KEY, PROTO_F_REQ, 0, 0),
-    PROTO_S_FIELD(proto_invite_t, expires, PROTO_K_U64, PROTO_F_REQ, 1, 0),
+    PROTO_S_FIELD(proto_invite_t, conn, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_ID, "Connection id"),
+    PROTO_S_FIELD(proto_invite_t, name, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME,
+                  "Connection name chosen by the admin"),
+    PROTO_S_FIELD(proto_invite_t, mode, PROTO_K_STR, PROTO_S_ID, 0, S_MAX_MODE,
+                  "Sync mode; `\"basic\"` in this release"),
+    PROTO_S_FIELD(proto_invite_t, node_name, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME,
+                  "Public node's name"),
+    PROTO_S_FIELD(proto_invite_t, instance_url, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_URL,
+                  "Public side's ServiceNow URL"),
+    PROTO_S_FIELD(proto_invite_t, endpoint, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_URL,
+                  "Broker endpoint, `tcp://host:port`"),
+    PROTO_S_FIELD(proto_invite_t, broker_key, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
+                  "Broker's CURVE public key, raw (Z85 is 40 characters of it)"),
+    PROTO_S_FIELD(proto_invite_t, join_token, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
+                  "Single-use join token (random)"),
+    PROTO_S_FIELD(proto_invite_t, secret, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
+                  "End-to-end secret (random)"),
+    PROTO_S_FIELD(proto_invite_t, expires, PROTO_K_U64, PROTO_F_REQ, 1, 0,
+                  "Unix seconds; refused from then on"),
 };
-static const proto_schema_t s_invitation = {"INVITATION", PROTO_INVITATION, sizeof(proto_invite_t),
-                                            PROTO_S_ARR(s_invitation_fields), NULL};
+//  Made by the public node, carried to the private node's admin by hand.
+static const proto_schema_t s_invitation = PROTO_S_MESSAGE(
+    "INVITATION", PROTO_INVITATION, proto_invite_t, s_invitation_fields, NULL, PROTO_SENDER_PUBLIC,
+    PROTO_SENDER_PRIVATE,
+    "Everything the private node needs to join, handed over by the admins as an invitation code");
 static const proto_schema_t *const s_schemas[] = {&s_invitation};
 static const proto_dialect_t s_dialect = {PROTO_S_ARR(s_schemas)};
+
+const proto_dialect_t *proto_invite_model(void)
+{
+    return &s_dialect;
+}
 
 static const char s_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 

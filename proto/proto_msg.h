@@ -1,8 +1,15 @@
-/*  proto_msg.h: the messages nodes and the broker exchange (DESIGN.md §4).
+/*  proto_msg.h: the messages nodes and the broker exchange.
 
     Each message is one ZeroMQ frame holding one msgpack map with at least
     "v" (version, see proto_limits.h) and "t" (message type, proto_type_t).
     docs/protocol.md is the reference for the dialogue, every key and limit.
+
+    Each message type is one table in proto_msg.c (proto_sync.c and
+    proto_invite.c for the sealed payloads and the invitation body): its
+    name and number, who may send it, what it is for, and its keys with
+    their kinds, limits and meanings. That table drives the codec below,
+    proto_msg_may_send (the "who may send this" checks of the broker and the
+    node link) and the message tables of docs/protocol.md (proto_doc).
 
     Ownership: proto_msg_t holds pointers. After proto_msg_decode every
     pointer points into memory owned by the message, released by
@@ -29,25 +36,35 @@
 #include "proto_limits.h"
 
 //  Value of key "t". Broker messages use 1..31, sealed payloads 32..47,
-//  the invitation code body 48.
+//  the invitation code body 48. Who sends each and what it carries is its
+//  table (proto_msg.c; docs/protocol.md §5).
 typedef enum {
-    PROTO_HELLO = 1,      //  node -> broker: who I am, where I stand
-    PROTO_WELCOME = 2,    //  broker -> node: session accepted
-    PROTO_ERROR = 3,      //  either way: a refusal or a failure
-    PROTO_PING = 4,       //  either way: heartbeat
-    PROTO_PONG = 5,       //  either way: heartbeat answer
-    PROTO_INVITE = 6,     //  public -> broker: register a join token
-    PROTO_JOIN = 7,       //  private -> broker: present a join token
-    PROTO_JOINED = 8,     //  broker -> both nodes: connection bound
-    PROTO_PUBLISH = 9,    //  node -> broker: a sealed payload to store
-    PROTO_STORED = 10,    //  broker -> node: PUBLISH is durable
-    PROTO_DELIVER = 11,   //  broker -> node: a stored payload
-    PROTO_CONSUMED = 12,  //  node -> broker: DELIVER applied durably
-    PROTO_INVITED = 13,   //  broker -> public: INVITE registered durably
-    PROTO_SYNC = 32,      //  sealed payload: one replica (proto_sync.h)
-    PROTO_RECEIPT = 33,   //  sealed payload: result of applying a SYNC
-    PROTO_INVITATION = 48 // body of an invitation code (proto_invite.h)
+    PROTO_HELLO = 1,      //  Opens a session
+    PROTO_WELCOME = 2,    //  Session accepted
+    PROTO_ERROR = 3,      //  A refusal or a failure
+    PROTO_PING = 4,       //  Heartbeat
+    PROTO_PONG = 5,       //  Heartbeat answer
+    PROTO_INVITE = 6,     //  Register a join token
+    PROTO_JOIN = 7,       //  Present a join token
+    PROTO_JOINED = 8,     //  Connection bound
+    PROTO_PUBLISH = 9,    //  A sealed payload to store
+    PROTO_STORED = 10,    //  PUBLISH is durable
+    PROTO_DELIVER = 11,   //  A stored payload
+    PROTO_CONSUMED = 12,  //  DELIVER applied durably
+    PROTO_INVITED = 13,   //  INVITE registered durably
+    PROTO_SYNC = 32,      //  Sealed payload: one replica (proto_sync.h)
+    PROTO_RECEIPT = 33,   //  Sealed payload: result of applying a SYNC
+    PROTO_INVITATION = 48 //  Body of an invitation code (proto_invite.h)
 } proto_type_t;
+
+//  The three kinds of sender, as bits: a message's table says which of them
+//  may send it (proto_msg_may_send).
+typedef enum {
+    PROTO_SENDER_PUBLIC = 1,  //  A public node
+    PROTO_SENDER_PRIVATE = 2, //  A private node
+    PROTO_SENDER_BROKER = 4,  //  The broker
+    PROTO_SENDER_NODE = 3     //  Either node (PUBLIC | PRIVATE)
+} proto_sender_t;
 
 typedef enum {
     PROTO_ROLE_PUBLIC = 1, //  "public" on the wire
@@ -222,5 +239,17 @@ const char *proto_type_name(proto_type_t type);
 
 //  "public" / "private" / "unknown".
 const char *proto_role_name(proto_role_t role);
+
+//  True when the protocol lets sender send messages of type, according to
+//  that type's table; for a mask of several senders (PROTO_SENDER_NODE),
+//  true when any of them may. False for a type the protocol does not have.
+//  The broker refuses a frame a node may not send with this, the node link
+//  a frame the broker may not send (docs/protocol.md §5 lists who may send
+//  what).
+bool proto_msg_may_send(proto_type_t type, proto_sender_t sender);
+
+//  The sender a node of role is: PROTO_SENDER_PUBLIC or
+//  PROTO_SENDER_PRIVATE; 0 (nobody) for a value that is no role.
+proto_sender_t proto_sender_of_role(proto_role_t role);
 
 #endif

@@ -1,42 +1,72 @@
 /*  proto_sync.c: the sealed payload plaintexts SYNC and RECEIPT (see
     proto_sync.h).
 
-    Like proto_msg.c, each type is a schema over its C struct and
-    proto_codec.c does the work. RECEIPT has one rule a table cannot say:
-    applied receipts carry the twin's ids, error receipts carry the text.
+    Like proto_msg.c, each type is one table over its C struct (the model,
+    proto_model.h) and proto_codec.c does the work. RECEIPT has one rule a
+    table cannot say: applied receipts carry the twin's ids, error receipts
+    carry the text.
 */
 #include <stddef.h>
 #include <string.h>
 
 #include "proto_codec.h"
+#include "proto_model.h"
 #include "proto_seal.h"
 #include "proto_sync.h"
 
 #define S_MAX_TABLE 80 //  ServiceNow table name
 #define S_MAX_TIME  32 //  "YYYY-MM-DD HH:MM:SS" and room for variants
 
+//  A SYNC travels from one node to the other, sealed: the broker only
+//  stores it.
+#define S_NODE PROTO_SENDER_NODE
+
 static const proto_fdef_t s_comment_fields[] = {
-    PROTO_S_FIELD(proto_comment_t, journal_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID),
-    PROTO_S_FIELD(proto_comment_t, author, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME),
-    PROTO_S_FIELD(proto_comment_t, created_on, PROTO_K_STR, PROTO_F_REQ, 0, S_MAX_TIME),
-    PROTO_S_FIELD(proto_comment_t, text, PROTO_K_STR, PROTO_F_REQ | PROTO_F_LONG, 0, 0),
+    PROTO_S_FIELD(proto_comment_t, journal_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "`sys_journal_field.sys_id` on the source"),
+    PROTO_S_FIELD(proto_comment_t, author, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME,
+                  "`sys_created_by`"),
+    PROTO_S_FIELD(proto_comment_t, created_on, PROTO_K_STR, PROTO_F_REQ, 0, S_MAX_TIME,
+                  "`sys_created_on`, UTC `YYYY-MM-DD HH:MM:SS`"),
+    PROTO_S_FIELD(proto_comment_t, text, PROTO_K_STR, PROTO_F_REQ | PROTO_F_LONG, 0, 0,
+                  "Comment text"),
 };
-static const proto_schema_t s_comment = {"comment", 0, sizeof(proto_comment_t),
-                                         PROTO_S_ARR(s_comment_fields), NULL};
+static const proto_schema_t s_comment =
+    PROTO_S_ELEMENT("comment", proto_comment_t, s_comment_fields);
+
+//  One entry of SYNC.fields: the map key is the column name, its value the
+//  field's value.
+static const proto_fdef_t s_field_fields[] = {
+    PROTO_S_FIELD(proto_field_t, name, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_FIELD,
+                  "ServiceNow column name, e.g. `short_description`"),
+    PROTO_S_FIELD(proto_field_t, value, PROTO_K_STR, PROTO_F_REQ | PROTO_F_LONG, 0, 0,
+                  "The field's value, may be empty"),
+};
+static const proto_schema_t s_field = PROTO_S_ELEMENT("field", proto_field_t, s_field_fields);
 
 static const proto_fdef_t s_sync_fields[] = {
-    PROTO_S_FIELD(proto_sync_t, table, PROTO_K_STR, PROTO_S_ID, 0, S_MAX_TABLE),
-    PROTO_S_FIELD(proto_sync_t, sys_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID),
-    PROTO_S_FIELD(proto_sync_t, number, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_SN_ID),
-    PROTO_S_FIELD(proto_sync_t, instance, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME),
-    PROTO_S_FIELD(proto_sync_t, twin_sys_id, PROTO_K_STR, PROTO_F_ID, 0, PROTO_MAX_SN_ID),
-    PROTO_S_FIELD(proto_sync_t, base_seq, PROTO_K_U64, PROTO_F_OMIT0, 0, 0),
-    PROTO_S_LIST(proto_sync_t, fields, fields_count, PROTO_K_PAIRS, PROTO_F_REQ | PROTO_F_LONG, 0,
-                 NULL),
-    PROTO_S_LIST(proto_sync_t, comments, comments_count, PROTO_K_LIST, PROTO_F_REQ, 0, &s_comment),
+    PROTO_S_FIELD(proto_sync_t, table, PROTO_K_STR, PROTO_S_ID, 0, S_MAX_TABLE,
+                  "Source table, `\"incident\"`"),
+    PROTO_S_FIELD(proto_sync_t, sys_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "Source record sys_id"),
+    PROTO_S_FIELD(proto_sync_t, number, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_SN_ID,
+                  "Source record number, `INC0010001`"),
+    PROTO_S_FIELD(proto_sync_t, instance, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME,
+                  "Source instance name"),
+    PROTO_S_FIELD(proto_sync_t, twin_sys_id, PROTO_K_STR, PROTO_F_ID, 0, PROTO_MAX_SN_ID,
+                  "The twin's sys_id on the receiver, when known"),
+    PROTO_S_FIELD(proto_sync_t, base_seq, PROTO_K_U64, PROTO_F_OMIT0, 0, 0,
+                  "Highest inbound sequence the sender had applied when it built this replica; "
+                  "absent means 0. A receiver whose own last SYNC for this record has a higher "
+                  "sequence knows the two updates crossed (docs/sync.md, concurrent updates)"),
+    PROTO_S_LIST(proto_sync_t, fields, fields_count, PROTO_K_PAIRS, PROTO_F_REQ, 0, &s_field,
+                 "Synced fields, column name → value; each name once"),
+    PROTO_S_LIST(proto_sync_t, comments, comments_count, PROTO_K_LIST, PROTO_F_REQ, 0, &s_comment,
+                 "New comments since the last SYNC, oldest first"),
 };
-static const proto_schema_t s_sync = {"SYNC", PROTO_SYNC, sizeof(proto_sync_t),
-                                      PROTO_S_ARR(s_sync_fields), NULL};
+static const proto_schema_t s_sync =
+    PROTO_S_MESSAGE("SYNC", PROTO_SYNC, proto_sync_t, s_sync_fields, NULL, S_NODE, S_NODE,
+                    "One replica of a record: its synced fields and its new comments");
 
 //  Applied receipts name the twin and carry no error text; error receipts
 //  carry the text.
@@ -58,26 +88,36 @@ static proto_status_t s_receipt_rule(const void *obj, proto_error_t *err)
 }
 
 static const proto_fdef_t s_receipt_fields[] = {
-    PROTO_S_FIELD(proto_receipt_t, seq, PROTO_K_U64, PROTO_F_REQ, 1, 0),
-    PROTO_S_FIELD(proto_receipt_t, sys_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID),
-    PROTO_S_FIELD(proto_receipt_t, code, PROTO_K_U16, PROTO_F_REQ, 0, 0),
-    PROTO_S_FIELD(proto_receipt_t, twin_sys_id, PROTO_K_STR, PROTO_F_ID, 0, PROTO_MAX_SN_ID),
-    PROTO_S_FIELD(proto_receipt_t, twin_number, PROTO_K_STR, 0, 0, PROTO_MAX_SN_ID),
-    PROTO_S_FIELD(proto_receipt_t, error_text, PROTO_K_STR, 0, 0, PROTO_MAX_ERRTEXT),
+    PROTO_S_FIELD(proto_receipt_t, seq, PROTO_K_U64, PROTO_F_REQ, 1, 0,
+                  "Sequence of the SYNC answered (in the other direction)"),
+    PROTO_S_FIELD(proto_receipt_t, sys_id, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "The sender's record sys_id, from the SYNC"),
+    PROTO_S_FIELD(proto_receipt_t, code, PROTO_K_U16, PROTO_F_REQ, 0, 0,
+                  "0 applied; 1 refused by ServiceNow; 2 invalid replica; 3 twin gone; "
+                  "4 receiver failure"),
+    PROTO_S_FIELD(proto_receipt_t, twin_sys_id, PROTO_K_STR, PROTO_F_ID, 0, PROTO_MAX_SN_ID,
+                  "The twin's sys_id on the receiver; required when `code` is 0"),
+    PROTO_S_FIELD(proto_receipt_t, twin_number, PROTO_K_STR, 0, 0, PROTO_MAX_SN_ID,
+                  "The twin's number on the receiver; required when `code` is 0"),
+    PROTO_S_FIELD(proto_receipt_t, error_text, PROTO_K_STR, 0, 0, PROTO_MAX_ERRTEXT,
+                  "ServiceNow's or the receiver's message; required when `code` is not 0, "
+                  "absent when it is"),
 };
-static const proto_schema_t s_receipt = {"RECEIPT", PROTO_RECEIPT, sizeof(proto_receipt_t),
-                                         PROTO_S_ARR(s_receipt_fields), s_receipt_rule};
+static const proto_schema_t s_receipt = PROTO_S_MESSAGE(
+    "RECEIPT", PROTO_RECEIPT, proto_receipt_t, s_receipt_fields, s_receipt_rule, S_NODE, S_NODE,
+    "The result of applying a SYNC, sent back as a normal PUBLISH in the other direction");
 
 static const proto_schema_t *const s_schemas[] = {&s_sync, &s_receipt};
 static const proto_dialect_t s_dialect = {PROTO_S_ARR(s_schemas)};
 
+const proto_dialect_t *proto_sync_model(void)
+{
+    return &s_dialect;
+}
+
 static const proto_schema_t *s_schema(proto_type_t type)
 {
-    if (type == PROTO_SYNC)
-        return &s_sync;
-    if (type == PROTO_RECEIPT)
-        return &s_receipt;
-    return NULL;
+    return proto_codec_find(&s_dialect, (unsigned)type);
 }
 
 void proto_payload_init(proto_payload_t *payload, proto_type_t type)
