@@ -24,7 +24,9 @@ if(FORBIDDEN_rc EQUAL 0)
   message(FATAL_ERROR "arrow not enforced: ${FORBIDDEN} compiles with this include path (${INCLUDES})")
 endif()
 string(REPLACE "." "\\." forbidden_re "${FORBIDDEN}")
-if(NOT FORBIDDEN_out MATCHES "${forbidden_re}: No such file")
+# gcc: "x.h: No such file or directory"; clang: "'x.h' file not found"
+if(NOT FORBIDDEN_out MATCHES "${forbidden_re}: No such file" AND
+   NOT FORBIDDEN_out MATCHES "'${forbidden_re}' file not found")
   message(FATAL_ERROR "${FORBIDDEN} failed for another reason than a missing header:\n${FORBIDDEN_out}")
 endif()
 message(STATUS "ok: ${ALLOWED} visible, ${FORBIDDEN} not")
