@@ -141,9 +141,9 @@ proto_status_t proto_payload_encode(const proto_payload_t *payload, const proto_
     const proto_schema_t *schema = s_schema(payload->type);
     if (!schema)
         return proto_error_set(err, PROTO_E_UNKNOWN_TYPE, "t", payload->type, 0);
-    //  The sealed form adds PROTO_SEAL_TAG_SIZE bytes and must fit a payload.
+    //  The sealed form adds at least PROTO_SEAL_OVERHEAD bytes and must fit a payload.
     size_t max =
-        limits->max_payload > PROTO_SEAL_TAG_SIZE ? limits->max_payload - PROTO_SEAL_TAG_SIZE : 0;
+        limits->max_payload > PROTO_SEAL_OVERHEAD ? limits->max_payload - PROTO_SEAL_OVERHEAD : 0;
     return proto_codec_encode(schema, &payload->sync, limits, max, out, err);
 }
 

@@ -16,17 +16,25 @@
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "proto.h"
 
-//  HKDF-SHA256(secret = 00..1f, salt = "conn-1", info), from Python:
-//  prk = hmac(salt, secret); okm = hmac(prk, info || 0x01).
-static const uint8_t s_key_pub_to_priv[32] = {
-    0xd6, 0xf3, 0xd9, 0xc9, 0x06, 0x1f, 0xcd, 0x06, 0xae, 0xaa, 0xb4, 0x48, 0xaf, 0x42, 0x89, 0x62,
-    0xa0, 0xad, 0xca, 0x43, 0xb2, 0x4f, 0xef, 0x19, 0xe4, 0x82, 0xae, 0xbe, 0x0d, 0xd8, 0xfa, 0xd7};
-static const uint8_t s_key_priv_to_pub[32] = {
-    0x1e, 0xc5, 0x03, 0x31, 0x23, 0x97, 0xb5, 0x5f, 0x9d, 0x3f, 0x8b, 0x52, 0x66, 0x43, 0x0c, 0xd9,
-    0x03, 0xde, 0xc0, 0x0c, 0xca, 0x24, 0xda, 0x06, 0xcf, 0x4c, 0xb1, 0x36, 0x08, 0xbb, 0x8b, 0x33};
+//  HKDF-SHA256 (RFC 5869) written out with HMAC, independently of the
+//  sealer: prk = HMAC(salt, secret); okm = HMAC(prk, info || 0x01).
+static void s_reference_key(const uint8_t secret[32], const char *conn, const char *label,
+                            const uint8_t epoch[16], uint8_t key[32])
+{
+    uint8_t prk[32], info[80];
+    unsigned int len = 0;
+    assert_non_null(HMAC(EVP_sha256(), conn, (int)strlen(conn), secret, 32, prk, &len));
+    size_t n = strlen(label);
+    memcpy(info, label, n);
+    memcpy(info + n, epoch, 16);
+    info[n + 16] = 1;
+    assert_non_null(HMAC(EVP_sha256(), prk, 32, info, n + 17, key, &len));
+    assert_int_equal(len, 32);
+}
 
 static const char s_plain[] = "SYNC INC0010001: printer on fire";
 
@@ -45,24 +53,33 @@ static proto_seal_t *s_sealer(void)
     return seal;
 }
 
-//  AES-256-GCM by hand with the documented nonce and associated data.
-static void s_reference_seal(const uint8_t key[32], uint8_t dir, uint64_t seq, const uint8_t *plain,
-                             size_t size, uint8_t *out)
+//  AES-256-GCM by hand with the documented nonce, associated data and
+//  padding: out = header || ciphertext || tag, sealed_size bytes in all.
+static void s_reference_seal(const uint8_t key[32], const uint8_t header[22], uint8_t dir,
+                             uint64_t seq, const uint8_t *plain, size_t size, size_t sealed_size,
+                             uint8_t *out)
 {
     uint8_t nonce[12] = {0, 0, 0, dir};
-    uint8_t ad[1 + 6 + 1 + 8] = {6, 'c', 'o', 'n', 'n', '-', '1', dir};
+    uint8_t ad[1 + 6 + 1 + 8 + 22] = {6, 'c', 'o', 'n', 'n', '-', '1', dir};
     for (int i = 0; i < 8; i++) {
         nonce[4 + i] = (uint8_t)(seq >> (56 - 8 * i));
         ad[8 + i] = (uint8_t)(seq >> (56 - 8 * i));
     }
+    memcpy(ad + 16, header, 22);
+    size_t padded = sealed_size - 22 - 16;
+    uint8_t *body = calloc(1, padded);
+    memcpy(body, plain, size);
+    body[size] = 0x80;
+    memcpy(out, header, 22);
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int len;
     assert_int_equal(EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce), 1);
     assert_int_equal(EVP_EncryptUpdate(ctx, NULL, &len, ad, sizeof(ad)), 1);
-    assert_int_equal(EVP_EncryptUpdate(ctx, out, &len, plain, (int)size), 1);
-    assert_int_equal(EVP_EncryptFinal_ex(ctx, out + len, &len), 1);
-    assert_int_equal(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, out + size), 1);
+    assert_int_equal(EVP_EncryptUpdate(ctx, out + 22, &len, body, (int)padded), 1);
+    assert_int_equal(EVP_EncryptFinal_ex(ctx, out + 22 + len, &len), 1);
+    assert_int_equal(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, out + 22 + padded), 1);
     EVP_CIPHER_CTX_free(ctx);
+    free(body);
 }
 
 static void test_construction_matches_document(void **state)
@@ -72,21 +89,28 @@ static void test_construction_matches_document(void **state)
     proto_buf_t out;
     proto_buf_init(&out);
     size_t size = strlen(s_plain);
-    uint8_t expected[sizeof(s_plain) + PROTO_SEAL_TAG_SIZE];
+    uint8_t secret[32];
+    s_secret(secret);
     struct {
         proto_dir_t dir;
-        const uint8_t *key;
+        const char *label;
         uint64_t seq;
-    } cases[] = {{PROTO_DIR_PUB_TO_PRIV, s_key_pub_to_priv, 1},
-                 {PROTO_DIR_PRIV_TO_PUB, s_key_priv_to_pub, 0x0102030405060708ull},
-                 {PROTO_DIR_PUB_TO_PRIV, s_key_pub_to_priv, UINT64_MAX}};
+    } cases[] = {{PROTO_DIR_PUB_TO_PRIV, "twinsync seal v2 public->private", 1},
+                 {PROTO_DIR_PRIV_TO_PUB, "twinsync seal v2 private->public", 0x0102030405060708ull},
+                 {PROTO_DIR_PUB_TO_PRIV, "twinsync seal v2 public->private", UINT64_MAX}};
     for (size_t i = 0; i < 3; i++) {
         assert_int_equal(
             proto_seal_box(seal, cases[i].dir, cases[i].seq, (const uint8_t *)s_plain, size, &out),
             PROTO_OK);
-        assert_int_equal(out.size, size + PROTO_SEAL_TAG_SIZE);
-        s_reference_seal(cases[i].key, (uint8_t)cases[i].dir, cases[i].seq,
-                         (const uint8_t *)s_plain, size, expected);
+        assert_int_equal(out.size, 256); //  The smallest bucket
+        //  Header: 'T', version 2, generation 0, the sealer's epoch
+        assert_int_equal(out.data[0], 'T');
+        assert_int_equal(out.data[1], 2);
+        assert_int_equal(proto_seal_generation_of(out.data, out.size), 0);
+        uint8_t key[32], expected[256];
+        s_reference_key(secret, "conn-1", cases[i].label, out.data + 6, key);
+        s_reference_seal(key, out.data, (uint8_t)cases[i].dir, cases[i].seq,
+                         (const uint8_t *)s_plain, size, out.size, expected);
         assert_memory_equal(out.data, expected, out.size);
     }
     proto_buf_release(&out);
@@ -210,6 +234,167 @@ static void test_wrong_context_refused(void **state)
     proto_seal_destroy(&seal);
 }
 
+//  Every (key, nonce) pair a sealer used, as the trace hook reports them.
+typedef struct {
+    uint8_t pairs[64][PROTO_SEAL_KEY_ID_SIZE + PROTO_SEAL_NONCE_SIZE];
+    size_t count;
+} s_pairs_t;
+
+static void s_record_pair(const uint8_t key_id[PROTO_SEAL_KEY_ID_SIZE],
+                          const uint8_t nonce[PROTO_SEAL_NONCE_SIZE], void *arg)
+{
+    s_pairs_t *pairs = arg;
+    assert_true(pairs->count < 64);
+    memcpy(pairs->pairs[pairs->count], key_id, PROTO_SEAL_KEY_ID_SIZE);
+    memcpy(pairs->pairs[pairs->count++] + PROTO_SEAL_KEY_ID_SIZE, nonce, PROTO_SEAL_NONCE_SIZE);
+}
+
+static void s_assert_no_pair_twice(const s_pairs_t *pairs)
+{
+    for (size_t i = 0; i < pairs->count; i++)
+        for (size_t k = i + 1; k < pairs->count; k++)
+            assert_memory_not_equal(pairs->pairs[i], pairs->pairs[k], sizeof pairs->pairs[i]);
+}
+
+//  A sequence sealed again (a restore, a broker that lied about positions)
+//  goes out under a new epoch, hence a new key: no (key, nonce) pair twice,
+//  and the other node opens both.
+static void test_sequence_again_gets_a_new_epoch(void **state)
+{
+    (void)state;
+    proto_seal_t *seal = s_sealer(), *peer = s_sealer();
+    s_pairs_t pairs = {0};
+    proto_seal_set_trace(seal, s_record_pair, &pairs);
+    proto_buf_t sealed[6], opened;
+    proto_buf_init(&opened);
+    uint64_t seqs[6] = {1, 2, 3, 2, 3, 3}; //  Rolled back twice
+    for (size_t i = 0; i < 6; i++) {
+        proto_buf_init(&sealed[i]);
+        assert_int_equal(proto_seal_box(seal, PROTO_DIR_PUB_TO_PRIV, seqs[i],
+                                        (const uint8_t *)s_plain, i, &sealed[i]),
+                         PROTO_OK);
+    }
+    assert_int_equal(pairs.count, 6);
+    s_assert_no_pair_twice(&pairs);
+    //  Same epoch while the sequence rises, a new one after each roll-back
+    assert_memory_equal(sealed[0].data + 6, sealed[2].data + 6, PROTO_SEAL_EPOCH_SIZE);
+    assert_memory_not_equal(sealed[2].data + 6, sealed[3].data + 6, PROTO_SEAL_EPOCH_SIZE);
+    assert_memory_not_equal(sealed[4].data + 6, sealed[5].data + 6, PROTO_SEAL_EPOCH_SIZE);
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(proto_seal_open(peer, PROTO_DIR_PUB_TO_PRIV, seqs[i], sealed[i].data,
+                                         sealed[i].size, &opened),
+                         PROTO_OK);
+        assert_int_equal(opened.size, i);
+        proto_buf_release(&sealed[i]);
+    }
+    //  Another sealer with the same secret (the node restarted): its own epoch
+    proto_seal_t *restarted = s_sealer();
+    proto_seal_set_trace(restarted, s_record_pair, &pairs);
+    assert_int_equal(proto_seal_box(restarted, PROTO_DIR_PUB_TO_PRIV, 1, (const uint8_t *)s_plain,
+                                    0, &sealed[0]),
+                     PROTO_OK);
+    s_assert_no_pair_twice(&pairs);
+    proto_buf_release(&sealed[0]);
+    proto_buf_wipe(&opened);
+    proto_seal_destroy(&restarted);
+    proto_seal_destroy(&peer);
+    proto_seal_destroy(&seal);
+}
+
+//  The broker sees a bucket, not a size; padding off shows the size.
+static void test_padding_hides_the_size(void **state)
+{
+    (void)state;
+    proto_seal_t *seal = s_sealer(), *peer = s_sealer();
+    proto_buf_t sealed, opened;
+    proto_buf_init(&sealed);
+    proto_buf_init(&opened);
+    struct {
+        bool pad;
+        size_t max, size, sealed;
+    } cases[] = {
+        {true, 4096, 0, 256},
+        {true, 4096, 1, 256},
+        {true, 4096, 217, 256},
+        {true, 4096, 218, 512},
+        {true, 4096, 985, 1024},
+        {true, 4096, 3000, 4096},
+        {true, 4096, 4057, 4096},
+        {true, 4096, 4058, 4058 + PROTO_SEAL_OVERHEAD},
+        {true, 3000, 2000, 2048},
+        {true, 3000, 2500, 3000},
+        {false, 4096, 0, PROTO_SEAL_OVERHEAD},
+        {false, 4096, 100, 100 + PROTO_SEAL_OVERHEAD},
+    };
+    uint64_t seq = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t *plain = calloc(1, cases[i].size + 1); //  Zeros: the padding's own byte
+        proto_seal_set_padding(seal, cases[i].pad, cases[i].max);
+        assert_int_equal(
+            proto_seal_box(seal, PROTO_DIR_PRIV_TO_PUB, ++seq, plain, cases[i].size, &sealed),
+            PROTO_OK);
+        assert_int_equal(sealed.size, cases[i].sealed);
+        assert_int_equal(
+            proto_seal_open(peer, PROTO_DIR_PRIV_TO_PUB, seq, sealed.data, sealed.size, &opened),
+            PROTO_OK);
+        assert_int_equal(opened.size, cases[i].size);
+        if (cases[i].size)
+            assert_memory_equal(opened.data, plain, cases[i].size);
+        free(plain);
+    }
+    proto_buf_release(&sealed);
+    proto_buf_wipe(&opened);
+    proto_seal_destroy(&peer);
+    proto_seal_destroy(&seal);
+}
+
+//  A rekey: both sides add generation 1; the sender switches; the receiver
+//  opens both generations until it forgets the old one.
+static void test_generations(void **state)
+{
+    (void)state;
+    proto_seal_t *seal = s_sealer(), *peer = s_sealer();
+    uint8_t next[PROTO_KEY_SIZE];
+    memset(next, 0x5a, sizeof next);
+    proto_buf_t old, young, opened;
+    proto_buf_init(&old);
+    proto_buf_init(&young);
+    proto_buf_init(&opened);
+    assert_int_equal(proto_seal_use_generation(seal, 1), PROTO_E_SEAL); //  Not known yet
+    assert_int_equal(
+        proto_seal_box(seal, PROTO_DIR_PUB_TO_PRIV, 1, (const uint8_t *)s_plain, 3, &old),
+        PROTO_OK);
+    assert_int_equal(proto_seal_add_generation(seal, 1, next), PROTO_OK);
+    assert_int_equal(proto_seal_use_generation(seal, 1), PROTO_OK);
+    assert_int_equal(
+        proto_seal_box(seal, PROTO_DIR_PUB_TO_PRIV, 2, (const uint8_t *)s_plain, 4, &young),
+        PROTO_OK);
+    assert_int_equal(proto_seal_generation_of(old.data, old.size), 0);
+    assert_int_equal(proto_seal_generation_of(young.data, young.size), 1);
+    //  The peer without generation 1 refuses it, then takes it once added
+    s_refused(peer, PROTO_DIR_PUB_TO_PRIV, 2, young.data, young.size);
+    assert_int_equal(proto_seal_add_generation(peer, 1, next), PROTO_OK);
+    assert_int_equal(proto_seal_open(peer, PROTO_DIR_PUB_TO_PRIV, 1, old.data, old.size, &opened),
+                     PROTO_OK);
+    assert_int_equal(
+        proto_seal_open(peer, PROTO_DIR_PUB_TO_PRIV, 2, young.data, young.size, &opened), PROTO_OK);
+    assert_int_equal(opened.size, 4);
+    //  Generation 0 forgotten (never the one a sealer seals in): its
+    //  payloads no longer open
+    proto_seal_forget_before(peer, 1);
+    assert_int_equal(proto_seal_open(peer, PROTO_DIR_PUB_TO_PRIV, 1, old.data, old.size, &opened),
+                     PROTO_OK);
+    assert_int_equal(proto_seal_use_generation(peer, 1), PROTO_OK);
+    proto_seal_forget_before(peer, 1);
+    s_refused(peer, PROTO_DIR_PUB_TO_PRIV, 1, old.data, old.size);
+    assert_int_equal(proto_seal_generation_of(old.data, 3), -1);
+    proto_buf_release(&old);
+    proto_buf_release(&young);
+    proto_buf_wipe(&opened);
+    proto_seal_destroy(&peer);
+    proto_seal_destroy(&seal);
+}
+
 static void test_bad_connection_id(void **state)
 {
     (void)state;
@@ -233,6 +418,9 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_every_flipped_bit_refused),
         cmocka_unit_test(test_wrong_context_refused),
+        cmocka_unit_test(test_sequence_again_gets_a_new_epoch),
+        cmocka_unit_test(test_padding_hides_the_size),
+        cmocka_unit_test(test_generations),
         cmocka_unit_test(test_bad_connection_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

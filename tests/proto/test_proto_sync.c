@@ -221,7 +221,7 @@ static void test_size_limit_is_sealed_payload(void **state)
     proto_buf_init(&buf);
     proto_error_t err;
     assert_int_equal(proto_payload_encode(&p, &limits, &buf, &err), PROTO_E_FRAME_TOO_BIG);
-    assert_int_equal(err.max, 200 - PROTO_SEAL_TAG_SIZE);
+    assert_int_equal(err.max, 200 - PROTO_SEAL_OVERHEAD);
     assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_OK);
     proto_payload_t back;
     assert_int_equal(proto_payload_decode(buf.data, buf.size, &limits, &back, &err),
