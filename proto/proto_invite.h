@@ -1,4 +1,4 @@
-/*  proto_invite.h: invitation codes (DESIGN.md §3).
+/*  proto_invite.h: invitation codes (docs/protocol.md §7).
 
     The public node's admin initiates a connection and gets one line of text
     to hand to the partner admin:
