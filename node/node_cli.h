@@ -2,7 +2,7 @@
 
     Both binaries are this one function with their role: `run` starts the
     daemon (node_engine.h); every other command is an admin command that
-    works on the state database while the daemon runs (DESIGN.md §2: no
+    works on the state database while the daemon runs (docs/architecture.md §2: no
     network port, no control socket). Commands that need ServiceNow
     (exalate, errors retry) queue a request and wait, bounded, for the
     daemon's answer. docs/sync.md lists every command and what it does.

@@ -8,7 +8,7 @@
     handed to node_sync_apply with its seq; the answer says whether the
     broker may be told CONSUMED.
 
-      node_sync_poll      one poll of one active connection (DESIGN.md §7)
+      node_sync_poll      one poll of one active connection (docs/sync.md §2)
       node_sync_apply     one inbound sealed payload (SYNC or RECEIPT)
       node_sync_requests  admin requests queued in the database (exalate)
       node_sync_retry     errors an admin asked to retry (`errors retry ID`)

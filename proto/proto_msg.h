@@ -1,4 +1,4 @@
-/*  proto_msg.h: the messages nodes and the broker exchange.
+/*  proto_msg.h: the messages nodes and the broker exchange (docs/protocol.md §5).
 
     Each message is one ZeroMQ frame holding one msgpack map with at least
     "v" (version, see proto_limits.h) and "t" (message type, proto_type_t).

@@ -41,7 +41,7 @@
 
 typedef struct sn_client_t sn_client_t;
 
-/* Log sink: one line in key=value form (STYLE.md), never holding a secret. */
+/* Log sink: one line in key=value form (docs/style.md), never holding a secret. */
 typedef void(sn_log_fn)(void *arg, const char *line);
 
 /* Client configuration. Zero numeric fields take the default shown. */

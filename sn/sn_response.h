@@ -1,7 +1,7 @@
 /*  sn_response: one HTTP answer from ServiceNow and what it means.
 
     sn_http fills an sn_response_t; sn_response_decode() turns it into JSON or a
-    typed error, surviving the instance's quirks (reference/servicenow-api.md):
+    typed error, surviving the instance's quirks (docs/servicenow-api.md §1.4):
       - the Content-Type is checked before anything is parsed: an HTML page is an
         outage (a hibernating instance answers 200 with HTML), never data;
       - the failure envelope {"error":{"message","detail"},"status":"failure"} is

@@ -1,5 +1,6 @@
 /*  test_broker_auth.c: who may do what, per CURVE key, checked on every
-    message (DESIGN.md §3 and §6), against the real broker process.
+    message (docs/architecture.md §5; docs/broker.md, "Who may do what"),
+    against the real broker process.
 
     Each refusal must be an ERROR with the right code, counted under its
     reason in /metrics, and must deliver nothing:

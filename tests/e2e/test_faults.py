@@ -1,4 +1,4 @@
-"""End to end: ServiceNow faults (DESIGN.md §5, §7).
+"""End to end: ServiceNow faults (docs/sync.md §2, "Errors"; docs/servicenow.md).
 
 A 401 puts the connection in error with ServiceNow's message, nothing is lost, and it resumes by
 itself once the password is fixed; a 429 storm and 503 bursts only delay; one incident refused by

@@ -1,4 +1,4 @@
-"""End to end: the invitation handshake (DESIGN.md §3), with a real broker and both nodes.
+"""End to end: the invitation handshake (docs/sync.md §1), with a real broker and both nodes.
 
 initiate -> accept -> active on both sides; wrong, truncated, altered, expired and reused codes
 are refused with one clear line and a non-zero status, and nothing is written; the private node

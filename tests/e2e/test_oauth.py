@@ -1,4 +1,4 @@
-"""End to end: a node that authenticates with OAuth (DESIGN.md §5; docs/configuration.md).
+"""End to end: a node on OAuth (docs/servicenow-api.md §6.2; docs/configuration.md).
 
 The private node uses `auth = oauth` (password grant with a client id and a client secret from a
 0600 file) against an emulator whose access tokens live 4 seconds, so a sync that lasts longer

@@ -1,4 +1,4 @@
-"""End to end: kill -9 during a sync (DESIGN.md §1, §5: nothing lost, nothing twice).
+"""End to end: kill -9 during a sync (docs/architecture.md §1, §4: nothing lost, nothing twice).
 
 Many incidents with comments are created on both sides while the private node, the broker and
 the public node are killed with SIGKILL in turn and started again. Afterwards both instances hold

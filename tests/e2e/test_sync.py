@@ -1,4 +1,4 @@
-"""End to end: Basic-mode sync through the real broker (DESIGN.md §7).
+"""End to end: Basic-mode sync through the real broker (docs/sync.md §2).
 
 Create on either side -> twin with the right fields and correlation; updates both ways; resolve
 with close code; comments both ways exactly once; work notes stay home; both nodes go quiet

@@ -3,8 +3,8 @@
 
 twinsync's nodes talk to ServiceNow over the REST Table API. This module plays one ServiceNow
 instance on 127.0.0.1 so the C client, the end-to-end tests and the chaos tests can run without a
-real instance. It follows the facts about the real API (collected with sources in the project's
-reference servicenow-api.md), quirks included, and documents its own choices in docs/snemu.md.
+real instance. It follows the facts about the real API (collected with their sources in
+docs/servicenow-api.md), quirks included, and documents its own choices in docs/snemu.md.
 
 How the parts fit:
   schema      TABLES: the fields of incident, sys_user and sys_journal_field, their types,
@@ -1186,7 +1186,7 @@ class Emulator:
       token_ttl           access-token lifetime in seconds (1800)
       state_file          JSON file loaded at start and rewritten atomically after every write
       faults              a dict as POST /__snemu/faults takes, applied at start
-      resolved_inactive   state 6 also sets active=false (the reference says only 7 and 8 do)
+      resolved_inactive   state 6 also sets active=false (docs/servicenow-api.md §3: 7 and 8 only)
       strict_query        an invalid query part returns no rows (glide.invalid_query.returns_no_rows)
       negative_prev       rel="prev" is emitted on the first page with offset -limit (seen on PDIs)
       max_content_length  larger request bodies get the documented 400
