@@ -592,39 +592,51 @@ static void s_on_stored(const char *conn, uint64_t seq, void *arg)
 }
 
 //  The broker is past conn's positions: this state is older than the
-//  broker's queues (restored from a backup). Everything up to stored is at
-//  the broker, so the outbox drops it and the next sequence goes above it;
-//  the messages up to consumed were applied before the restore and are gone.
-//  Logged and listed in `errors list` for the admin.
+//  broker's queues (restored from a backup), or the broker says so wrongly.
+//  Everything up to stored is at the broker, so the outbox drops it and the
+//  next sequence goes above it (sealing is safe whatever the sequence: a
+//  sequence sealed again gets a new epoch, docs/protocol.md §8.1). The
+//  broker's word alone never skips an inbound message: when it says the
+//  other side's messages up to consumed were applied here and deleted,
+//  inbound stays held (the next message the broker has is not the next one
+//  this state expects) until an admin accepts the position with `errors
+//  retry ID`. Logged and listed in `errors list`.
 static void s_on_behind(const char *conn, uint64_t stored, uint64_t consumed, void *arg)
 {
     node_engine_t *self = arg;
     node_conn_t c;
     if (node_state_conn_get(self->state, conn, &c))
         return;
+    bool skips = consumed > c.applied_in_seq;
     char text[NODE_TEXT_MAX + 1];
-    snprintf(
+    int n = snprintf(
         text, sizeof text,
         "this node's state is older than the broker's queues (restored from an older "
         "backup?): the broker already held its messages up to %" PRIu64 " (this state: %" PRIu64
-        ") and had delivered and deleted the other side's up to %" PRIu64 " (this state: %" PRIu64
         "); sync continues after them. Changes made here since the backup are polled and sent "
         "again; twins created here since then are found again by correlation id",
-        stored, c.next_out_seq ? c.next_out_seq - 1 : 0, consumed, c.applied_in_seq);
+        stored, c.next_out_seq ? c.next_out_seq - 1 : 0);
+    if (skips && n > 0 && (size_t)n < sizeof text)
+        snprintf(text + n, sizeof text - (size_t)n,
+                 ". The broker also says the other side's messages up to %" PRIu64
+                 " were applied here and deleted (this state: %" PRIu64
+                 "); inbound sync is held until an admin accepts that with `errors retry` on "
+                 "this error (only if this node's state was restored)",
+                 consumed, c.applied_in_seq);
     ts_log(TS_LOG_WARN, "state behind broker",
            "conn=%s broker_stored=%" PRIu64 " broker_consumed=%" PRIu64 " next_out_seq=%" PRIu64
-           " applied_in_seq=%" PRIu64,
-           conn, stored, consumed, c.next_out_seq, c.applied_in_seq);
+           " applied_in_seq=%" PRIu64 " inbound_held=%s",
+           conn, stored, consumed, c.next_out_seq, c.applied_in_seq, skips ? "yes" : "no");
     node_error_t e;
     memset(&e, 0, sizeof e);
     snprintf(e.conn, sizeof e.conn, "%s", conn);
     snprintf(e.origin, sizeof e.origin, "broker");
     snprintf(e.code, sizeof e.code, "restored");
     snprintf(e.message, sizeof e.message, "%s", text);
+    e.seq = skips ? consumed : 0; //  What an admin's retry accepts
     if (node_state_begin(self->state) || node_state_outbox_remove_upto(self->state, conn, stored) ||
         node_state_conn_set_stored(self->state, conn, stored) < 0 ||
         node_state_conn_set_next_min(self->state, conn, stored + 1) < 0 ||
-        node_state_conn_set_applied(self->state, conn, consumed) < 0 ||
         node_state_error_add(self->state, &e) < 0 ||
         node_state_conn_mark_restored(self->state, conn) || node_state_commit(self->state)) {
         s_log_state_error(self, "behind");

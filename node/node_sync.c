@@ -86,6 +86,25 @@ void node_sync_forget(node_sync_t *self, const char *conn)
     }
 }
 
+//  Appends "KEY_ID NONCE" (hex) of one sealed payload to the file named by
+//  TWINSYNC_SEAL_TRACE: the tests' proof that no (key, nonce) pair is used
+//  twice, even across restarts and restores. A key fingerprint reveals
+//  nothing of the key.
+static void s_trace_seal(const uint8_t key_id[PROTO_SEAL_KEY_ID_SIZE],
+                         const uint8_t nonce[PROTO_SEAL_NONCE_SIZE], void *arg)
+{
+    FILE *f = fopen(arg, "a");
+    if (!f)
+        return;
+    for (int i = 0; i < PROTO_SEAL_KEY_ID_SIZE; i++)
+        fprintf(f, "%02x", key_id[i]);
+    fputc(' ', f);
+    for (int i = 0; i < PROTO_SEAL_NONCE_SIZE; i++)
+        fprintf(f, "%02x", nonce[i]);
+    fputc('\n', f);
+    fclose(f);
+}
+
 //  The memory of connection conn, loading its key file the first time.
 //  NULL when the key file is missing or unreadable (logged).
 node_sync_ctx_t *node_sync_ctx(node_sync_t *self, const char *conn)
@@ -113,6 +132,9 @@ node_sync_ctx_t *node_sync_ctx(node_sync_t *self, const char *conn)
     ctx->seal = proto_seal_new(keys.secret, conn);
     ctx->seen = sn_seen_new();
     node_keys_wipe(&keys);
+    const char *trace = getenv("TWINSYNC_SEAL_TRACE");
+    if (ctx->seal && trace && *trace)
+        proto_seal_set_trace(ctx->seal, s_trace_seal, (void *)trace);
     if (!ctx->seal || !ctx->seen) {
         s_ctx_clear(ctx);
         return NULL;

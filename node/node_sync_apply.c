@@ -663,6 +663,20 @@ static node_sync_rc_t s_retry_error(node_sync_t *self, const node_error_t *error
         return NODE_SYNC_HOLD;
     if (!strcmp(error->origin, "local"))
         return s_retry_twin(self, &conn, ctx, error->remote_sys_id, report);
+    if (!strcmp(error->origin, "broker") && !strcmp(error->code, "restored") &&
+        error->seq > conn.applied_in_seq) {
+        //  The admin accepts the broker's word that the other side's
+        //  messages up to error->seq were applied here before a restore
+        ts_log(TS_LOG_WARN, "restored position accepted",
+               "conn=%s applied_in_seq=%" PRIu64 " accepted=%" PRIu64, conn.id, conn.applied_in_seq,
+               error->seq);
+        return node_state_begin(self->state) ||
+                       node_state_conn_set_applied(self->state, conn.id, error->seq) < 0 ||
+                       node_state_error_remove(self->state, error->id) ||
+                       node_state_commit(self->state)
+                   ? node_sync_fatal(self, "retry")
+                   : NODE_SYNC_OK;
+    }
     if (strcmp(error->origin, "remote"))
         //  A payload that did not open cannot be retried: the admin has
         //  seen it, the line goes.

@@ -199,6 +199,7 @@ class Node:
         os.chmod(self.password_file, 0o600)
         self.proc = None
         self.log_path = os.path.join(self.dir, "node.log")
+        self.seal_trace = os.path.join(self.dir, "seal-trace")
         self.servicenow_extra = []  # more [servicenow] lines, e.g. OAuth settings
 
     def write_config(self):
@@ -217,8 +218,10 @@ class Node:
     def start(self):
         self.write_config()
         log = open(self.log_path, "ab")
+        # Every payload's (key fingerprint, nonce), for the tests that prove none repeats
+        env = dict(os.environ, TWINSYNC_SEAL_TRACE=self.seal_trace)
         self.proc = subprocess.Popen([self.binary, "run", "--config", self.config], stdout=log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=env)
         log.close()
 
     def stop(self, sig=signal.SIGTERM):

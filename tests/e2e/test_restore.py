@@ -3,16 +3,19 @@
 The node's copy of node.db is taken while it runs (SQLite's backup API, as the operations guide
 says); more incidents and comments sync both ways; the node is stopped, the old copy put back, and
 the node started again. Its sequences are now behind the broker's queues: the broker says so in
-WELCOME, the node continues after the broker's positions (no new change dropped as a duplicate,
-no wait for messages that no longer exist), lists a `restored` error, and finds the twins it
-created after the backup by correlation id instead of creating them again.
+WELCOME. The node's outbound continues after the broker's position (no new change dropped as a
+duplicate). Its inbound does not skip on the broker's word alone: the node lists a `restored`
+error, applies nothing from the other side until an admin accepts the position with `errors
+retry`, then goes on, and finds the twins it created after the backup by correlation id instead
+of creating them again.
 """
 
 import os
 import sqlite3
+import time
 import unittest
 
-from harness import ConnectedTest, wait_until
+from harness import POLL_MS, ConnectedTest, wait_until
 
 SYNCED = ("short_description", "urgency", "impact", "state")
 
@@ -67,6 +70,26 @@ class RestoreTest(ConnectedTest):
         a1, a1_twin, g1, g1_twin = self.round_trip("after backup")
         w.settle()
         self.restore(node, path)
+        # The broker says the other side's messages after the backup were applied here and are
+        # gone. Its word alone skips nothing: inbound waits for the admin.
+        errors = wait_until(lambda: node.cli_json("errors", "list")["errors"], timeout=30,
+                            what="the restored notice\n" + w.logs())
+        self.assertEqual([e["code"] for e in errors], ["restored"], errors)
+        self.assertIn("older than the broker", errors[0]["message"])
+        self.assertIn("inbound sync is held", errors[0]["message"])
+        self.assertEqual(node.cli_json("connection", "show", w.conn)["status"], "active")
+        with open(node.log_path, errors="replace") as f:
+            self.assertIn("state behind broker", f.read())
+        other = w.globex if node is w.pub else w.acme
+        mine = w.acme if node is w.pub else w.globex
+        held = other.create(short_description="while held", urgency="1")
+        time.sleep(3 * POLL_MS / 1000 + 2)
+        self.assertIsNone(mine.twin_of(held["sys_id"]), "nothing applied before the admin says so")
+        out = node.cli("errors", "retry", str(errors[0]["id"]), "--wait", "20")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        wait_until(lambda: node.cli_json("errors", "list")["errors"] == [],
+                   what="the restored notice acknowledged")
+        self.twin(mine, held["sys_id"])
         # New changes both ways go through: nothing dropped as a duplicate, nothing waited for.
         self.round_trip("after restore")
         # Twins made after the backup still pair up, by correlation id: no second twin.
@@ -76,16 +99,13 @@ class RestoreTest(ConnectedTest):
         self.same(w.globex, g1["sys_id"], w.acme, g1_twin["sys_id"])
         self.assertEqual(len(w.globex.twins_of(a1["sys_id"])), 1)
         self.assertEqual(len(w.acme.twins_of(g1["sys_id"])), 1)
-        errors = node.cli_json("errors", "list")["errors"]
-        self.assertEqual([e["code"] for e in errors], ["restored"], errors)
-        self.assertIn("older than the broker", errors[0]["message"])
-        self.assertEqual(node.cli_json("connection", "show", w.conn)["status"], "active")
-        with open(node.log_path, errors="replace") as f:
-            self.assertIn("state behind broker", f.read())
-        out = node.cli("errors", "retry", str(errors[0]["id"]), "--wait", "20")
-        self.assertEqual(out.returncode, 0, out.stderr)
-        wait_until(lambda: node.cli_json("errors", "list")["errors"] == [],
-                   what="the restored notice acknowledged")
+        self.assertEqual(node.cli_json("errors", "list")["errors"], [])
+        # The restored node sealed again after the restore: never a (key, nonce) pair twice
+        for n in (w.pub, w.priv):
+            with open(n.seal_trace) as f:
+                pairs = f.read().split("\n")[:-1]
+            self.assertTrue(pairs, "the trace of %s holds the seals" % n.role)
+            self.assertEqual(len(pairs), len(set(pairs)), "a (key, nonce) pair used twice")
 
     def test_1_private_node_restored(self):
         self.restored_from_backup(self.world.priv)
