@@ -64,6 +64,21 @@ static void s_refused(int c, char **subv, const s_flag_t *flags, size_t count, c
             return;
         }
     }
+    //  A key typed in the older spelling (--max-frame for --broker.max_frame)
+    //  or without its section: name the flag meant.
+    for (size_t i = 0; i < count; i++) {
+        const char *key = flags[i].key->key;
+        if (!flags[i].key->section || strlen(key) != len)
+            continue;
+        size_t j = 0;
+        while (j < len && (key[j] == name[j] || (key[j] == '_' && name[j] == '-')))
+            j++;
+        if (j == len) {
+            snprintf(err, errlen, "unknown option --%.*s (did you mean --%s?)", (int)len, name,
+                     flags[i].name);
+            return;
+        }
+    }
     snprintf(err, errlen, "unknown option --%.*s", (int)len, name);
 }
 
@@ -173,22 +188,71 @@ int ts_cli_words(const char *words, char *const *args, int nargs)
     return used;
 }
 
-int ts_cli_allowed(const ts_config_t *options, const char *allowed, const char *command, char *err,
-                   size_t errlen)
+int ts_cli_check(const ts_cli_command_t *command, const ts_config_t *options, const char *common,
+                 int nargs, char *err, size_t errlen)
 {
     for (const ts_config_key_t *k = ts_config_keys(options); k->key; k++) {
-        if (ts_config_given(options, k) && !s_listed(allowed, k->key, strlen(k->key))) {
-            snprintf(err, errlen, "--%s does not apply to %s", k->key, command);
+        size_t len = strlen(k->key);
+        if (ts_config_given(options, k) && !s_listed(command->options, k->key, len) &&
+            !s_listed(common, k->key, len)) {
+            snprintf(err, errlen, "--%s does not apply to %s", k->key, command->words);
             return -1;
         }
+    }
+    if (nargs < command->min_args || nargs > command->max_args) {
+        if (!*command->args)
+            snprintf(err, errlen, "%s takes no arguments", command->words);
+        else
+            snprintf(err, errlen, "%s takes %s", command->words, command->args);
+        return -1;
     }
     return 0;
 }
 
-void ts_cli_print_options(const ts_config_key_t *keys, const char *names, FILE *out)
+//  Prints "[--name ARG]" for each option of keys named in names.
+static void s_usage_options(const ts_config_key_t *keys, const char *names, FILE *out)
+{
+    for (const ts_config_key_t *k = keys; k->key; k++) {
+        if (k->section || !s_listed(names, k->key, strlen(k->key)) || strcmp(k->key, "help") == 0)
+            continue;
+        if (k->kind == TS_CONFIG_SWITCH)
+            fprintf(out, " [--%s]", k->key);
+        else
+            fprintf(out, " [--%s %s]", k->key, k->arg ? k->arg : "VALUE");
+    }
+}
+
+//  Prints the help line of each option of keys named in names.
+static void s_option_lines(const ts_config_key_t *keys, const char *names, FILE *out)
 {
     for (const ts_config_key_t *k = keys; k->key; k++) {
         if (!k->section && s_listed(names, k->key, strlen(k->key)))
             ts_config_print_key(k, out);
     }
+}
+
+void ts_cli_print_usage(const char *prog, const ts_cli_command_t *command,
+                        const ts_config_key_t *keys, const char *common, const char *keys_hint,
+                        FILE *out)
+{
+    fprintf(out, "usage: %s %s%s%s", prog, command->words, *command->args ? " " : "",
+            command->args);
+    s_usage_options(keys, command->options, out);
+    s_usage_options(keys, common, out);
+    fprintf(out, "%s%s\n\n%s\n\noptions:\n", keys_hint ? " " : "", keys_hint ? keys_hint : "",
+            command->help);
+    s_option_lines(keys, command->options, out);
+    s_option_lines(keys, common, out);
+}
+
+void ts_cli_print_entry(const ts_cli_command_t *command, FILE *out)
+{
+    char usage[160];
+    snprintf(usage, sizeof usage, "%s%s%s", command->words, *command->args ? " " : "",
+             command->args);
+    //  A long usage gets its help on the next line rather than being cut.
+    if (strlen(usage) > 44)
+        fprintf(out, "  %s\n  %-44s %s\n", usage, "", command->help);
+    else
+        fprintf(out, "  %-44s %s\n", usage, command->help);
 }

@@ -39,18 +39,37 @@
 int ts_cli_parse(ts_config_t *const *sets, size_t nsets, int argc, char **argv, int first,
                  char **args, int *nargs, char *err, size_t errlen);
 
+//  What a program says of one of its commands; a program's own command
+//  type holds one of these beside what runs the command.
+typedef struct {
+    const char *words;   //  The command words, "connection show"
+    const char *args;    //  Its arguments for usage, "CONN [--code]"; "" none
+    int min_args;        //  Arguments it needs after the words
+    int max_args;        //  Arguments it takes at most
+    const char *options; //  Options it takes besides the program's common ones ("wait json")
+    const char *help;    //  One line
+} ts_cli_command_t;
+
 //  The number of command words (words, space-separated: "connection show")
 //  that the first args spell: all of them, or 0 when they differ.
 int ts_cli_words(const char *words, char *const *args, int nargs);
 
-//  Refuses any option of options given on the command line whose name is
-//  not in allowed (space-separated). Returns 0, or -1 with "--code does not
-//  apply to COMMAND" in err.
-int ts_cli_allowed(const ts_config_t *options, const char *allowed, const char *command, char *err,
-                   size_t errlen);
+//  Checks a command line against command: every option given (in options)
+//  is one of the command's or of common (space-separated), and nargs (the
+//  arguments after the words) is within its range. Returns 0, or -1 with one
+//  line in err ("--code does not apply to connection list", "connection show
+//  takes CONN [--code]").
+int ts_cli_check(const ts_cli_command_t *command, const ts_config_t *options, const char *common,
+                 int nargs, char *err, size_t errlen);
 
-//  Prints the help line of each option of the table keys named in names
-//  (space-separated), in the table's order.
-void ts_cli_print_options(const ts_config_key_t *keys, const char *names, FILE *out);
+//  Prints the usage of command: "usage: PROG WORDS ARGS [--option ARG] ...
+//  [keys]", its help, and the help line of each of its options and of the
+//  common ones, taken from the table keys.
+void ts_cli_print_usage(const char *prog, const ts_cli_command_t *command,
+                        const ts_config_key_t *keys, const char *common, const char *keys_hint,
+                        FILE *out);
+
+//  Prints command as one line of a program's list of commands.
+void ts_cli_print_entry(const ts_cli_command_t *command, FILE *out);
 
 #endif

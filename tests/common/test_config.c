@@ -447,9 +447,16 @@ static void test_cli_options_anywhere(void **state)
     assert_string_equal(opts.to, "--");
     assert_int_equal(conf.count, 9);
     assert_int_equal(conf.items_len, 2);
-    assert_int_equal(ts_cli_allowed(options, "help wait json to", "x", err, sizeof err), 0);
-    assert_int_equal(ts_cli_allowed(options, "help wait", "connection show", err, sizeof err), -1);
+    ts_cli_command_t show = {"connection show", "CONN", 1, 1, "wait json to", "one connection"};
+    assert_int_equal(ts_cli_check(&show, options, "help", 3, err, sizeof err), -1);
+    assert_string_equal(err, "connection show takes CONN");
+    show.max_args = 3;
+    assert_int_equal(ts_cli_check(&show, options, "help", 3, err, sizeof err), 0);
+    show.options = "wait to";
+    assert_int_equal(ts_cli_check(&show, options, "help", 3, err, sizeof err), -1);
     assert_string_equal(err, "--json does not apply to connection show");
+    show.options = "wait json";
+    assert_int_equal(ts_cli_check(&show, options, "help to", 3, err, sizeof err), 0);
     ts_config_clear(s_option_keys, &opts);
     ts_config_clear(s_keys, &conf);
     ts_config_destroy(&options);
@@ -475,6 +482,8 @@ static void test_cli_errors_are_one_line(void **state)
         {{"list", "--json=yes"}, "--json takes no value"},
         {{"--s.count", "0"}, "--s.count: 0 is out of range (1 to 10)"},
         {{"--s.level", "loud"}, "--s.level: 'loud' is not one of debug,info,warn"},
+        {{"--wait-ms", "5"}, "unknown option --wait-ms (did you mean --s.wait_ms?)"},
+        {{"--count=5"}, "unknown option --count (did you mean --s.count?)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *argv[8] = {"prog"};
@@ -516,8 +525,14 @@ static void test_help_shows_keys_defaults_and_ranges(void **state)
     size_t size = 0;
     FILE *out = open_memstream(&text, &size);
     ts_config_print_help(s_keys, 1, out);
-    ts_cli_print_options(s_option_keys, "help wait", out);
+    ts_cli_command_t show = {"connection show", "CONN", 1, 1, "wait", "one connection"};
+    ts_cli_print_usage("prog", &show, s_option_keys, "help", "[--SECTION.KEY VALUE ...]", out);
+    ts_cli_print_entry(&show, out);
     fclose(out);
+    assert_non_null(
+        strstr(text, "usage: prog connection show CONN [--wait S] [--SECTION.KEY VALUE ...]\n\n"
+                     "one connection\n"));
+    assert_non_null(strstr(text, "\n  connection show CONN "));
     assert_non_null(strstr(text, "  s.count "));
     assert_non_null(strstr(text, "how many (default 3; 1 to 10)"));
     assert_non_null(strstr(text, "how long (default 1s; 50 to 600000 ms)"));

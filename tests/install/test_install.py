@@ -48,18 +48,14 @@ def install(prefix):
 
 
 def help_keys(program):
-    """{(section, key)} of every configuration key `program --help` lists: the nodes' as
-    `section.key`, the broker's as `--key-name` flags after its "Configuration keys" heading."""
+    """{(section, key)} of every configuration key `program --help` lists, as `section.key`
+    (the three programs spell keys, and their flags --section.key, the same way)."""
     text = harness.run([program, "--help"]).stdout
-    keys, in_keys = set(), False
+    keys = set()
     for line in text.splitlines():
-        in_keys = in_keys or line.lower().startswith("configuration keys")
-        node = re.match(r"^\s+(node|servicenow|broker)\.([a-z_]+)\s", line)
-        flag = re.match(r"^\s+--([a-z-]+)\s{2,}", line)
-        if node:
-            keys.add((node.group(1), node.group(2)))
-        elif flag and in_keys and os.path.basename(program) == "twinsync-broker":
-            keys.add(("broker", flag.group(1).replace("-", "_")))
+        key = re.match(r"^\s+(node|servicenow|broker)\.([a-z_]+)\s", line)
+        if key:
+            keys.add((key.group(1), key.group(2)))
     return keys
 
 
