@@ -119,32 +119,6 @@ const char *ts_ini_get_or(const ts_ini_t *self, const char *section, const char 
     return value ? value : fallback;
 }
 
-int ts_ini_get_long(const ts_ini_t *self, const char *section, const char *key, long fallback,
-                    long min, long max, long *out, char *err, size_t errlen)
-{
-    const char *text = ts_ini_get(self, section, key);
-    if (!text) {
-        *out = fallback;
-        return 0;
-    }
-    char *end = NULL;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    const char *dot = section && *section ? "." : "";
-    if (errno || end == text || *end != '\0') {
-        snprintf(err, errlen, "%s%s%s: '%s' is not a whole number", section ? section : "", dot,
-                 key, text);
-        return -1;
-    }
-    if (value < min || value > max) {
-        snprintf(err, errlen, "%s%s%s: %ld is out of range [%ld, %ld]", section ? section : "", dot,
-                 key, value, min, max);
-        return -1;
-    }
-    *out = value;
-    return 0;
-}
-
 int ts_ini_each(const ts_ini_t *self,
                 int (*fn)(const char *section, const char *key, const char *value, void *arg),
                 void *arg)

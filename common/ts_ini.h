@@ -37,11 +37,6 @@ const char *ts_ini_get(const ts_ini_t *self, const char *section, const char *ke
 const char *ts_ini_get_or(const ts_ini_t *self, const char *section, const char *key,
                           const char *fallback);
 
-//  Parses section/key as an integer in [min, max]; absent -> fallback.
-//  Returns 0, or -1 with "section.key: reason" in err.
-int ts_ini_get_long(const ts_ini_t *self, const char *section, const char *key, long fallback,
-                    long min, long max, long *out, char *err, size_t errlen);
-
 //  The line of the file section/key was last set on; 0 when it was set by
 //  ts_ini_set or is absent.
 int ts_ini_line(const ts_ini_t *self, const char *section, const char *key);
