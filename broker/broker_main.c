@@ -133,6 +133,7 @@ static void s_command_usage(const s_command_t *command, FILE *out)
 static int s_load(s_cli_t *cli, broker_config_t *config)
 {
     char err[1024];
+    memset(config, 0, sizeof *config);
     if ((*cli->opts.config && ts_config_load(cli->source, cli->opts.config, err, sizeof err)) ||
         broker_config_from(config, cli->source, err, sizeof err)) {
         fprintf(stderr, S_PROG ": %s\n", err);
@@ -248,9 +249,13 @@ static int s_main(s_cli_t *cli, int argc, char **argv)
 {
     char err[1024];
     ts_config_t *sets[] = {cli->options, cli->source};
+    int used = 0;
     if (ts_cli_parse(sets, 2, argc, argv, 1, cli->args, &cli->nargs, err, sizeof err) ||
         ts_config_apply(cli->options, &cli->opts, err, sizeof err)) {
-        fprintf(stderr, S_PROG ": %s (see " S_PROG " --help)\n", err);
+        //  Point at the command's own help when its name came before the error.
+        const s_command_t *command = s_find(cli->args, cli->nargs, &used);
+        fprintf(stderr, S_PROG ": %s (see " S_PROG "%s%s --help)\n", err, command ? " " : "",
+                command ? command->cmd.words : "");
         return TS_EXIT_USAGE;
     }
     if (cli->nargs == 0 && (cli->opts.help || cli->opts.version))
@@ -259,7 +264,6 @@ static int s_main(s_cli_t *cli, int argc, char **argv)
         s_usage(stderr);
         return TS_EXIT_USAGE;
     }
-    int used = 0;
     const s_command_t *command = s_find(cli->args, cli->nargs, &used);
     if (!command) {
         fprintf(stderr, S_PROG ": unknown command '%s' (see " S_PROG " --help)\n", cli->args[0]);

@@ -107,6 +107,7 @@ int ts_cli_parse(ts_config_t *const *sets, size_t nsets, int argc, char **argv, 
     }
     s_flag_t *flags = calloc(count + 1, sizeof *flags);
     struct option *longopts = calloc(count + 1, sizeof *longopts);
+    *nargs = 0;
     if (!flags || !longopts) {
         free(flags);
         free(longopts);

@@ -34,7 +34,8 @@
 //  in order in args (room for argc entries; they point into argv), their
 //  count in *nargs. Returns 0, or -1 with one line in err: an unknown or
 //  abbreviated option, a value missing or given to a switch, a value
-//  ts_config_set refuses. Uses getopt_long, whose state is global: call it
+//  ts_config_set refuses (args then holds the arguments before the error,
+//  so that the caller can name the command). Uses getopt_long, whose state is global: call it
 //  from one thread at a time.
 int ts_cli_parse(ts_config_t *const *sets, size_t nsets, int argc, char **argv, int first,
                  char **args, int *nargs, char *err, size_t errlen);
