@@ -13,6 +13,7 @@
 
 #include <zmq.h>
 
+#include "ts_cli.h"
 #include "ts_log.h"
 #include "ts_secret.h"
 
@@ -209,34 +210,29 @@ int node_config_from(node_config_t *cfg, proto_role_t role, const ts_config_t *s
     return 0;
 }
 
-//  Applies the --section.key[=value] flags of argv to source; keeps the rest.
+//  Applies the --section.key[=value] flags of argv to source (ts_cli.h);
+//  keeps the other arguments in rest.
 static int s_flags(ts_config_t *source, int argc, char **argv, char **rest, int *rest_count,
                    char *err, size_t errlen)
 {
-    int kept = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *dot = !strncmp(arg, "--", 2) ? strchr(arg + 2, '.') : NULL;
-        if (!dot) {
-            rest[kept++] = argv[i];
-            continue;
-        }
-        const char *eq = strchr(dot, '=');
-        char section[64], key[128];
-        snprintf(section, sizeof section, "%.*s", (int)(dot - arg - 2), arg + 2);
-        snprintf(key, sizeof key, "%.*s", (int)(eq ? eq - dot - 1 : (long)strlen(dot + 1)),
-                 dot + 1);
-        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        const ts_config_key_t *k = ts_config_find(source, section, key);
-        if (!k) {
-            snprintf(err, errlen, "unknown option --%s.%s (see --help)", section, key);
-            return -1;
-        }
-        if (ts_config_set(source, k, value, err, errlen))
-            return -1;
+    //  ts_cli_parse reads from index 1, like a main's argv.
+    char **vector = calloc((size_t)argc + 2, sizeof *vector);
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    int nargs = 0, rc = -1;
+    if (!vector || !args) {
+        snprintf(err, errlen, "out of memory");
+    } else {
+        vector[0] = "node_config";
+        memcpy(vector + 1, argv, (size_t)argc * sizeof *argv);
+        rc = ts_cli_parse(&source, 1, argc + 1, vector, 1, args, &nargs, err, errlen);
     }
-    *rest_count = kept;
-    return 0;
+    for (int i = 0; rc == 0 && i < nargs; i++)
+        rest[i] = args[i];
+    if (rc == 0)
+        *rest_count = nargs;
+    free(vector);
+    free(args);
+    return rc;
 }
 
 int node_config_load(node_config_t *cfg, proto_role_t role, const char *path, int argc, char **argv,

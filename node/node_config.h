@@ -65,13 +65,16 @@ const ts_config_key_t *node_config_keys(void);
 int node_config_from(node_config_t *cfg, proto_role_t role, const ts_config_t *source, char *err,
                      size_t errlen);
 
-//  Loads path (NULL: flags only) and applies flags (argv entries of the form
-//  --section.key=value or --section.key value; other arguments are left in
-//  *rest, compacted, with *rest_count set; rest may alias argv). Checks every
-//  key against the table and every value's type and range. Returns 0, or -1
-//  with one line in err naming the key and, when the value came from a file,
-//  the file and line ("/etc/twinsync/public.ini:7: node.lookback_s: ..."); a
-//  bad flag is named as given. Release with node_config_release.
+//  Loads path (NULL: flags only) and applies the flags among argc entries of
+//  argv (--section.key=value or --section.key value, walked by ts_cli.h);
+//  the arguments that are no option are left in *rest, in order, with
+//  *rest_count set (rest may alias argv); any other option is refused.
+//  Checks every key against the table and every value's type and range.
+//  Returns 0, or -1 with one line in err naming the key and, when the value
+//  came from a file, the file and line ("/etc/twinsync/public.ini:7:
+//  node.lookback_s: ..."); a bad flag is named as given. Release with
+//  node_config_release. For tests and tools: the programs parse their
+//  command line with node_cli.h and call node_config_from.
 int node_config_load(node_config_t *cfg, proto_role_t role, const char *path, int argc, char **argv,
                      char **rest, int *rest_count, char *err, size_t errlen);
 
