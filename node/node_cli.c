@@ -676,6 +676,17 @@ static const node_cli_command_t *s_find(char *const *args, int nargs, int *used)
     return NULL;
 }
 
+//  True when option is one of the space-separated names of list.
+static bool s_takes(const char *list, const char *option)
+{
+    size_t len = strlen(option);
+    for (const char *p = strstr(list, option); p; p = strstr(p + 1, option)) {
+        if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0'))
+            return true;
+    }
+    return false;
+}
+
 //  The role's command that replaces shared command c, or NULL.
 static const node_cli_command_t *s_override(const node_cli_command_t *c)
 {
@@ -723,11 +734,11 @@ static void s_usage(const node_cli_t *cli, FILE *out)
     fprintf(out, "\noptions (a command takes those its usage shows: %s COMMAND --help):\n",
             cli->prog);
     for (const ts_config_key_t *k = s_option_keys; k->key; k++) {
-        bool used = strcmp(k->key, "version") == 0 || strstr(S_COMMON, k->key);
+        bool used = s_takes(S_COMMON " version", k->key);
         for (const node_cli_command_t *c = s_extra; c && c->fn && !used; c++)
-            used = strstr(c->cmd.options, k->key) != NULL;
+            used = s_takes(c->cmd.options, k->key);
         for (const node_cli_command_t *c = s_commands; c->fn && !used; c++)
-            used = strstr(c->cmd.options, k->key) != NULL;
+            used = s_takes(c->cmd.options, k->key);
         if (used)
             ts_config_print_key(k, out);
     }
