@@ -181,7 +181,7 @@ static char *s_derive_instance(const node_config_t *cfg)
     size_t len = strcspn(host, ".:/");
     bool numeric = len > 0 && (strspn(host, "0123456789") == len || host[0] == '[');
     if (numeric || len == 0 || !strncmp(host, "localhost", len))
-        return strdup(cfg->name);
+        return strndup(cfg->name, 63);
     return strndup(host, len < 63 ? len : 63);
 }
 
