@@ -1,15 +1,18 @@
 /*  broker_config.h: twinsync-broker's configuration.
 
-    One INI file (section [broker]) and the same keys as flags: key
-    "max_frame" is also "--max-frame N"; a flag wins over the file. The key
-    table in broker_config.c is the single source of truth for names,
-    defaults, limits and the --help text; docs/configuration.md repeats it.
+    One INI file (section [broker]) and the same keys as flags, spelt as in
+    the file: key "max_frame" is also "--broker.max_frame N"; a flag wins
+    over the file (ts_cli.h). The key table in broker_config.c is the single
+    source of truth for names, kinds, defaults, limits and the --help text;
+    docs/configuration.md repeats it (tests/install checks the two agree).
 */
 #ifndef BROKER_CONFIG_H
 #define BROKER_CONFIG_H
 
 #include <stddef.h>
 #include <stdio.h>
+
+#include "ts_config.h"
 
 #define BROKER_CONFIG_SECTION "broker"
 
@@ -34,12 +37,25 @@ typedef struct {
     char *log_level;          //  debug, info, warn, error
 } broker_config_t;
 
-//  Loads the configuration: defaults, then the file named by "--config FILE"
-//  (if any), then every "--key value" flag. argv[first..argc) are the
-//  arguments after the subcommand. Returns 0, or -1 with one line in err
-//  naming the key and, when the value came from the file, the file
-//  ("/etc/twinsync/broker.ini: metrics_port: ..."); a bad flag is named as
-//  given. The caller releases with broker_config_release.
+//  The key table, for ts_config_new: every key of section [broker].
+const ts_config_key_t *broker_config_keys(void);
+
+//  Fills config from source (made with broker_config_keys; its file read and
+//  its flags set): the defaults, then the file, then the flags, all checked
+//  already. Returns 0, or -1 with one line in err (out of memory). The
+//  caller releases with broker_config_release, also after a failure.
+int broker_config_from(broker_config_t *config, const ts_config_t *source, char *err,
+                       size_t errlen);
+
+//  Loads the configuration from a command line: defaults, then the file
+//  named by "--config FILE" (if any), then every "--broker.KEY VALUE" flag.
+//  argv[first..argc) are the arguments after the subcommand; anything else
+//  in them is refused. Returns 0, or -1 with one line in err naming the key
+//  and, when the value came from the file, the file and line
+//  ("/etc/twinsync/broker.ini:4: broker.metrics_port: ..."); a bad flag is
+//  named as given. The caller releases with broker_config_release. For tests
+//  and tools; twinsync-broker itself parses its command line with ts_cli.h
+//  and calls broker_config_from.
 int broker_config_load(broker_config_t *config, int argc, char **argv, int first, char *err,
                        size_t errlen);
 
@@ -54,7 +70,7 @@ int broker_config_blame(const broker_config_t *config, char *err, size_t errlen)
 //  True when key (Z85) is one of the configured public node keys.
 int broker_config_is_public_key(const broker_config_t *config, const char *key);
 
-//  Prints every key with its default and meaning, as --help shows them.
+//  Prints every key with its meaning, default and range, as --help shows them.
 void broker_config_print_help(FILE *out);
 
 #endif

@@ -1,7 +1,7 @@
-/*
- * ts_ini: a small INI reader. Entries are kept in file order in a growable
- * array; configurations hold tens of keys, so lookups are linear.
- */
+/*  ts_ini.c: a small INI reader (see ts_ini.h). Entries are kept in file
+    order in a growable array; configurations hold tens of keys, so lookups
+    are linear.
+*/
 #include "ts_ini.h"
 
 #include <ctype.h>
@@ -11,16 +11,17 @@
 #include <string.h>
 
 typedef struct {
-    char *section; /* owned; "" outside any section */
-    char *key;     /* owned */
-    char *value;   /* owned */
+    char *section; //  Owned; "" outside any section
+    char *key;     //  Owned
+    char *value;   //  Owned
+    int line;      //  Line of the file it was last set on, 0: by ts_ini_set
 } s_entry_t;
 
 struct ts_ini_t {
-    s_entry_t *entries; /* in file order */
-    size_t count;       /* entries used */
-    size_t capacity;    /* entries allocated */
-    char *source;       /* owned; file name or "" */
+    s_entry_t *entries; //  In file order
+    size_t count;       //  Entries used
+    size_t capacity;    //  Entries allocated
+    char *source;       //  Owned; file name or ""
 };
 
 ts_ini_t *ts_ini_new(void)
@@ -62,7 +63,8 @@ static s_entry_t *s_find(const ts_ini_t *self, const char *section, const char *
     return NULL;
 }
 
-int ts_ini_set(ts_ini_t *self, const char *section, const char *key, const char *value)
+//  Sets section/key to value, noting line (0: not from a file).
+static int s_set(ts_ini_t *self, const char *section, const char *key, const char *value, int line)
 {
     s_entry_t *found = s_find(self, section, key);
     if (found) {
@@ -71,6 +73,7 @@ int ts_ini_set(ts_ini_t *self, const char *section, const char *key, const char 
             return -1;
         free(found->value);
         found->value = copy;
+        found->line = line;
         return 0;
     }
     if (self->count == self->capacity) {
@@ -81,7 +84,7 @@ int ts_ini_set(ts_ini_t *self, const char *section, const char *key, const char 
         self->entries = grown;
         self->capacity = capacity;
     }
-    s_entry_t e = {strdup(section ? section : ""), strdup(key), strdup(value)};
+    s_entry_t e = {strdup(section ? section : ""), strdup(key), strdup(value), line};
     if (!e.section || !e.key || !e.value) {
         free(e.section);
         free(e.key);
@@ -90,6 +93,17 @@ int ts_ini_set(ts_ini_t *self, const char *section, const char *key, const char 
     }
     self->entries[self->count++] = e;
     return 0;
+}
+
+int ts_ini_set(ts_ini_t *self, const char *section, const char *key, const char *value)
+{
+    return s_set(self, section, key, value, 0);
+}
+
+int ts_ini_line(const ts_ini_t *self, const char *section, const char *key)
+{
+    const s_entry_t *e = self ? s_find(self, section, key) : NULL;
+    return e ? e->line : 0;
 }
 
 const char *ts_ini_get(const ts_ini_t *self, const char *section, const char *key)
@@ -103,32 +117,6 @@ const char *ts_ini_get_or(const ts_ini_t *self, const char *section, const char 
 {
     const char *value = ts_ini_get(self, section, key);
     return value ? value : fallback;
-}
-
-int ts_ini_get_long(const ts_ini_t *self, const char *section, const char *key, long fallback,
-                    long min, long max, long *out, char *err, size_t errlen)
-{
-    const char *text = ts_ini_get(self, section, key);
-    if (!text) {
-        *out = fallback;
-        return 0;
-    }
-    char *end = NULL;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    const char *dot = section && *section ? "." : "";
-    if (errno || end == text || *end != '\0') {
-        snprintf(err, errlen, "%s%s%s: '%s' is not a whole number", section ? section : "", dot,
-                 key, text);
-        return -1;
-    }
-    if (value < min || value > max) {
-        snprintf(err, errlen, "%s%s%s: %ld is out of range [%ld, %ld]", section ? section : "", dot,
-                 key, value, min, max);
-        return -1;
-    }
-    *out = value;
-    return 0;
 }
 
 int ts_ini_each(const ts_ini_t *self,
@@ -148,7 +136,7 @@ const char *ts_ini_source(const ts_ini_t *self)
     return self->source;
 }
 
-/* Trims spaces at both ends in place; returns the new start. */
+//  Trims spaces at both ends in place; returns the new start.
 static char *s_trim(char *text)
 {
     while (isspace((unsigned char)*text))
@@ -159,8 +147,8 @@ static char *s_trim(char *text)
     return text;
 }
 
-/* Parses one line into self; returns NULL or a static reason. */
-static const char *s_parse_line(ts_ini_t *self, char *line, char **section)
+//  Parses line number lineno into self; returns NULL or a static reason.
+static const char *s_parse_line(ts_ini_t *self, char *line, int lineno, char **section)
 {
     char *text = s_trim(line);
     if (*text == '\0' || *text == '#' || *text == ';')
@@ -193,7 +181,7 @@ static const char *s_parse_line(ts_ini_t *self, char *line, char **section)
         value[n - 1] = '\0';
         value++;
     }
-    if (ts_ini_set(self, *section, key, value) != 0)
+    if (s_set(self, *section, key, value, lineno) != 0)
         return "out of memory";
     return NULL;
 }
@@ -214,7 +202,7 @@ ts_ini_t *ts_ini_parse(const char *text, const char *name, char *err, size_t err
         if (save)
             *save++ = '\0';
         lineno++;
-        const char *reason = s_parse_line(self, p, &section);
+        const char *reason = s_parse_line(self, p, lineno, &section);
         if (reason) {
             snprintf(err, errlen, "%s:%d: %s", name, lineno, reason);
             goto fail;

@@ -1,6 +1,8 @@
 /*  node_config.c: the nodes' configuration keys (see node_config.h).
 
-    s_keys is the table every lookup, check and help line comes from.
+    s_keys is the table every lookup, check and help line comes from
+    (ts_config.h); this file adds what the table cannot say: the checks
+    that need several keys at once (node_config_check_run) and the secrets.
 */
 #include "node_config.h"
 
@@ -11,218 +13,247 @@
 
 #include <zmq.h>
 
+#include "ts_cli.h"
 #include "ts_log.h"
 #include "ts_secret.h"
 
-typedef enum { S_TEXT, S_LONG, S_BOOL } s_type_t;
+#define FIELD(f) offsetof(node_config_t, f)
 
-typedef struct {
-    const char *section;  //  INI section
-    const char *key;      //  Key
-    s_type_t type;        //  Value type
-    const char *fallback; //  Default ("" none)
-    long min, max;        //  Range of a number
-    const char *help;     //  One line for --help and docs
-} s_key_t;
+static const ts_config_key_t s_keys[] = {
+    {.section = "node",
+     .key = "name",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(name),
+     .help = "node id at the broker ([A-Za-z0-9._:-], unique; required)"},
+    {.section = "node",
+     .key = "state_dir",
+     .kind = TS_CONFIG_PATH,
+     .offset = FIELD(state_dir),
+     .arg = "DIR",
+     .help = "state directory (node.db, keys/; required)"},
+    {.section = "node",
+     .key = "poll_interval_ms",
+     .kind = TS_CONFIG_DURATION_MS,
+     .fallback = "2000",
+     .min = 100,
+     .max = 3600000,
+     .offset = FIELD(poll_interval_ms),
+     .help = "ServiceNow poll interval"},
+    {.section = "node",
+     .key = "lookback_s",
+     .kind = TS_CONFIG_INT,
+     .fallback = "10",
+     .min = 1,
+     .max = 3600,
+     .offset = FIELD(lookback_s),
+     .arg = "S",
+     .help = "seconds re-read before the poll cursor"},
+    {.section = "node",
+     .key = "invite_ttl_s",
+     .kind = TS_CONFIG_INT,
+     .fallback = "604800",
+     .min = 60,
+     .max = 31536000,
+     .offset = FIELD(invite_ttl_s),
+     .arg = "S",
+     .help = "invitation code lifetime, seconds",
+     .scope = PROTO_ROLE_PUBLIC},
+    {.section = "node",
+     .key = "log_level",
+     .kind = TS_CONFIG_ENUM,
+     .fallback = "info",
+     .choices = "debug|info|warn|error",
+     .offset = FIELD(log_level),
+     .help = "lowest level logged to stderr"},
+    {.section = "servicenow",
+     .key = "url",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(url),
+     .arg = "URL",
+     .help = "instance URL, https://NAME.service-now.com (required)"},
+    {.section = "servicenow",
+     .key = "instance",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(instance),
+     .help = "short instance name shown in comments and correlation_display (default: URL "
+             "host's first label)"},
+    {.section = "servicenow",
+     .key = "user",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(user),
+     .help = "integration user's user_name (required)"},
+    {.section = "servicenow",
+     .key = "auth",
+     .kind = TS_CONFIG_ENUM,
+     .fallback = "basic",
+     .choices = "basic|oauth",
+     .offset = FIELD(auth),
+     .help = "how to sign in"},
+    {.section = "servicenow",
+     .key = "password_file",
+     .kind = TS_CONFIG_PATH,
+     .offset = FIELD(password_file),
+     .help = "file (mode 0600) holding the password"},
+    {.section = "servicenow",
+     .key = "password_env",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(password_env),
+     .arg = "NAME",
+     .help = "environment variable holding the password"},
+    {.section = "servicenow",
+     .key = "client_id",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(client_id),
+     .help = "OAuth client id (auth = oauth)"},
+    {.section = "servicenow",
+     .key = "client_secret_file",
+     .kind = TS_CONFIG_PATH,
+     .offset = FIELD(client_secret_file),
+     .help = "file (mode 0600) holding the OAuth client secret"},
+    {.section = "servicenow",
+     .key = "client_secret_env",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(client_secret_env),
+     .arg = "NAME",
+     .help = "environment variable holding the OAuth client secret"},
+    {.section = "servicenow",
+     .key = "ca_file",
+     .kind = TS_CONFIG_PATH,
+     .offset = FIELD(ca_file),
+     .help = "PEM CA bundle (default: the system's)"},
+    {.section = "servicenow",
+     .key = "allow_insecure_http",
+     .kind = TS_CONFIG_BOOL,
+     .fallback = "false",
+     .offset = FIELD(allow_insecure_http),
+     .help = "allow http:// to a host that is not loopback"},
+    {.section = "servicenow",
+     .key = "request_timeout_ms",
+     .kind = TS_CONFIG_DURATION_MS,
+     .fallback = "90000",
+     .min = 1000,
+     .max = 600000,
+     .offset = FIELD(request_timeout_ms),
+     .help = "timeout of one HTTP exchange"},
+    {.section = "servicenow",
+     .key = "max_retry_wait_ms",
+     .kind = TS_CONFIG_DURATION_MS,
+     .fallback = "120000",
+     .min = 0,
+     .max = 3600000,
+     .offset = FIELD(max_retry_wait_ms),
+     .help = "longest a call waits in retries (429, 5xx) before the engine backs off"},
+    {.section = "broker",
+     .key = "endpoint",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(endpoint),
+     .arg = "ENDPOINT",
+     .help = "broker endpoint tcp://HOST:PORT (public: required; private: taken from the "
+             "invitation when absent)"},
+    {.section = "broker",
+     .key = "public_key",
+     .kind = TS_CONFIG_STRING,
+     .offset = FIELD(broker_key),
+     .arg = "KEY",
+     .help = "broker's CURVE public key, Z85 (`twinsync-broker key`; private: from the "
+             "invitation)"},
+    {.section = "broker",
+     .key = "heartbeat_ms",
+     .kind = TS_CONFIG_DURATION_MS,
+     .fallback = "5000",
+     .min = 100,
+     .max = 600000,
+     .offset = FIELD(heartbeat_ms),
+     .help = "heartbeat until the broker's WELCOME gives its own"},
+    {0}};
 
-static const s_key_t s_keys[] = {
-    {"node", "name", S_TEXT, "", 0, 0, "node id at the broker ([A-Za-z0-9._:-], unique)"},
-    {"node", "state_dir", S_TEXT, "", 0, 0, "state directory (node.db, keys/)"},
-    {"node", "poll_interval_ms", S_LONG, "2000", 100, 3600000, "ServiceNow poll interval"},
-    {"node", "lookback_s", S_LONG, "10", 1, 3600, "seconds re-read before the poll cursor"},
-    {"node", "invite_ttl_s", S_LONG, "604800", 60, 31536000,
-     "invitation code lifetime (public node)"},
-    {"node", "log_level", S_TEXT, "info", 0, 0, "debug, info, warn or error"},
-    {"servicenow", "url", S_TEXT, "", 0, 0, "instance URL, https://NAME.service-now.com"},
-    {"servicenow", "instance", S_TEXT, "", 0, 0,
-     "short instance name shown in comments and correlation_display (default: URL host's "
-     "first label)"},
-    {"servicenow", "user", S_TEXT, "", 0, 0, "integration user's user_name"},
-    {"servicenow", "auth", S_TEXT, "basic", 0, 0, "basic or oauth"},
-    {"servicenow", "password_file", S_TEXT, "", 0, 0, "file (mode 0600) holding the password"},
-    {"servicenow", "password_env", S_TEXT, "", 0, 0, "environment variable holding the password"},
-    {"servicenow", "client_id", S_TEXT, "", 0, 0, "OAuth client id (auth = oauth)"},
-    {"servicenow", "client_secret_file", S_TEXT, "", 0, 0,
-     "file (mode 0600) holding the OAuth client secret"},
-    {"servicenow", "client_secret_env", S_TEXT, "", 0, 0,
-     "environment variable holding the OAuth client secret"},
-    {"servicenow", "ca_file", S_TEXT, "", 0, 0, "PEM CA bundle (default: the system's)"},
-    {"servicenow", "allow_insecure_http", S_BOOL, "false", 0, 0,
-     "allow http:// to a host that is not loopback"},
-    {"servicenow", "request_timeout_ms", S_LONG, "90000", 1000, 600000,
-     "timeout of one HTTP exchange"},
-    {"servicenow", "max_retry_wait_ms", S_LONG, "120000", 0, 3600000,
-     "longest a call waits in retries (429, 5xx) before the engine backs off"},
-    {"broker", "endpoint", S_TEXT, "", 0, 0,
-     "broker endpoint tcp://HOST:PORT (private node: taken from the invitation when absent)"},
-    {"broker", "public_key", S_TEXT, "", 0, 0,
-     "broker's CURVE public key, Z85 (`twinsync-broker key`; private: from the invitation)"},
-    {"broker", "heartbeat_ms", S_LONG, "5000", 100, 600000, "heartbeat until WELCOME says"},
-    {NULL, NULL, S_TEXT, NULL, 0, 0, NULL}};
-
-static const s_key_t *s_find(const char *section, const char *key)
+const ts_config_key_t *node_config_keys(void)
 {
-    for (const s_key_t *k = s_keys; k->section; k++)
-        if (!strcmp(k->section, section) && !strcmp(k->key, key))
-            return k;
-    return NULL;
+    return s_keys;
 }
 
-typedef struct {
-    char *err;     //  Where the first problem goes
-    size_t errlen; //  Its size
-} s_check_t;
-
-//  ts_ini_each callback: refuses unknown keys and values of the wrong type.
-static int s_check_entry(const char *section, const char *key, const char *value, void *arg)
-{
-    s_check_t *check = arg;
-    const s_key_t *k = s_find(section, key);
-    if (!k) {
-        snprintf(check->err, check->errlen, "unknown configuration key %s.%s (see --help)", section,
-                 key);
-        return 1;
-    }
-    if (k->type == S_BOOL && strcmp(value, "true") && strcmp(value, "false")) {
-        snprintf(check->err, check->errlen, "%s.%s: expected true or false, got '%s'", section, key,
-                 value);
-        return 1;
-    }
-    return 0;
-}
-
-static const char *s_text(const node_config_t *cfg, const char *section, const char *key)
-{
-    const s_key_t *k = s_find(section, key);
-    const char *value = ts_ini_get(cfg->ini, section, key);
-    return value ? value : k->fallback;
-}
-
-static int s_long(const node_config_t *cfg, const char *section, const char *key, long *out,
-                  char *err, size_t errlen)
-{
-    const s_key_t *k = s_find(section, key);
-    return ts_ini_get_long(cfg->ini, section, key, atol(k->fallback), k->min, k->max, out, err,
-                           errlen);
-}
-
-//  Applies the --section.key[=value] flags of argv to ini; keeps the rest.
-static int s_flags(ts_ini_t *ini, int argc, char **argv, char **rest, int *rest_count, char *err,
-                   size_t errlen)
-{
-    int kept = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *dot = !strncmp(arg, "--", 2) ? strchr(arg + 2, '.') : NULL;
-        if (!dot) {
-            rest[kept++] = argv[i];
-            continue;
-        }
-        const char *eq = strchr(dot, '=');
-        char section[64], key[128];
-        snprintf(section, sizeof section, "%.*s", (int)(dot - arg - 2), arg + 2);
-        snprintf(key, sizeof key, "%.*s", (int)(eq ? eq - dot - 1 : (long)strlen(dot + 1)),
-                 dot + 1);
-        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!value) {
-            snprintf(err, errlen, "flag %s needs a value", arg);
-            return -1;
-        }
-        if (!s_find(section, key)) {
-            snprintf(err, errlen, "unknown flag --%s.%s (see --help)", section, key);
-            return -1;
-        }
-        if (ts_ini_set(ini, section, key, value)) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-    }
-    *rest_count = kept;
-    return 0;
-}
-
-//  The first label of the URL's host ("acme" for https://acme.service-now.com).
-static void s_derive_instance(node_config_t *cfg)
+//  The first label of the URL's host ("acme" for https://acme.service-now.com),
+//  or the node's name when the host is an address or localhost.
+static char *s_derive_instance(const node_config_t *cfg)
 {
     const char *host = strstr(cfg->url, "://");
     host = host ? host + 3 : cfg->url;
     size_t len = strcspn(host, ".:/");
-    snprintf(cfg->instance_buf, sizeof cfg->instance_buf, "%.*s", (int)len, host);
     bool numeric = len > 0 && (strspn(host, "0123456789") == len || host[0] == '[');
     if (numeric || len == 0 || !strncmp(host, "localhost", len))
-        snprintf(cfg->instance_buf, sizeof cfg->instance_buf, "%s", cfg->name);
-    cfg->instance = cfg->instance_buf;
+        return strndup(cfg->name, 63);
+    return strndup(host, len < 63 ? len : 63);
+}
+
+int node_config_from(node_config_t *cfg, proto_role_t role, const ts_config_t *source, char *err,
+                     size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->role = role;
+    const char *path = ts_config_path(source);
+    cfg->path = path ? strdup(path) : NULL;
+    if (path && !cfg->path) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (ts_config_apply(source, cfg, err, errlen))
+        return node_config_blame(cfg, err, errlen);
+    if (!*cfg->instance && *cfg->url) {
+        char *derived = s_derive_instance(cfg);
+        if (!derived) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        free(cfg->instance);
+        cfg->instance = derived;
+    }
+    return 0;
+}
+
+//  Applies the --section.key[=value] flags of argv to source (ts_cli.h);
+//  keeps the other arguments in rest.
+static int s_flags(ts_config_t *source, int argc, char **argv, char **rest, int *rest_count,
+                   char *err, size_t errlen)
+{
+    //  ts_cli_parse reads from index 1, like a main's argv.
+    char **vector = calloc((size_t)argc + 2, sizeof *vector);
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    int nargs = 0, rc = -1;
+    if (!vector || !args) {
+        snprintf(err, errlen, "out of memory");
+    } else {
+        vector[0] = "node_config";
+        memcpy(vector + 1, argv, (size_t)argc * sizeof *argv);
+        rc = ts_cli_parse(&source, 1, argc + 1, vector, 1, args, &nargs, err, errlen);
+    }
+    for (int i = 0; rc == 0 && i < nargs; i++)
+        rest[i] = args[i];
+    if (rc == 0)
+        *rest_count = nargs;
+    free(vector);
+    free(args);
+    return rc;
 }
 
 int node_config_load(node_config_t *cfg, proto_role_t role, const char *path, int argc, char **argv,
                      char **rest, int *rest_count, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->role = role;
-    cfg->ini = path ? ts_ini_load(path, err, errlen) : ts_ini_new();
-    if (!cfg->ini) {
-        if (!path)
-            snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    cfg->path = path ? strdup(path) : NULL;
-    if ((path && !cfg->path) || s_flags(cfg->ini, argc, argv, rest, rest_count, err, errlen)) {
-        if (path && !cfg->path)
-            snprintf(err, errlen, "out of memory");
+    ts_config_t *source = ts_config_new(s_keys, err, errlen);
+    int rc = !source || s_flags(source, argc, argv, rest, rest_count, err, errlen) ||
+                     (path && ts_config_load(source, path, err, errlen))
+                 ? -1
+                 : node_config_from(cfg, role, source, err, errlen);
+    ts_config_destroy(&source);
+    if (rc)
         node_config_release(cfg);
-        return -1;
-    }
-    s_check_t check = {err, errlen};
-    if (ts_ini_each(cfg->ini, s_check_entry, &check) ||
-        s_long(cfg, "node", "poll_interval_ms", &cfg->poll_interval_ms, err, errlen) ||
-        s_long(cfg, "node", "lookback_s", &cfg->lookback_s, err, errlen) ||
-        s_long(cfg, "node", "invite_ttl_s", &cfg->invite_ttl_s, err, errlen) ||
-        s_long(cfg, "servicenow", "request_timeout_ms", &cfg->request_timeout_ms, err, errlen) ||
-        s_long(cfg, "servicenow", "max_retry_wait_ms", &cfg->max_retry_wait_ms, err, errlen) ||
-        s_long(cfg, "broker", "heartbeat_ms", &cfg->heartbeat_ms, err, errlen)) {
-        node_config_blame(cfg, err, errlen);
-        node_config_release(cfg);
-        return -1;
-    }
-    cfg->name = s_text(cfg, "node", "name");
-    cfg->state_dir = s_text(cfg, "node", "state_dir");
-    cfg->log_level = s_text(cfg, "node", "log_level");
-    cfg->url = s_text(cfg, "servicenow", "url");
-    cfg->instance = s_text(cfg, "servicenow", "instance");
-    cfg->user = s_text(cfg, "servicenow", "user");
-    cfg->auth = s_text(cfg, "servicenow", "auth");
-    cfg->password_file = s_text(cfg, "servicenow", "password_file");
-    cfg->password_env = s_text(cfg, "servicenow", "password_env");
-    cfg->client_id = s_text(cfg, "servicenow", "client_id");
-    cfg->client_secret_file = s_text(cfg, "servicenow", "client_secret_file");
-    cfg->client_secret_env = s_text(cfg, "servicenow", "client_secret_env");
-    cfg->ca_file = s_text(cfg, "servicenow", "ca_file");
-    cfg->allow_insecure_http = !strcmp(s_text(cfg, "servicenow", "allow_insecure_http"), "true");
-    cfg->endpoint = s_text(cfg, "broker", "endpoint");
-    cfg->broker_key = s_text(cfg, "broker", "public_key");
-    ts_log_level_t level;
-    if (ts_log_level_parse(cfg->log_level, &level)) {
-        snprintf(err, errlen, "node.log_level: expected debug, info, warn or error, got '%s'",
-                 cfg->log_level);
-        node_config_blame(cfg, err, errlen);
-        node_config_release(cfg);
-        return -1;
-    }
-    if (strcmp(cfg->auth, "basic") && strcmp(cfg->auth, "oauth")) {
-        snprintf(err, errlen, "servicenow.auth: expected basic or oauth, got '%s'", cfg->auth);
-        node_config_blame(cfg, err, errlen);
-        node_config_release(cfg);
-        return -1;
-    }
-    if (!*cfg->instance && *cfg->url)
-        s_derive_instance(cfg);
-    return 0;
+    return rc;
 }
 
 void node_config_release(node_config_t *cfg)
 {
-    ts_ini_destroy(&cfg->ini);
     free(cfg->path);
+    ts_config_clear(s_keys, cfg);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -288,13 +319,26 @@ static bool s_url_ok(const char *url)
 //  The checks of node_config_check_run, with messages that name the key.
 static int s_check_run(const node_config_t *cfg, char *err, size_t errlen)
 {
-    static const char *const required[][2] = {
-        {"node", "name"}, {"node", "state_dir"}, {"servicenow", "url"}, {"servicenow", "user"}};
+    const struct {
+        const char *name;  //  section.key
+        const char *value; //  Its value
+    } required[] = {{"node.name", cfg->name},
+                    {"node.state_dir", cfg->state_dir},
+                    {"servicenow.url", cfg->url},
+                    {"servicenow.user", cfg->user}};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
-        if (!*s_text(cfg, required[i][0], required[i][1])) {
-            snprintf(err, errlen, "missing key %s.%s", required[i][0], required[i][1]);
+        if (!*required[i].value) {
+            snprintf(err, errlen, "missing key %s", required[i].name);
             return -1;
         }
+    }
+    size_t n = strlen(cfg->name);
+    if (n > 64 ||
+        strspn(cfg->name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") !=
+            n) {
+        snprintf(err, errlen, "node.name: '%.80s' must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+                 cfg->name);
+        return -1;
     }
     if (!s_url_ok(cfg->url)) {
         snprintf(err, errlen,
@@ -339,15 +383,14 @@ int node_config_check_run(const node_config_t *cfg, char *err, size_t errlen)
     return s_check_run(cfg, err, errlen) ? node_config_blame(cfg, err, errlen) : 0;
 }
 
-//  Reads the secret named by [servicenow] NAME_file or NAME_env (one of
-//  them set), "" when neither; a failure names the key in err.
-static char *s_secret(const node_config_t *cfg, const char *name, char *err, size_t errlen)
+//  Reads the secret named by [servicenow] NAME_file or NAME_env (file or
+//  env, one of them set), "" when neither; a failure names the key in err.
+static char *s_secret(const node_config_t *cfg, const char *name, const char *file, const char *env,
+                      char *err, size_t errlen)
 {
     char file_key[64], env_key[64];
     snprintf(file_key, sizeof file_key, "%s_file", name);
     snprintf(env_key, sizeof env_key, "%s_env", name);
-    const char *file = s_text(cfg, "servicenow", file_key);
-    const char *env = s_text(cfg, "servicenow", env_key);
     if (!*file && !*env)
         return strdup("");
     char spec[512], reason[512] = "";
@@ -363,8 +406,10 @@ static char *s_secret(const node_config_t *cfg, const char *name, char *err, siz
 int node_config_secrets(const node_config_t *cfg, char **password, char **client_secret, char *err,
                         size_t errlen)
 {
-    *password = s_secret(cfg, "password", err, errlen);
-    *client_secret = *password ? s_secret(cfg, "client_secret", err, errlen) : NULL;
+    *password = s_secret(cfg, "password", cfg->password_file, cfg->password_env, err, errlen);
+    *client_secret = *password ? s_secret(cfg, "client_secret", cfg->client_secret_file,
+                                          cfg->client_secret_env, err, errlen)
+                               : NULL;
     if (*password && *client_secret)
         return 0;
     ts_secret_free(password);
@@ -374,13 +419,7 @@ int node_config_secrets(const node_config_t *cfg, char **password, char **client
 
 void node_config_print_help(FILE *out, proto_role_t role)
 {
-    fprintf(out, "configuration keys (file sections, or flags --SECTION.KEY=VALUE):\n");
-    for (const s_key_t *k = s_keys; k->section; k++) {
-        if (role == PROTO_ROLE_PRIVATE && !strcmp(k->key, "invite_ttl_s"))
-            continue;
-        char name[64];
-        snprintf(name, sizeof name, "%s.%s", k->section, k->key);
-        fprintf(out, "  %-32s %s%s%s%s\n", name, k->help, *k->fallback ? " (default " : "",
-                k->fallback, *k->fallback ? ")" : "");
-    }
+    fprintf(out, "configuration keys (in the file: [SECTION] KEY = VALUE; on the command line: "
+                 "--SECTION.KEY VALUE\nor --SECTION.KEY=VALUE, which wins over the file):\n");
+    ts_config_print_help(s_keys, (unsigned)role, out);
 }

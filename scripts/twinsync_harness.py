@@ -331,7 +331,7 @@ class Deployment:
     def configure(self):
         """Makes the broker's key and the three configuration files (emulators must run)."""
         broker_state = os.path.join(self.dir, "broker-state")
-        self.broker_key = run([self.bins["broker"], "key", "--state-dir",
+        self.broker_key = run([self.bins["broker"], "key", "--broker.state_dir",
                                broker_state]).stdout.strip()
         for role in ("public", "private"):
             self._node_config(role)

@@ -22,7 +22,7 @@ struct bench_lat_t {
 static void s_usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s --endpoint EP [--mode both|publish|consume|probe] [--messages N]\n"
+            "usage: %s --broker.endpoint EP [--mode both|publish|consume|probe] [--messages N]\n"
             "          [--conns C] [--size BYTES] [--window W] [--timeout SECONDS]\n"
             "          [--dir DIR] [--tag NAME]\n",
             prog);
@@ -63,7 +63,7 @@ int bench_args_parse(int argc, char **argv, const char *prog, bench_args_t *args
             s_usage(prog);
             return -1;
         }
-        if (strcmp(flag, "--endpoint") == 0)
+        if (strcmp(flag, "--broker.endpoint") == 0)
             args->endpoint = value;
         else if (strcmp(flag, "--mode") == 0)
             args->mode = value;
@@ -91,7 +91,7 @@ int bench_args_parse(int argc, char **argv, const char *prog, bench_args_t *args
         }
     }
     if (args->endpoint == NULL) {
-        fprintf(stderr, "%s: --endpoint is required\n", prog);
+        fprintf(stderr, "%s: --broker.endpoint is required\n", prog);
         s_usage(prog);
         return -1;
     }

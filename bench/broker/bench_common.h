@@ -36,7 +36,7 @@ typedef struct {
     const char *tag;      /* a name for queues / connections, "bench" */
 } bench_args_t;
 
-/* Parses the common flags (--endpoint, --mode, --messages, --conns, --size,
+/* Parses the common flags (--broker.endpoint, --mode, --messages, --conns, --size,
  * --window, --timeout, --dir, --tag) into *args with defaults. Prints the
  * problem and the usage to stderr and returns -1 on a bad or unknown flag. */
 int bench_args_parse(int argc, char **argv, const char *prog, bench_args_t *args);

@@ -15,8 +15,8 @@
  * prefetch (window * conns / 2) is unacknowledged, the cadence of the
  * twinsync link (one CONSUMED per connection per burst or per half credit).
  *
- *   rabbit_peer --endpoint 127.0.0.1:PORT --messages N --conns C --window W
- *   rabbit_peer --endpoint 127.0.0.1:PORT --mode probe --timeout S
+ *   rabbit_peer --broker.endpoint 127.0.0.1:PORT --messages N --conns C --window W
+ *   rabbit_peer --broker.endpoint 127.0.0.1:PORT --mode probe --timeout S
  *       waits until the server accepts a login (for the script's start-up)
  */
 #include "bench_common.h"

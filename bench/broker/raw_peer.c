@@ -6,7 +6,7 @@
  * answers each 'D' with a 'C'. Frame: type (1) + queue (u32) + seq (u64) +
  * payload.
  *
- *   raw_peer --endpoint tcp://127.0.0.1:PORT --messages N --conns C --window W
+ *   raw_peer --broker.endpoint tcp://127.0.0.1:PORT --messages N --conns C --window W
  */
 #include "bench_common.h"
 

@@ -14,7 +14,7 @@
  * secret key, one per line; made by --mode keygen).
  *
  *   twin_peer --mode keygen  --dir DIR       prints the public node's key
- *   twin_peer --mode setup   --dir DIR --endpoint EP --conns C --tag T
+ *   twin_peer --mode setup   --dir DIR --broker.endpoint EP --conns C --tag T
  *       INVITE + JOIN the connections (both nodes), then exit
  *   twin_peer --mode both    ...            setup, then the timed run
  *   twin_peer --mode publish ...            public node only: publish N and

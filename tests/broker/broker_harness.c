@@ -189,7 +189,7 @@ void th_broker_init(th_broker_t *broker, const char *binary)
     snprintf(broker->endpoint, sizeof broker->endpoint, "tcp://127.0.0.1:%d", s_free_port());
     broker->metrics_port = s_free_port();
 
-    char *argv[] = {(char *)binary, "key", "--state-dir", broker->state_dir, NULL};
+    char *argv[] = {(char *)binary, "key", "--broker.state_dir", broker->state_dir, NULL};
     char out[128];
     assert_int_equal(s_run_capture(broker, argv, out, sizeof out), 0);
     out[strcspn(out, "\n")] = '\0';
@@ -228,14 +228,14 @@ void th_broker_start(th_broker_t *broker)
     int argc = 0;
     argv[argc++] = broker->binary;
     argv[argc++] = "run";
-    argv[argc++] = "--state-dir";
+    argv[argc++] = "--broker.state_dir";
     argv[argc++] = broker->state_dir;
-    argv[argc++] = "--endpoint";
+    argv[argc++] = "--broker.endpoint";
     argv[argc++] = broker->endpoint;
-    argv[argc++] = "--metrics-port";
+    argv[argc++] = "--broker.metrics_port";
     argv[argc++] = port;
     if (*broker->public_keys) {
-        argv[argc++] = "--public-keys";
+        argv[argc++] = "--broker.public_keys";
         argv[argc++] = broker->public_keys;
     }
     for (int i = 0; i < broker->args_count; i++)

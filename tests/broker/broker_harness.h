@@ -47,7 +47,7 @@ typedef struct {
     char server_key[41];           //  The broker's CURVE public key (Z85)
     const char *args[TH_MAX_ARGS]; //  Extra "--key value" arguments
     int args_count;                //  Entries in args
-    char public_keys[1024];        //  --public-keys value (th_broker_add_public_key)
+    char public_keys[1024];        //  --broker.public_keys value (th_broker_add_public_key)
     pid_t pid;                     //  Running process, or 0
 } th_broker_t;
 

@@ -78,9 +78,10 @@ int core_rig_init(core_rig_t *rig, const char *const *extra_args, bool fast, con
         memcpy(rig->rids[i], "\0rid-id", 8);
         rig->rids[i][7] = (uint8_t)('0' + i);
     }
-    const char *argv[64] = {"twinsync-broker", "run",           "--state-dir",
-                            rig->dir,          "--public-keys", s_keys[RIG_PUBLIC],
-                            "--log-level",     "error"};
+    const char *argv[64] = {"twinsync-broker",      "run",
+                            "--broker.state_dir",   rig->dir,
+                            "--broker.public_keys", s_keys[RIG_PUBLIC],
+                            "--broker.log_level",   "error"};
     int argc = 8;
     for (int i = 0; extra_args && extra_args[i] && argc < 63; i++)
         argv[argc++] = extra_args[i];

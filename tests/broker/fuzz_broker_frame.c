@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ts_log_set_level(TS_LOG_ERROR);
     core_rig_t rig;
-    const char *args[] = {"--credit", "4", "--max-queue-bytes", "4096", NULL};
+    const char *args[] = {"--broker.credit", "4", "--broker.max_queue_bytes", "4096", NULL};
     if (core_rig_init(&rig, args, true, NULL) != 0)
         abort();
     if (size && (data[0] & 0x80) && core_rig_join(&rig) != 0)

@@ -123,7 +123,7 @@ int main(int argc, char **argv)
     start = s_now();
     store = s_open(dir);
     broker_config_t config;
-    const char *args[] = {"probe", "run", "--state-dir", dir, NULL};
+    const char *args[] = {"probe", "run", "--broker.state_dir", dir, NULL};
     char err[512];
     if (broker_config_load(&config, 4, (char **)args, 2, err, sizeof err) != 0)
         return 1;

@@ -206,7 +206,7 @@ static void test_rogue_flood_while_pair_works(void **state)
     fprintf(stderr, "seed %u (TH_SEED=%u to repeat)\n", seed, seed);
     th_broker_t broker;
     th_broker_init(&broker, th_binary());
-    th_broker_arg(&broker, "--max-frame", "65536");
+    th_broker_arg(&broker, "--broker.max_frame", "65536");
     th_pair_t pair;
     th_pair_prepare(&pair, &broker, "conn-1");
     th_broker_start(&broker);

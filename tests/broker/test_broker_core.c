@@ -66,7 +66,7 @@ static void test_config(void **state)
                        "rigPRIVATEkey000000000000000000000000000\n";
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
-    const char *file_and_flag[] = {"b", "run", "--config", path, "--credit", "16", NULL};
+    const char *file_and_flag[] = {"b", "run", "--config", path, "--broker.credit", "16", NULL};
     assert_int_equal(s_load(&config, file_and_flag, err, sizeof err), 0);
     assert_int_equal(config.credit, 16); //  flag over file
     assert_string_equal(config.endpoint, "tcp://127.0.0.1:1");
@@ -76,16 +76,16 @@ static void test_config(void **state)
     broker_config_release(&config);
     unlink(path);
 
-    const char *unknown[] = {"b", "run", "--crdit", "3", NULL};
+    const char *unknown[] = {"b", "run", "--broker.crdit", "3", NULL};
     assert_int_equal(s_load(&config, unknown, err, sizeof err), -1);
-    assert_non_null(strstr(err, "--crdit"));
-    const char *range[] = {"b", "run", "--max-frame", "12", NULL};
+    assert_non_null(strstr(err, "--broker.crdit"));
+    const char *range[] = {"b", "run", "--broker.max_frame", "12", NULL};
     assert_int_equal(s_load(&config, range, err, sizeof err), -1);
     assert_non_null(strstr(err, "max_frame"));
-    const char *badkey[] = {"b", "run", "--public-keys", "not-a-key", NULL};
+    const char *badkey[] = {"b", "run", "--broker.public_keys", "not-a-key", NULL};
     assert_int_equal(s_load(&config, badkey, err, sizeof err), -1);
     assert_non_null(strstr(err, "not-a-key"));
-    const char *badid[] = {"b", "run", "--id", "has space", NULL};
+    const char *badid[] = {"b", "run", "--broker.id", "has space", NULL};
     assert_int_equal(s_load(&config, badid, err, sizeof err), -1);
     assert_non_null(strstr(err, "id"));
 }
@@ -712,7 +712,7 @@ static void test_batches_within_the_default_frame(void **state)
 {
     (void)state;
     core_rig_t rig;
-    const char *args[] = {"--max-frame", "8388608", "--credit", "64", NULL};
+    const char *args[] = {"--broker.max_frame", "8388608", "--broker.credit", "64", NULL};
     assert_int_equal(core_rig_init(&rig, args, false, NULL), 0);
     assert_int_equal(core_rig_join(&rig), 0);
     proto_conn_state_t c1 = {"c1", 0, 0, 0};

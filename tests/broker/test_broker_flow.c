@@ -145,7 +145,7 @@ static void test_sequence_gap_refused(void **state)
 static void test_credit_window(void **state)
 {
     fixture_t *f = *state;
-    th_broker_arg(&f->broker, "--credit", "4");
+    th_broker_arg(&f->broker, "--broker.credit", "4");
     s_start(f);
     s_publish_range(&f->pair.pub, "conn-1", 1, 10);
     s_expect_deliveries(&f->pair.priv, "conn-1", 1, 4, false);
@@ -238,7 +238,7 @@ static void test_unknown_peer_told_to_hello(void **state)
 static void test_heartbeats_and_dead_peer(void **state)
 {
     fixture_t *f = *state;
-    th_broker_arg(&f->broker, "--heartbeat-ms", "100");
+    th_broker_arg(&f->broker, "--broker.heartbeat_ms", "100");
     s_start(f);
     assert_int_equal(th_metric(&f->broker, "twinsync_broker_connection_peers_connected",
                                "connection=\"conn-1\""),
@@ -262,7 +262,7 @@ static void test_heartbeats_and_dead_peer(void **state)
 static void test_queue_full_backpressure(void **state)
 {
     fixture_t *f = *state;
-    th_broker_arg(&f->broker, "--max-queue-bytes", "4096");
+    th_broker_arg(&f->broker, "--broker.max_queue_bytes", "4096");
     s_start(f);
     static uint8_t payload[1024];
     uint64_t seq = 1;

@@ -70,7 +70,7 @@ static void s_promtool(const th_broker_t *broker)
 static void s_stats_table(const th_broker_t *broker)
 {
     char command[512];
-    snprintf(command, sizeof command, "%s stats --metrics-port %d", broker->binary,
+    snprintf(command, sizeof command, "%s stats --broker.metrics_port %d", broker->binary,
              broker->metrics_port);
     FILE *out = popen(command, "r");
     assert_non_null(out);

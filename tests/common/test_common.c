@@ -57,21 +57,18 @@ static void test_ini_errors_name_file_and_line(void **state)
     assert_non_null(strstr(err, "cannot open config file /nonexistent/twinsync.ini"));
 }
 
-static void test_ini_long_ranges(void **state)
+static void test_ini_remembers_lines(void **state)
 {
     (void)state;
     char err[256];
-    long v = 0;
-    ts_ini_t *ini = ts_ini_parse("[s]\nn = 42\nbad = 4x\nbig = 99999\n", "n.ini", err, sizeof err);
+    ts_ini_t *ini =
+        ts_ini_parse("[s]\nn = 42\n\n# note\nbad = 4x\nn = 43\n", "n.ini", err, sizeof err);
     assert_non_null(ini);
-    assert_int_equal(ts_ini_get_long(ini, "s", "n", 7, 0, 100, &v, err, sizeof err), 0);
-    assert_int_equal(v, 42);
-    assert_int_equal(ts_ini_get_long(ini, "s", "absent", 7, 0, 100, &v, err, sizeof err), 0);
-    assert_int_equal(v, 7);
-    assert_int_equal(ts_ini_get_long(ini, "s", "bad", 7, 0, 100, &v, err, sizeof err), -1);
-    assert_string_equal(err, "s.bad: '4x' is not a whole number");
-    assert_int_equal(ts_ini_get_long(ini, "s", "big", 7, 0, 100, &v, err, sizeof err), -1);
-    assert_string_equal(err, "s.big: 99999 is out of range [0, 100]");
+    assert_int_equal(ts_ini_line(ini, "s", "bad"), 5);
+    assert_int_equal(ts_ini_line(ini, "s", "n"), 6); //  the later assignment wins
+    assert_int_equal(ts_ini_line(ini, "s", "absent"), 0);
+    assert_int_equal(ts_ini_set(ini, "s", "bad", "4"), 0);
+    assert_int_equal(ts_ini_line(ini, "s", "bad"), 0);
     ts_ini_destroy(&ini);
 }
 
@@ -242,7 +239,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ini_parse_sections_and_overrides),
         cmocka_unit_test(test_ini_errors_name_file_and_line),
-        cmocka_unit_test(test_ini_long_ranges),
+        cmocka_unit_test(test_ini_remembers_lines),
         cmocka_unit_test(test_ini_each_visits_every_entry),
         cmocka_unit_test(test_secret_file_must_be_private),
         cmocka_unit_test(test_secret_from_environment),

@@ -271,8 +271,9 @@ class World:
     def start_broker(self):
         log = open(os.path.join(self.broker_dir, "broker.log"), "ab")
         self.broker = subprocess.Popen(
-            [BROKER, "run", "--state-dir", self.broker_dir, "--endpoint", self.broker_endpoint,
-             "--public-keys", self.pub.key(), "--metrics-port", "0", "--heartbeat-ms", "500"],
+            [BROKER, "run", "--broker.state_dir", self.broker_dir,
+             "--broker.endpoint", self.broker_endpoint, "--broker.public_keys", self.pub.key(),
+             "--broker.metrics_port", "0", "--broker.heartbeat_ms", "500"],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
@@ -289,8 +290,8 @@ class World:
         self.acme.start()
         self.globex.start()
         self.pub.write_config()
-        out = subprocess.run([BROKER, "key", "--state-dir", self.broker_dir], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run([BROKER, "key", "--broker.state_dir", self.broker_dir],
+                             capture_output=True, text=True, check=True)
         self.broker_key = out.stdout.strip()
         # A port that was free a moment ago may be taken meanwhile: try another one then.
         for _ in range(5):

@@ -6,6 +6,7 @@ after a sync (the emulators' request logs show only polls); concurrent changes c
 ping-pong; exalate / unexalate by hand; deactivate, change, reactivate -> the changes arrive.
 """
 
+import json
 import time
 import unittest
 
@@ -151,6 +152,29 @@ class SyncTest(ConnectedTest):
         out = w.pub.cli("exalate", w.conn, "INC9999999")
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("no incident INC9999999", out.stderr)
+
+    def test_6b_sync_start_and_stop(self):
+        """The commands' names since issue 10: `sync start NUMBER` (the node's only connection)
+        and `sync stop CONN NUMBER` do what exalate and unexalate do."""
+        w = self.world
+        a = w.acme.create(short_description="Started by sync start", urgency="3")
+        time.sleep(4 * POLL_MS / 1000)
+        self.assertIsNone(w.globex.twin_of(a["sys_id"]))
+        out = w.pub.cli("sync", "start", a["number"], "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(json.loads(out.stdout)["number"], a["number"])
+        b = self.twin(w.globex, a["sys_id"])
+        out = w.pub.cli("sync", "stop", w.conn, a["number"])
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("no longer under sync", out.stdout)
+        states = {t["local"]: t["state"] for t in w.pub.cli_json("twins", w.conn)["twins"]}
+        self.assertEqual(states[a["number"]], "unexalated")
+        w.acme.update(a["sys_id"], short_description="changed after sync stop")
+        time.sleep(10 * POLL_MS / 1000)
+        self.assertEqual(w.globex.get(b["sys_id"])["short_description"], "Started by sync start")
+        out = w.pub.cli("sync", "stop", w.conn, "INC0000000")
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertIn("INC0000000 is not a twin", out.stderr)
 
     def test_7_deactivate_change_reactivate(self):
         w = self.world

@@ -12,6 +12,12 @@ ConfigErrorTest each configuration error (missing key, unreadable secret file, w
                 secret file, bad URL, unreachable broker, bad broker settings) ends the daemon
                 at start with a non-zero status and ONE line on stderr naming the key and the
                 file.
+CommandLineTest the command-line style of the three programs (from the build tree): every
+                command answers COMMAND --help; a bad number, an unknown option or command, an
+                option the command does not take exit 2; a configuration error exits 78; a
+                command that fails exits 1; each with ONE line on stderr.
+DocsTest        docs/configuration.md lists exactly the keys each program's --help prints, with
+                the same defaults.
 
 CTest runs each class (tests/install/CMakeLists.txt) with TWINSYNC_BUILD_DIR and
 TWINSYNC_SOURCE_DIR set. Python 3, standard library only. TWINSYNC_INSTALL_KEEP=1 keeps the
@@ -19,6 +25,7 @@ temporary directories.
 """
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -48,19 +55,27 @@ def install(prefix):
 
 
 def help_keys(program):
-    """{(section, key)} of every configuration key `program --help` lists: the nodes' as
-    `section.key`, the broker's as `--key-name` flags after its "Configuration keys" heading."""
+    """{(section, key)} of every configuration key `program --help` lists, as `section.key`
+    (the three programs spell keys, and their flags --section.key, the same way)."""
     text = harness.run([program, "--help"]).stdout
-    keys, in_keys = set(), False
+    keys = set()
     for line in text.splitlines():
-        in_keys = in_keys or line.lower().startswith("configuration keys")
-        node = re.match(r"^\s+(node|servicenow|broker)\.([a-z_]+)\s", line)
-        flag = re.match(r"^\s+--([a-z-]+)\s{2,}", line)
-        if node:
-            keys.add((node.group(1), node.group(2)))
-        elif flag and in_keys and os.path.basename(program) == "twinsync-broker":
-            keys.add(("broker", flag.group(1).replace("-", "_")))
+        key = re.match(r"^\s+(node|servicenow|broker)\.([a-z_]+)\s", line)
+        if key:
+            keys.add((key.group(1), key.group(2)))
     return keys
+
+
+def help_defaults(program):
+    """{(section, key): default or None} of every configuration key `program --help` lists."""
+    text = harness.run([program, "--help"]).stdout
+    found = {}
+    for line in text.splitlines():
+        key = re.match(r"^\s+(node|servicenow|broker)\.([a-z_]+)\s", line)
+        if key:
+            default = re.search(r"[(;] ?default ([^;)]+)", line)
+            found[(key.group(1), key.group(2))] = default.group(1) if default else None
+    return found
 
 
 def ini_lines(path):
@@ -404,6 +419,211 @@ class ConfigErrorTest(Workdir):
             if problem:
                 failures.append(f"twinsync-{daemon}, config file missing: {problem}")
         self.assertEqual(failures, [], "\n" + "\n".join(failures))
+
+
+class CommandLineTest(Workdir):
+    """One command-line style and one set of exit statuses for the three programs (issue 10):
+    0 success, 1 failure, 2 bad command line, 78 bad configuration; one line on stderr."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.bins = harness.binaries(build=BUILD)
+        cls.env = {k: v for k, v in os.environ.items() if k != "TWINSYNC_CONFIG"}
+
+    def cli(self, role, *args, stdin=None):
+        return subprocess.run([self.bins[role], *args], capture_output=True, text=True,
+                              timeout=60, input=stdin, env=self.env)
+
+    def commands(self, role):
+        """The command words `PROGRAM --help` lists ([["run"], ["connection", "list"], ...])."""
+        text = self.cli(role, "--help").stdout
+        section = text.split("commands:\n", 1)[1].split("\n\n", 1)[0]
+        found = []
+        for line in section.splitlines():
+            if line.startswith("   "):  # the help of a long entry, on its own line
+                continue
+            usage = re.split(r"\s{2,}", line.strip())[0].split()
+            words = []
+            for token in usage:
+                if not re.fullmatch(r"[a-z]+", token):
+                    break
+                words.append(token)
+            found.append(words)
+        return found
+
+    def expect(self, status, role, args, words, state=None):
+        """Runs PROGRAM args; returns a description of what is wrong, or None: the status, one
+        line on stderr holding every one of words, and state (a directory) not made."""
+        out = self.cli(role, *args)
+        lines = out.stderr.strip().splitlines()
+        problems = []
+        if out.returncode != status:
+            problems.append(f"status {out.returncode}, not {status}")
+        if len(lines) != 1:
+            problems.append(f"{len(lines)} lines on stderr")
+        missing = [w for w in words if not lines or w not in lines[-1]]
+        if missing:
+            problems.append(f"the line does not name {missing}")
+        if state and os.path.exists(state):
+            problems.append(f"{state} was made")
+            shutil.rmtree(state, ignore_errors=True)
+        if problems:
+            return f"{PROGRAMS[role]} {' '.join(args)}: {'; '.join(problems)}: {out.stderr!r}"
+        return None
+
+    def test_every_command_answers_help(self):
+        failures = []
+        for role, program in PROGRAMS.items():
+            listed = self.commands(role)
+            self.assertGreater(len(listed), 4, f"{program} --help lists too few commands")
+            for words in listed:
+                for args in ([*words, "--help"], [*words, "-h"], ["help", *words]):
+                    out = self.cli(role, *args)
+                    if (out.returncode, out.stderr) != (0, "") or not out.stdout.startswith(
+                            f"usage: {program} {' '.join(words)}"):
+                        failures.append(f"{program} {' '.join(args)}: status {out.returncode}, "
+                                        f"{out.stdout[:60]!r} {out.stderr!r}")
+        self.assertIn(["sync", "start"], self.commands("public"))
+        self.assertIn(["connection", "initiate"], self.commands("public"))
+        self.assertNotIn(["connection", "initiate"], self.commands("private"))
+        self.assertIn(["connection", "accept"], self.commands("private"))
+        self.assertEqual(failures, [], "\n" + "\n".join(failures))
+
+    def test_bad_command_lines_exit_2(self):
+        state = os.path.join(self.tmp, "never-made")
+        node = ["--node.state_dir", state]
+        broker = ["--broker.state_dir", state, "--broker.metrics_port", "0"]
+        cases = [
+            # numbers, options and configuration flags alike
+            ("public", ["connection", "show", "X", "--wait", "abc", *node], ["--wait", "'abc'"]),
+            ("public", ["connection", "show", "X", "--wait=12x", *node], ["--wait", "'12x'"]),
+            ("private", ["errors", "retry", "1", "--wait", "-1", *node], ["--wait", "-1"]),
+            ("private", ["errors", "retry", "1", "--wait", "", *node], ["--wait", "''"]),
+            ("private", ["errors", "retry", "abc", *node], ["'abc'", "errors retry --help"]),
+            ("private", ["errors", "retry", "0", *node], ["error id", "0"]),
+            ("public", ["status", "--node.lookback_s", "abc", *node], ["--node.lookback_s"]),
+            ("public", ["status", "--node.poll_interval_ms=2sec", *node],
+             ["--node.poll_interval_ms", "2sec"]),
+            ("public", ["status", "--servicenow.auth", "ldap", *node], ["--servicenow.auth"]),
+            ("broker", ["stats", "--interval", "abc", *broker], ["--interval", "'abc'"]),
+            ("broker", ["stats", "--interval", "0", *broker], ["--interval", "out of range"]),
+            ("broker", ["stats", "--interval", "-5", *broker], ["--interval", "-5"]),
+            ("broker", ["run", "--broker.max_frame", "12x", *broker], ["--broker.max_frame"]),
+            ("broker", ["key", "--broker.credit", "", *broker], ["--broker.credit"]),
+            # unknown, misspelt, misplaced
+            ("public", ["--colour", "blue", "status", *node], ["unknown option --colour"]),
+            ("public", ["bogus", *node], ["unknown command 'bogus'"]),
+            ("private", ["connection", "initiate", "--name", "x", *node], ["unknown command"]),
+            ("public", ["connection", "accept", "tsi1.x", *node], ["unknown command"]),
+            ("private", ["connection", "show", "X", "--code", *node], ["--code does not apply"]),
+            ("public", ["connection", "list", "--trigger", "x", *node],
+             ["--trigger does not apply to connection list"]),
+            ("public", ["connection", "show", *node], ["connection show takes CONN"]),
+            ("public", ["twins", "a", "b", *node], ["twins takes CONN"]),
+            ("public", ["connection", "initiate", "--mode", "full", *node], ["--mode", "basic"]),
+            ("public", ["connection", "initiate", *node], ["--name"]),
+            ("public", ["status", "--wai", "3", *node], ["give the whole name, --wait"]),
+            ("public", ["status", *node, "--wait"], ["--wait needs a value"]),
+            ("broker", ["run", "--max-frame", "4096", *broker],
+             ["did you mean --broker.max_frame?"]),
+            ("broker", ["run", "--state-dir", state], ["did you mean --broker.state_dir?"]),
+            ("broker", ["key", "extra", *broker], ["key takes no arguments"]),
+            ("broker", ["run", "--watch", *broker], ["--watch does not apply to run"]),
+            ("broker", ["bogus"], ["unknown command 'bogus'"]),
+        ]
+        failures = [f for role, args, words in cases
+                    if (f := self.expect(2, role, args, words, state))]
+        for role in DAEMONS:  # no command at all: the usage on stderr
+            out = self.cli(role)
+            if out.returncode != 2 or "usage:" not in out.stderr:
+                failures.append(f"{PROGRAMS[role]} without a command: status {out.returncode}")
+        self.assertEqual(failures, [], "\n" + "\n".join(failures))
+
+    def test_configuration_errors_exit_78(self):
+        state = os.path.join(self.tmp, "state78")
+        unknown = harness.write_file(os.path.join(self.tmp, "unknown.ini"),
+                                     "[node]\nname = acme\ncolour = blue\n")
+        section = harness.write_file(os.path.join(self.tmp, "section.ini"),
+                                     "[brokr]\nendpoint = tcp://127.0.0.1:1\n")
+        value = harness.write_file(os.path.join(self.tmp, "value.ini"),
+                                   "[broker]\n\nmetrics_port = 99999\n")
+        absent = os.path.join(self.tmp, "absent.ini")
+        cases = [
+            ("public", ["status", "--config", unknown], [unknown + ":3:", "node.colour"]),
+            ("private", ["connection", "list", "--config", absent], [absent]),
+            ("public", ["status"], ["missing key node.state_dir"]),
+            ("public", ["connection", "initiate", "--name", "x", "--node.state_dir", state],
+             ["missing key"]),
+            ("private", ["run", "--node.state_dir", state], ["missing key node.name"]),
+            ("broker", ["key", "--config", value], [value + ":3:", "broker.metrics_port"]),
+            ("broker", ["run", "--config", section], [section + ":2:", "unknown section [brokr]"]),
+        ]
+        failures = [f for role, args, words in cases
+                    if (f := self.expect(78, role, args, words, state))]
+        self.assertEqual(failures, [], "\n" + "\n".join(failures))
+
+    def test_failures_exit_1_and_success_0(self):
+        state = os.path.join(self.tmp, "state1")
+        node = ["--node.state_dir", state]
+        failures = [f for role, args, words in [
+            ("public", ["connection", "show", "nope", *node], ["no connection named nope"]),
+            ("private", ["errors", "retry", "99", "--wait", "0", *node], ["no error 99"]),
+            ("private", ["connection", "accept", "not-a-code", *node], ["invitation"]),
+            ("public", ["sync", "start", "INC0010001", *node], ["0 connections"]),
+        ] if (f := self.expect(1, role, args, words))]
+        self.assertEqual(failures, [], "\n" + "\n".join(failures))
+        out = self.cli("public", "connection", "list", "--json", *node)
+        self.assertEqual((out.returncode, out.stderr), (0, ""))
+        self.assertEqual(json.loads(out.stdout), {"connections": []})
+        for role in DAEMONS:
+            out = self.cli(role, "--version")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(out.stdout.split()[0], PROGRAMS[role])
+
+
+class DocsTest(unittest.TestCase):
+    """docs/configuration.md is written by hand; the programs' tables are the truth. Every key
+    --help prints is in the page's tables and every key there is in --help, with the same
+    default wherever the page gives one in backquotes."""
+
+    def documented(self, part, section):
+        """{(section, key): default cell} of the key tables in part of the page."""
+        found = {}
+        for line in part.splitlines():
+            if not line.startswith("| `"):
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            for name in re.findall(r"`([a-z_.]+)`", cells[0]):
+                key = (section, name) if section else tuple(name.split(".", 1))
+                found[key] = cells[1]
+        return found
+
+    def test_configuration_md_lists_the_keys_of_help(self):
+        if not BUILD:
+            raise unittest.SkipTest("TWINSYNC_BUILD_DIR is not set (CTest sets it)")
+        bins = harness.binaries(build=BUILD)
+        with open(os.path.join(SOURCE, "docs", "configuration.md")) as f:
+            text = f.read()
+        broker = text.split("\n## twinsync-broker", 1)[1].split("\n## ", 1)[0]
+        nodes = text.split("\n## twinsync-public / twinsync-private", 1)[1].split("\n## ", 1)[0]
+        pages = {"broker": self.documented(broker, "broker"), "public": self.documented(nodes, None),
+                 "private": self.documented(nodes, None)}
+        problems = []
+        for role, program in PROGRAMS.items():
+            shown, page = help_defaults(bins[role]), pages[role]
+            problems += [f"{program} --help has {s}.{k}, configuration.md does not"
+                         for s, k in sorted(set(shown) - set(page))]
+            if role != "private":  # the private node's help leaves out invite_ttl_s
+                problems += [f"configuration.md has {s}.{k}, {program} --help does not"
+                             for s, k in sorted(set(page) - set(shown))]
+            for key in sorted(set(shown) & set(page)):
+                literal = re.fullmatch(r"`([^`]*)`", page[key])
+                written = literal.group(1) if literal else None
+                if written != shown[key]:
+                    problems.append(f"{'.'.join(key)}: default {shown[key]!r} in {program} "
+                                    f"--help, {page[key]!r} in configuration.md")
+        self.assertEqual(problems, [], "\n" + "\n".join(problems))
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ static void test_stream_across_broker_kill(void **state)
     (void)state;
     th_broker_t broker;
     th_broker_init(&broker, s_binary);
-    th_broker_arg(&broker, "--heartbeat-ms", "200");
+    th_broker_arg(&broker, "--broker.heartbeat_ms", "200");
     char pub_public[41], pub_secret[41], priv_public[41], priv_secret[41];
     assert_int_equal(zmq_curve_keypair(pub_public, pub_secret), 0);
     assert_int_equal(zmq_curve_keypair(priv_public, priv_secret), 0);
