@@ -103,7 +103,7 @@ static int s_stats(int argc, char **argv)
         if (strcmp(argv[i], "--watch") == 0) {
             watch = true;
         } else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
-            interval = atoi(argv[++i]);
+            interval = (int)strtol(argv[++i], NULL, 10);
             if (interval < 1)
                 interval = 1;
         } else if (strcmp(argv[i], "--metrics") == 0 && i + 1 < argc) {

@@ -114,7 +114,7 @@ static bool s_daemon_running(s_cli_t *cli)
     char seen[32];
     if (node_state_meta_get(cli->state, "daemon_seen", seen, sizeof seen))
         return false;
-    return time(NULL) - atoll(seen) <= S_DAEMON_FRESH;
+    return time(NULL) - strtoll(seen, NULL, 10) <= S_DAEMON_FRESH;
 }
 
 //  Reads connection id-or-name into *conn; prints the failure.
@@ -946,7 +946,7 @@ static int s_parse_options(s_cli_t *cli, char **argv, int argc)
         } else if (!strcmp(a, "--code")) {
             cli->show_code = true;
         } else if (!strcmp(a, "--wait") && has_value) {
-            cli->wait_s = atol(argv[++i]);
+            cli->wait_s = strtol(argv[++i], NULL, 10);
         } else if (!strcmp(a, "--name") && has_value) {
             cli->name = argv[++i];
         } else if (!strcmp(a, "--mode") && has_value) {

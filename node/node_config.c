@@ -102,8 +102,8 @@ static int s_long(const node_config_t *cfg, const char *section, const char *key
                   char *err, size_t errlen)
 {
     const s_key_t *k = s_find(section, key);
-    return ts_ini_get_long(cfg->ini, section, key, atol(k->fallback), k->min, k->max, out, err,
-                           errlen);
+    return ts_ini_get_long(cfg->ini, section, key, strtol(k->fallback, NULL, 10), k->min, k->max,
+                           out, err, errlen);
 }
 
 //  Applies the --section.key[=value] flags of argv to ini; keeps the rest.

@@ -66,7 +66,8 @@ static amqp_connection_state_t s_connect(const char *endpoint, bool quiet)
     host[colon - endpoint] = '\0';
     amqp_connection_state_t amq = amqp_new_connection();
     amqp_socket_t *socket = amqp_tcp_socket_new(amq);
-    if (socket == NULL || amqp_socket_open(socket, host, atoi(colon + 1)) != AMQP_STATUS_OK) {
+    if (socket == NULL ||
+        amqp_socket_open(socket, host, (int)strtol(colon + 1, NULL, 10)) != AMQP_STATUS_OK) {
         if (!quiet)
             fprintf(stderr, "%s: cannot connect to %s\n", s_prog, endpoint);
         amqp_destroy_connection(amq);
