@@ -1,7 +1,6 @@
-/*
- * ts_ini: a small INI reader. Entries are kept in file order in a growable
- * array; configurations hold tens of keys, so lookups are linear.
- */
+/*  ts_ini.c: a small INI reader. Entries are kept in file order in a growable
+    array; configurations hold tens of keys, so lookups are linear.
+*/
 #include "ts_ini.h"
 
 #include <ctype.h>
@@ -11,16 +10,16 @@
 #include <string.h>
 
 typedef struct {
-    char *section; /* owned; "" outside any section */
-    char *key;     /* owned */
-    char *value;   /* owned */
+    char *section; //  owned; "" outside any section
+    char *key;     //  owned
+    char *value;   //  owned
 } s_entry_t;
 
 struct ts_ini_t {
-    s_entry_t *entries; /* in file order */
-    size_t count;       /* entries used */
-    size_t capacity;    /* entries allocated */
-    char *source;       /* owned; file name or "" */
+    s_entry_t *entries; //  in file order
+    size_t count;       //  entries used
+    size_t capacity;    //  entries allocated
+    char *source;       //  owned; file name or ""
 };
 
 ts_ini_t *ts_ini_new(void)
@@ -148,7 +147,7 @@ const char *ts_ini_source(const ts_ini_t *self)
     return self->source;
 }
 
-/* Trims spaces at both ends in place; returns the new start. */
+//  Trims spaces at both ends in place; returns the new start.
 static char *s_trim(char *text)
 {
     while (isspace((unsigned char)*text))
@@ -159,7 +158,7 @@ static char *s_trim(char *text)
     return text;
 }
 
-/* Parses one line into self; returns NULL or a static reason. */
+//  Parses one line into self; returns NULL or a static reason.
 static const char *s_parse_line(ts_ini_t *self, char *line, char **section)
 {
     char *text = s_trim(line);

@@ -46,7 +46,7 @@ typedef enum {
     PROTO_INVITED = 13,   //  broker -> public: INVITE registered durably
     PROTO_SYNC = 32,      //  sealed payload: one replica (proto_sync.h)
     PROTO_RECEIPT = 33,   //  sealed payload: result of applying a SYNC
-    PROTO_INVITATION = 48 // body of an invitation code (proto_invite.h)
+    PROTO_INVITATION = 48 //  body of an invitation code (proto_invite.h)
 } proto_type_t;
 
 typedef enum {

@@ -1,6 +1,7 @@
-/*  twinsync-public: the public node. Everything but the role lives in node/
-    (node_cli.h for the commands, node_engine.h for the daemon), so that both
-    nodes behave the same way wherever the protocol does not tell them apart.
+/*  main.c: twinsync-public, the public node. Everything but the role lives in
+    node/ (node_cli.h for the commands, node_engine.h for the daemon), so that
+    both nodes behave the same way wherever the protocol does not tell them
+    apart.
 */
 #include "node_cli.h"
 

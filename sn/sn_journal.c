@@ -1,4 +1,4 @@
-/*  sn_journal: journal polling on sys_journal_field and detection of the
+/*  sn_journal.c: journal polling on sys_journal_field and detection of the
     journal-ACL trap. See sn_journal.h for the contract. */
 
 #include "sn_journal.h"

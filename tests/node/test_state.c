@@ -1,7 +1,7 @@
-/*  Unit tests for node_state (the node's SQLite store) and node_keys (key
-    files): schema and WAL, connections and their counters, twins with their
-    field sets, the outbox and its transaction with the seq counter, intents,
-    comments, blocked messages, errors, admin requests, a second handle
+/*  test_state.c: unit tests for node_state (the node's SQLite store) and
+    node_keys (key files): schema and WAL, connections and their counters, twins
+    with their field sets, the outbox and its transaction with the seq counter,
+    intents, comments, blocked messages, errors, admin requests, a second handle
     reading beside a writer, and key file permissions.
 */
 #include <setjmp.h>

@@ -1,11 +1,11 @@
-/*  Tests of node_sync against two real ServiceNow emulators (tests/snemu),
-    with this test carrying outbox rows from one node to the other in place
-    of the broker. They prove the sync rules without any ZeroMQ: a twin is
-    created with the right fields and correlation, updates and comments flow
-    both ways exactly once, work notes stay home, both nodes go quiet after a
-    sync, concurrent changes converge, a record refusal blocks one twin only
-    and clears on retry, a 401 puts the connection in error and it resumes,
-    a payload that does not open is rejected, and a crash between the
+/*  test_sync.c: tests of node_sync against two real ServiceNow emulators
+    (tests/snemu), with this test carrying outbox rows from one node to the
+    other in place of the broker. They prove the sync rules without any ZeroMQ:
+    a twin is created with the right fields and correlation, updates and
+    comments flow both ways exactly once, work notes stay home, both nodes go
+    quiet after a sync, concurrent changes converge, a record refusal blocks one
+    twin only and clears on retry, a 401 puts the connection in error and it
+    resumes, a payload that does not open is rejected, and a crash between the
     ServiceNow write and the state commit re-applies without duplicates.
 
     Label "integration": it starts two python3 processes.

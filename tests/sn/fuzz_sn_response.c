@@ -1,7 +1,7 @@
-/*  libFuzzer target for the parts of the ServiceNow client that read what the
-    network sends: response decoding (content type, JSON, error envelopes),
-    record normalisation, the keyset pager's checks of a page, query
-    composition and stamp parsing. The first input byte picks the part. */
+/*  fuzz_sn_response.c: libFuzzer target for the parts of the ServiceNow client
+    that read what the network sends: response decoding (content type, JSON,
+    error envelopes), record normalisation, the keyset pager's checks of a page,
+    query composition and stamp parsing. The first input byte picks the part. */
 
 #include "sn_pager.h"
 #include "sn_query.h"

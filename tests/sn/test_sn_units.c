@@ -1,8 +1,8 @@
-/*  Unit tests of the ServiceNow client's pure parts, no process and no
-    network: error names and scrubbing, record shapes, response decoding
-    (content types, envelopes, status mapping), retry delays, encoded query
-    composition and stamps, the keyset pager, the de-duplication set, and the
-    configuration checks of sn_client_new. */
+/*  test_sn_units.c: unit tests of the ServiceNow client's pure parts, no
+    process and no network: error names and scrubbing, record shapes, response
+    decoding (content types, envelopes, status mapping), retry delays, encoded
+    query composition and stamps, the keyset pager, the de-duplication set, and
+    the configuration checks of sn_client_new. */
 
 #include <setjmp.h>
 #include <stdarg.h>
