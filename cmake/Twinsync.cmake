@@ -7,10 +7,26 @@ add_compile_options(-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototy
 if(TWINSYNC_WERROR)
   add_compile_options(-Werror)
 endif()
-if(TWINSYNC_SANITIZE)
+# TWINSYNC_SANITIZE: "address" builds with ASan + UBSan (ON, from when this was
+# a boolean, means the same, so old build commands keep working); "thread"
+# builds with TSan, which cannot be combined with ASan; empty or OFF: none.
+string(TOLOWER "${TWINSYNC_SANITIZE}" twinsync_sanitize)
+if(twinsync_sanitize MATCHES "^(on|yes|true|1|address)$")
+  set(TWINSYNC_SANITIZER address)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer
                       -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
+elseif(twinsync_sanitize STREQUAL "thread")
+  set(TWINSYNC_SANITIZER thread)
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+elseif(twinsync_sanitize MATCHES "^(|off|no|false|0|none)$")
+  set(TWINSYNC_SANITIZER "")
+else()
+  message(FATAL_ERROR "TWINSYNC_SANITIZE=${TWINSYNC_SANITIZE}: use address, thread or OFF")
+endif()
+if(TWINSYNC_SANITIZER AND TWINSYNC_FUZZ AND NOT TWINSYNC_SANITIZER STREQUAL "address")
+  message(FATAL_ERROR "TWINSYNC_FUZZ goes with TWINSYNC_SANITIZE=address (or none), not ${TWINSYNC_SANITIZE}")
 endif()
 if(TWINSYNC_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")

@@ -1,8 +1,7 @@
-/*
- * ts_log: key=value event lines on stderr. See ts_log.h for the format.
- * A line is built in a stack buffer and written with one write(2) so that lines
- * from several threads never interleave.
- */
+/*  ts_log.c: key=value event lines on stderr. See ts_log.h for the format.
+    A line is built in a stack buffer and written with one write(2) so that lines
+    from several threads never interleave.
+*/
 #include "ts_log.h"
 
 #include <stdarg.h>
@@ -88,7 +87,7 @@ const char *ts_log_quote(char *buf, size_t size, const char *text)
     return buf;
 }
 
-/* Formats and writes one line; extra is appended verbatim (may be NULL). */
+//  Formats and writes one line; extra is appended verbatim (may be NULL).
 __attribute__((format(printf, 4, 0))) static void
 s_vlog(ts_log_level_t level, const char *msg, const char *extra, const char *fmt, va_list ap)
 {

@@ -1,7 +1,6 @@
-/*
- * ts_secret: reading secrets from private files or the environment, and
- * writing private files atomically. See ts_secret.h.
- */
+/*  ts_secret.c: reading secrets from private files or the environment, and
+    writing private files atomically. See ts_secret.h.
+*/
 #include "ts_secret.h"
 
 #include <errno.h>
@@ -15,7 +14,7 @@
 
 #define TS_SECRET_MAX 65536
 
-/* Overwrites memory in a way the compiler may not drop. */
+//  Overwrites memory in a way the compiler may not drop.
 static void s_wipe(void *data, size_t size)
 {
     volatile unsigned char *p = data;

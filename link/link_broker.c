@@ -680,7 +680,7 @@ int link_conn_add(link_t *self, const char *conn, uint64_t stored, uint64_t cons
         free(entry);
         return LINK_E_NOMEM;
     }
-    strcpy(entry->id, conn);
+    snprintf(entry->id, sizeof entry->id, "%s", conn);
     entry->stored = stored;
     entry->consumed = consumed;
     entry->next = 0;
@@ -799,10 +799,10 @@ static int s_request_init(s_request_t *request, proto_type_t type, const char *c
     if (!s_valid_id(conn) || (description && strlen(description) > PROTO_MAX_NAME))
         return LINK_E_INVALID;
     request->type = type;
-    strcpy(request->conn, conn);
+    snprintf(request->conn, sizeof request->conn, "%s", conn);
     memcpy(request->key, key, PROTO_KEY_SIZE);
     if (description)
-        strcpy(request->description, description);
+        snprintf(request->description, sizeof request->description, "%s", description);
     return LINK_OK;
 }
 

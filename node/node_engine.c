@@ -1,10 +1,9 @@
 /*  node_engine.c: the node daemon's two threads (see node_engine.h).
 
     How the parts fit:
-      s_pair_*      the inproc messages between loop and worker
-      worker        s_worker_*: inbound queues (sorted by seq, one per
-                    connection), the poll schedule with back-off, admin
-                    requests and retries, all through node_sync
+      worker        node_worker.h runs the thread and the channel to it;
+                    s_op_* are what it calls: node_sync and the worker's
+                    own database handle
       loop          s_scan (connections the admin commands created or
                     deleted, INVITE / JOIN, link creation), s_offer (outbox
                     -> link_publish), the link callbacks, node_engine_run
@@ -12,8 +11,6 @@
 #include "node_engine.h"
 
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,15 +22,13 @@
 #include "node_keys.h"
 #include "node_state.h"
 #include "node_sync.h"
+#include "node_worker.h"
 #include "proto_invite.h"
 #include "sn_query.h"
 #include "ts_log.h"
 #include "ts_secret.h"
 
 #define S_SCAN_MS        1000  //  Loop re-reads connections this often
-#define S_TICK_MS        250   //  Worker looks at requests and retries this often
-#define S_HOLD_MS        1000  //  Retry of a held inbound message
-#define S_BACKOFF_MAX_MS 30000 //  Longest pause after ServiceNow failures
 #define S_UNREACHABLE_MS 5000  //  Link not ready this long: warn, naming the endpoint
 #define S_REWARN_MS      60000 //  ... and again this often while it stays so
 
@@ -47,23 +42,6 @@ typedef struct {
     bool paused;               //  Deactivated: its outbox waits
 } s_known_t;
 
-//  One inbound message waiting in the worker.
-typedef struct s_inbound {
-    uint64_t seq;           //  Sequence
-    uint8_t *data;          //  Sealed payload, owned
-    size_t size;            //  Bytes
-    struct s_inbound *next; //  Next higher seq
-} s_inbound_t;
-
-//  A connection as the worker serves it.
-typedef struct {
-    char id[PROTO_MAX_ID + 1]; //  Connection id
-    s_inbound_t *queue;        //  Inbound messages by seq
-    int64_t apply_at;          //  Monotonic ms before which the queue waits
-    int64_t poll_at;           //  Monotonic ms of the next poll
-    int failures;              //  ServiceNow failures in a row (back-off)
-} s_wconn_t;
-
 struct node_engine {
     const node_config_t *cfg;             //  Configuration (not owned)
     proto_role_t role;                    //  Our role
@@ -72,261 +50,78 @@ struct node_engine {
     uint8_t public_key[PROTO_KEY_SIZE];   //  Node's CURVE pair
     uint8_t secret_key[PROTO_KEY_SIZE];   //  (secret wiped on destroy)
     void *zmq_ctx;                        //  ZeroMQ context
-    char pair_endpoint[64];               //  inproc://...
     //  loop
     node_state_t *state;              //  Loop's database handle
     link_t *link;                     //  Broker link, NULL until an endpoint is known
-    void *pair;                       //  Loop's end of the PAIR
+    node_worker_t *worker;            //  The worker thread and the channel to it
     s_known_t *known;                 //  Connections served
     size_t known_count;               //  Entries
-    atomic_int fatal;                 //  A thread failed for good (read by both threads)
-    atomic_int welcomed;              //  The link saw a WELCOME in this process (positions
-                                      //  settled, docs/protocol.md §4.1): the worker may poll
-    pthread_t worker;                 //  Worker thread
-    bool worker_started;              //  worker is joinable
+    bool fatal;                       //  The loop or the worker failed for good
     char endpoint[PROTO_MAX_URL + 1]; //  Where the link dials
     int64_t down_since;               //  Monotonic ms the link left READY, 0 while ready
     int64_t warned_at;                //  Monotonic ms of the last "broker unreachable"
-    //  worker
+    //  worker (used only through the s_op_* calls, on the worker thread)
     node_state_t *wstate; //  Worker's database handle
     node_sync_t *sync;    //  Poll and apply
-    void *wpair;          //  Worker's end of the PAIR
-    s_wconn_t *wconns;    //  Worker's connections
-    size_t wconn_count;   //  Entries
 };
 
-//  --- inproc messages
+//  --- worker: what node_worker calls, on its thread
 
-//  Sends a message of up to four frames (NULL frames are left out).
-static void s_pair_send(void *socket, const char *type, const char *conn, const uint64_t *seq,
-                        const uint8_t *data, size_t size)
+static int s_op_list(void *arg, node_worker_conn_t **conns_p, size_t *count_p)
 {
-    bool more_conn = conn != NULL, more_seq = seq != NULL, more_data = data != NULL;
-    zmq_send(socket, type, strlen(type), more_conn ? ZMQ_SNDMORE : 0);
-    if (more_conn)
-        zmq_send(socket, conn, strlen(conn), more_seq ? ZMQ_SNDMORE : 0);
-    if (more_seq)
-        zmq_send(socket, seq, sizeof *seq, more_data ? ZMQ_SNDMORE : 0);
-    if (more_data)
-        zmq_send(socket, data, size, 0);
-}
-
-typedef struct {
-    char type[16];               //  Message type
-    char conn[PROTO_MAX_ID + 1]; //  Connection, "" when absent
-    uint64_t seq;                //  Sequence, 0 when absent
-    zmq_msg_t data;              //  Payload frame (empty when absent)
-} s_pair_msg_t;
-
-//  Receives one message without waiting. Returns 0, or -1 when none.
-static int s_pair_recv(void *socket, s_pair_msg_t *msg)
-{
-    memset(msg, 0, sizeof *msg);
-    zmq_msg_init(&msg->data);
-    zmq_msg_t part;
-    int index = 0;
-    bool more = true;
-    while (more) {
-        zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, socket, index == 0 ? ZMQ_DONTWAIT : 0) < 0) {
-            zmq_msg_close(&part);
-            return -1;
-        }
-        size_t size = zmq_msg_size(&part);
-        const char *data = zmq_msg_data(&part);
-        if (index == 0)
-            snprintf(msg->type, sizeof msg->type, "%.*s", (int)size, data);
-        else if (index == 1)
-            snprintf(msg->conn, sizeof msg->conn, "%.*s", (int)size, data);
-        else if (index == 2 && size == sizeof msg->seq)
-            memcpy(&msg->seq, data, sizeof msg->seq);
-        else if (index == 3)
-            zmq_msg_copy(&msg->data, &part);
-        more = zmq_msg_more(&part);
-        zmq_msg_close(&part);
-        index++;
+    node_engine_t *self = arg;
+    node_conn_t *conns = NULL;
+    size_t count = 0;
+    *conns_p = NULL;
+    *count_p = 0;
+    if (node_state_conn_list(self->wstate, &conns, &count)) {
+        char quoted[600];
+        ts_log(TS_LOG_ERROR, "state database failure", "during=worker-scan error=%s",
+               ts_log_quote(quoted, sizeof quoted, node_state_error(self->wstate)));
+        return -1;
     }
+    node_worker_conn_t *out = count ? calloc(count, sizeof *out) : NULL;
+    if (count && !out) {
+        free(conns);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        snprintf(out[i].id, sizeof out[i].id, "%s", conns[i].id);
+        out[i].pollable = conns[i].status == NODE_CONN_ACTIVE || conns[i].status == NODE_CONN_ERROR;
+    }
+    free(conns);
+    *conns_p = out;
+    *count_p = count;
     return 0;
 }
 
-//  --- worker
-
-static s_wconn_t *s_wconn(node_engine_t *self, const char *id)
-{
-    for (size_t i = 0; i < self->wconn_count; i++)
-        if (!strcmp(self->wconns[i].id, id))
-            return &self->wconns[i];
-    s_wconn_t *grown = realloc(self->wconns, (self->wconn_count + 1) * sizeof(s_wconn_t));
-    if (!grown)
-        return NULL;
-    self->wconns = grown;
-    s_wconn_t *c = &self->wconns[self->wconn_count++];
-    memset(c, 0, sizeof *c);
-    snprintf(c->id, sizeof c->id, "%s", id);
-    return c;
-}
-
-static void s_queue_free(s_inbound_t *head)
-{
-    while (head) {
-        s_inbound_t *next = head->next;
-        free(head->data);
-        free(head);
-        head = next;
-    }
-}
-
-//  Inserts a DELIVER in seq order (a re-delivered seq already queued is
-//  dropped; one re-delivered after a refusal goes back to its place).
-static void s_enqueue(s_wconn_t *c, uint64_t seq, const void *data, size_t size)
-{
-    s_inbound_t **at = &c->queue;
-    while (*at && (*at)->seq < seq)
-        at = &(*at)->next;
-    if (*at && (*at)->seq == seq)
-        return;
-    s_inbound_t *item = calloc(1, sizeof *item);
-    uint8_t *copy = malloc(size ? size : 1);
-    if (!item || !copy) {
-        free(item);
-        free(copy);
-        return; //  not consumed: the broker delivers it again next session
-    }
-    memcpy(copy, data, size);
-    *item = (s_inbound_t){seq, copy, size, *at};
-    *at = item;
-    c->apply_at = 0;
-}
-
-//  Milliseconds to wait after n failures in a row.
-static int64_t s_backoff(const node_engine_t *self, int failures)
-{
-    int64_t delay = self->cfg->poll_interval_ms;
-    for (int i = 0; i < failures && delay < S_BACKOFF_MAX_MS; i++)
-        delay *= 2;
-    return delay < S_BACKOFF_MAX_MS ? delay : S_BACKOFF_MAX_MS;
-}
-
-//  Applies the queued messages of c in order, as far as possible.
-static void s_worker_drain(node_engine_t *self, s_wconn_t *c, int64_t now)
-{
-    bool applied = false;
-    while (c->queue && now >= c->apply_at && !self->fatal) {
-        s_inbound_t *head = c->queue;
-        node_sync_rc_t rc = node_sync_apply(self->sync, c->id, head->seq, head->data, head->size);
-        if (rc == NODE_SYNC_OK || rc == NODE_SYNC_REFUSED) {
-            if (rc == NODE_SYNC_OK)
-                s_pair_send(self->wpair, "CONSUMED", c->id, &head->seq, NULL, 0);
-            c->queue = head->next;
-            head->next = NULL;
-            s_queue_free(head);
-            applied = true;
-            continue;
-        }
-        if (rc == NODE_SYNC_FATAL) {
-            self->fatal = 1;
-            s_pair_send(self->wpair, "FATAL", NULL, NULL, NULL, 0);
-            break;
-        }
-        c->failures += rc != NODE_SYNC_HOLD;
-        c->apply_at = now + (rc == NODE_SYNC_HOLD ? S_HOLD_MS : s_backoff(self, c->failures));
-    }
-    if (applied)
-        s_pair_send(self->wpair, "OUTBOX", c->id, NULL, NULL, 0); //  RECEIPTs
-}
-
-//  Polls the connections that are due, then requests and retries.
-static void s_worker_tick(node_engine_t *self, int64_t now)
-{
-    node_conn_t *conns = NULL;
-    size_t count = 0;
-    if (node_state_conn_list(self->wstate, &conns, &count)) {
-        self->fatal = 1;
-        return;
-    }
-    for (size_t i = 0; i < count && !self->fatal; i++) {
-        if (conns[i].status != NODE_CONN_ACTIVE && conns[i].status != NODE_CONN_ERROR)
-            continue;
-        s_wconn_t *c = s_wconn(self, conns[i].id);
-        if (!c || now < c->poll_at)
-            continue;
-        node_sync_report_t report = {0};
-        node_sync_rc_t rc = node_sync_poll(self->sync, c->id, &report);
-        if (rc == NODE_SYNC_FATAL)
-            self->fatal = 1;
-        c->failures = rc == NODE_SYNC_OK ? 0 : c->failures + 1;
-        c->poll_at =
-            now + (c->failures ? s_backoff(self, c->failures) : self->cfg->poll_interval_ms);
-        if (rc == NODE_SYNC_OK)
-            c->apply_at = 0; //  a connection back from error applies what waited
-        if (report.sent)
-            s_pair_send(self->wpair, "OUTBOX", c->id, NULL, NULL, 0);
-    }
-    if (!self->fatal && (node_sync_requests(self->sync) == NODE_SYNC_FATAL ||
-                         node_sync_retry(self->sync, NULL) == NODE_SYNC_FATAL))
-        self->fatal = 1;
-    for (size_t i = 0; i < count && !self->fatal; i++)
-        s_pair_send(self->wpair, "OUTBOX", conns[i].id, NULL, NULL, 0); //  exalate, retries
-    free(conns);
-    if (self->fatal)
-        s_pair_send(self->wpair, "FATAL", NULL, NULL, NULL, 0);
-}
-
-//  Handles one message from the loop. Returns false on STOP.
-static bool s_worker_handle(node_engine_t *self, s_pair_msg_t *msg)
-{
-    if (!strcmp(msg->type, "STOP"))
-        return false;
-    if (!strcmp(msg->type, "DELIVER")) {
-        s_wconn_t *c = s_wconn(self, msg->conn);
-        if (c)
-            s_enqueue(c, msg->seq, zmq_msg_data(&msg->data), zmq_msg_size(&msg->data));
-    } else if (!strcmp(msg->type, "FORGET")) {
-        for (size_t i = 0; i < self->wconn_count; i++) {
-            if (strcmp(self->wconns[i].id, msg->conn))
-                continue;
-            s_queue_free(self->wconns[i].queue);
-            self->wconns[i] = self->wconns[--self->wconn_count];
-            break;
-        }
-        node_sync_forget(self->sync, msg->conn);
-    }
-    return true;
-}
-
-static void *s_worker_main(void *arg)
+static node_sync_rc_t s_op_poll(void *arg, const char *conn, bool *sent)
 {
     node_engine_t *self = arg;
-    int64_t next_tick = 0;
-    bool running = true;
-    while (running && !self->fatal) {
-        int64_t now = ts_mono_ms();
-        long timeout = next_tick > now ? (long)(next_tick - now) : 0;
-        for (size_t i = 0; i < self->wconn_count; i++) {
-            s_wconn_t *c = &self->wconns[i];
-            if (c->queue)
-                timeout = c->apply_at <= now            ? 0
-                          : c->apply_at - now < timeout ? (long)(c->apply_at - now)
-                                                        : timeout;
-        }
-        zmq_pollitem_t item = {self->wpair, 0, ZMQ_POLLIN, 0};
-        zmq_poll(&item, 1, timeout);
-        s_pair_msg_t msg;
-        while (running && s_pair_recv(self->wpair, &msg) == 0) {
-            running = s_worker_handle(self, &msg);
-            zmq_msg_close(&msg.data);
-        }
-        now = ts_mono_ms();
-        for (size_t i = 0; running && i < self->wconn_count; i++)
-            s_worker_drain(self, &self->wconns[i], now);
-        //  No poll, request or retry (they take sequence numbers) before the
-        //  broker has confirmed where this node's queues stand.
-        if (running && now >= next_tick && atomic_load(&self->welcomed)) {
-            s_worker_tick(self, now);
-            next_tick = now + S_TICK_MS;
-        }
-    }
-    return NULL;
+    node_sync_report_t report = {0};
+    node_sync_rc_t rc = node_sync_poll(self->sync, conn, &report);
+    *sent = report.sent;
+    return rc;
+}
+
+static node_sync_rc_t s_op_requests(void *arg)
+{
+    node_engine_t *self = arg;
+    node_sync_rc_t rc = node_sync_requests(self->sync);
+    return rc == NODE_SYNC_FATAL ? rc : node_sync_retry(self->sync, NULL);
+}
+
+static node_sync_rc_t s_op_apply(void *arg, const char *conn, uint64_t seq, const uint8_t *payload,
+                                 size_t size)
+{
+    node_engine_t *self = arg;
+    return node_sync_apply(self->sync, conn, seq, payload, size);
+}
+
+static void s_op_forget(void *arg, const char *conn)
+{
+    node_engine_t *self = arg;
+    node_sync_forget(self->sync, conn);
 }
 
 //  --- loop: connections
@@ -359,7 +154,7 @@ static void s_log_state_error(node_engine_t *self, const char *during)
     char quoted[600];
     ts_log(TS_LOG_ERROR, "state database failure", "during=%s error=%s", during,
            ts_log_quote(quoted, sizeof quoted, node_state_error(self->state)));
-    self->fatal = 1;
+    self->fatal = true;
 }
 
 typedef struct {
@@ -468,7 +263,7 @@ static void s_link_open(node_engine_t *self, const node_conn_t *conns, size_t co
     memcpy(config.secret_key, self->secret_key, PROTO_KEY_SIZE);
     if (strlen(key) != 40 || !zmq_z85_decode(config.broker_key, key)) {
         ts_log(TS_LOG_ERROR, "broker public key is not 40 Z85 characters", NULL);
-        self->fatal = 1;
+        self->fatal = true;
         return;
     }
     link_callbacks_t callbacks = {s_on_state,  s_on_stored, s_on_deliver, s_on_invited,
@@ -478,7 +273,7 @@ static void s_link_open(node_engine_t *self, const node_conn_t *conns, size_t co
     memset(config.secret_key, 0, PROTO_KEY_SIZE);
     if (!self->link) {
         ts_log(TS_LOG_ERROR, "cannot create the broker link", "reason=\"%s\"", err);
-        self->fatal = 1;
+        self->fatal = true;
         return;
     }
     snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
@@ -522,7 +317,7 @@ static void s_scan_removed(node_engine_t *self)
         ts_log(TS_LOG_INFO, "connection removed", "conn=%s", self->known[i].id);
         if (self->link && self->known[i].in_link)
             link_conn_remove(self->link, self->known[i].id);
-        s_pair_send(self->pair, "FORGET", self->known[i].id, NULL, NULL, 0);
+        node_worker_forget(self->worker, self->known[i].id);
         self->known[i] = self->known[--self->known_count];
     }
 }
@@ -575,7 +370,7 @@ static void s_on_state(link_state_t state, const char *reason, void *arg)
     ts_log(state == LINK_READY ? TS_LOG_INFO : TS_LOG_WARN, "broker link", "state=%s reason=\"%s\"",
            link_state_name(state), reason ? reason : "");
     if (state == LINK_READY)
-        atomic_store(&self->welcomed, 1);
+        node_worker_welcome(self->worker);
     node_state_meta_set(self->state, "link_state", link_state_name(state));
     node_state_meta_set(self->state, "link_reason", reason ? reason : "");
 }
@@ -651,7 +446,7 @@ static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, 
                         void *arg)
 {
     node_engine_t *self = arg;
-    s_pair_send(self->pair, "DELIVER", conn, &seq, payload, size);
+    node_worker_deliver(self->worker, conn, seq, payload, size);
     return LINK_LATER;
 }
 
@@ -791,8 +586,6 @@ node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errle
     self->cfg = cfg;
     self->role = cfg->role;
     snprintf(self->description, sizeof self->description, "%s (%s)", cfg->name, cfg->url);
-    snprintf(self->pair_endpoint, sizeof self->pair_endpoint, "inproc://node-worker-%p",
-             (void *)self);
     if (node_config_check_run(cfg, err, errlen))
         goto fail;
     self->state = node_state_open(cfg->state_dir, err, errlen);
@@ -813,16 +606,20 @@ node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errle
                                .lookback_s = (int)cfg->lookback_s};
     self->sync = node_sync_new(&sync);
     self->zmq_ctx = zmq_ctx_new();
-    self->pair = self->zmq_ctx ? zmq_socket(self->zmq_ctx, ZMQ_PAIR) : NULL;
-    self->wpair = self->zmq_ctx ? zmq_socket(self->zmq_ctx, ZMQ_PAIR) : NULL;
-    if (!self->sync || !self->pair || !self->wpair || zmq_bind(self->pair, self->pair_endpoint) ||
-        zmq_connect(self->wpair, self->pair_endpoint)) {
+    if (!self->sync || !self->zmq_ctx) {
         snprintf(err, errlen, "cannot set up the engine: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
-    int linger = 0;
-    zmq_setsockopt(self->pair, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(self->wpair, ZMQ_LINGER, &linger, sizeof linger);
+    node_worker_ops_t ops = {.arg = self,
+                             .poll_interval_ms = cfg->poll_interval_ms,
+                             .list = s_op_list,
+                             .poll = s_op_poll,
+                             .requests = s_op_requests,
+                             .apply = s_op_apply,
+                             .forget = s_op_forget};
+    self->worker = node_worker_new(self->zmq_ctx, &ops, err, errlen);
+    if (!self->worker)
+        goto fail;
     return self;
 fail:
     node_engine_destroy(&self);
@@ -834,20 +631,10 @@ void node_engine_destroy(node_engine_t **self_p)
     if (!self_p || !*self_p)
         return;
     node_engine_t *self = *self_p;
-    if (self->worker_started) {
-        s_pair_send(self->pair, "STOP", NULL, NULL, NULL, 0);
-        pthread_join(self->worker, NULL);
-    }
+    node_worker_destroy(&self->worker); //  stops and joins the thread first
     link_destroy(&self->link);
-    if (self->pair)
-        zmq_close(self->pair);
-    if (self->wpair)
-        zmq_close(self->wpair);
     if (self->zmq_ctx)
         zmq_ctx_term(self->zmq_ctx);
-    for (size_t i = 0; i < self->wconn_count; i++)
-        s_queue_free(self->wconns[i].queue);
-    free(self->wconns);
     free(self->known);
     node_sync_destroy(&self->sync);
     sn_client_destroy(&self->sn);
@@ -861,15 +648,14 @@ void node_engine_destroy(node_engine_t **self_p)
 //  Handles what the worker sent.
 static void s_loop_from_worker(node_engine_t *self)
 {
-    s_pair_msg_t msg;
-    while (s_pair_recv(self->pair, &msg) == 0) {
-        if (!strcmp(msg.type, "CONSUMED") && self->link)
-            link_consume(self->link, msg.conn, msg.seq);
-        else if (!strcmp(msg.type, "OUTBOX"))
-            s_offer(self, msg.conn);
-        else if (!strcmp(msg.type, "FATAL"))
-            self->fatal = 1;
-        zmq_msg_close(&msg.data);
+    node_worker_answer_t answer;
+    while (node_worker_answer(self->worker, &answer) == 0) {
+        if (answer.kind == NODE_WORKER_CONSUMED && self->link)
+            link_consume(self->link, answer.conn, answer.seq);
+        else if (answer.kind == NODE_WORKER_OUTBOX)
+            s_offer(self, answer.conn);
+        else if (answer.kind == NODE_WORKER_FATAL)
+            self->fatal = true;
     }
 }
 
@@ -878,15 +664,14 @@ int node_engine_run(node_engine_t *self, volatile sig_atomic_t *stop)
     char pid[32];
     snprintf(pid, sizeof pid, "%d", (int)getpid());
     node_state_meta_set(self->state, "daemon_pid", pid);
-    if (pthread_create(&self->worker, NULL, s_worker_main, self)) {
+    if (node_worker_start(self->worker)) {
         ts_log(TS_LOG_ERROR, "cannot start the worker thread", NULL);
         return 1;
     }
-    self->worker_started = true;
     ts_log(TS_LOG_INFO, "node started", "node=%s role=%s instance=%s url=%s", self->cfg->name,
            proto_role_name(self->role), self->cfg->instance, self->cfg->url);
     int64_t next_scan = 0;
-    while (!*stop && !self->fatal) {
+    while (!*stop && !self->fatal && !node_worker_failed(self->worker)) {
         int64_t now = ts_mono_ms();
         if (now >= next_scan) {
             s_scan(self);
@@ -895,7 +680,7 @@ int node_engine_run(node_engine_t *self, volatile sig_atomic_t *stop)
         if (self->link)
             link_tick(self->link, now);
         s_watch_link(self, now);
-        zmq_pollitem_t items[2] = {{self->pair, 0, ZMQ_POLLIN, 0}, {0}};
+        zmq_pollitem_t items[2] = {{node_worker_socket(self->worker), 0, ZMQ_POLLIN, 0}, {0}};
         int count = self->link && link_pollitem(self->link, &items[1]) ? 2 : 1;
         long timeout = (long)(next_scan - now);
         if (self->link) {
@@ -909,6 +694,8 @@ int node_engine_run(node_engine_t *self, volatile sig_atomic_t *stop)
         if (count == 2 && (items[1].revents & ZMQ_POLLIN))
             link_handle(self->link, ts_mono_ms());
     }
+    if (node_worker_failed(self->worker))
+        self->fatal = true;
     ts_log(self->fatal ? TS_LOG_ERROR : TS_LOG_INFO, "node stopping", "reason=%s",
            self->fatal ? "fatal" : "signal");
     node_state_meta_set(self->state, "daemon_seen", "0");

@@ -4,7 +4,7 @@
     Two threads:
 
       loop    (the caller's thread) owns the broker link (link_broker.h) and
-              one inproc PAIR socket to the worker, and never waits for HTTP:
+              its end of the channel to the worker, and never waits for HTTP:
               heartbeats, STORED and CONSUMED keep flowing while ServiceNow is
               slow. It feeds link_publish from the outbox, deletes outbox rows
               on STORED, forwards DELIVERs to the worker and CONSUMEDs back,
@@ -17,9 +17,9 @@
               and retries; tells the loop when the outbox grew and which
               messages are applied.
 
-    Loop <-> worker messages (inproc, multipart): DELIVER conn seq payload;
-    CONSUMED conn seq; OUTBOX conn; FORGET conn; STOP; FATAL. Each thread has
-    its own node_state_t on the same database (WAL).
+    Loop <-> worker messages (inproc, multipart; node_worker.h): DELIVER conn
+    seq payload; CONSUMED conn seq; OUTBOX conn; FORGET conn; STOP; FATAL.
+    Each thread has its own node_state_t on the same database (WAL).
 
     The admin commands never talk to the daemon: they write to the database
     (new connections, requests, retry marks, status changes) and the daemon

@@ -47,9 +47,10 @@ static node_fields_t *s_sync_fields(const proto_sync_t *sync)
 static void s_track_mod_count(node_twin_t *twin, const json_t *record)
 {
     const char *now = sn_field(record, "sys_mod_count");
-    char *end = NULL;
+    char *end = NULL, *now_end = NULL;
     long long before = strtoll(twin->mod_count, &end, 10);
-    if (*twin->mod_count && end && !*end && atoll(now) == before + 1)
+    long long after = strtoll(now, &now_end, 10);
+    if (*twin->mod_count && end && !*end && *now && !*now_end && after == before + 1)
         snprintf(twin->mod_count, sizeof twin->mod_count, "%s", now);
 }
 

@@ -1,4 +1,4 @@
-/*  twinsync-private: the private node. The command only it has is
+/*  main.c: twinsync-private, the private node. The command only it has is
     private_cli.h's (accepting an invitation); everything both nodes share
     lives in node/ (node_cli.h for the command line, node_engine.h for the
     daemon), so that both behave the same wherever the protocol does not

@@ -1,4 +1,4 @@
-/*  twinsync-public: the public node. The commands only it has are
+/*  main.c: twinsync-public, the public node. The commands only it has are
     public_cli.h's (initiating connections); everything both nodes share
     lives in node/ (node_cli.h for the command line, node_engine.h for the
     daemon), so that both behave the same wherever the protocol does not

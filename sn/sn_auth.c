@@ -1,4 +1,4 @@
-/*  sn_auth: Basic credentials and OAuth tokens (password and refresh_token
+/*  sn_auth.c: Basic credentials and OAuth tokens (password and refresh_token
     grants on oauth_token.do). See sn_auth.h for the contract. */
 
 #include "sn_auth.h"

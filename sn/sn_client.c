@@ -1,4 +1,4 @@
-/*  sn_client: configuration checks, the one request path with retries, and
+/*  sn_client.c: configuration checks, the one request path with retries, and
     the generic Table API calls. See sn_client.h for the contract.
 
     s_call() is the only place that talks to ServiceNow: every operation in

@@ -1,4 +1,4 @@
-/*  sn_error: names, scopes and formatting of the ServiceNow client's errors.
+/*  sn_error.c: names, scopes and formatting of the ServiceNow client's errors.
     See sn_error.h for the contract. */
 
 #include "sn_error.h"

@@ -1,4 +1,4 @@
-/*  sn_http: libcurl easy transport for the ServiceNow client.
+/*  sn_http.c: libcurl easy transport for the ServiceNow client.
     See sn_http.h for the contract. */
 
 #include "sn_http.h"

@@ -1,4 +1,4 @@
-/*  sn_http: one HTTP exchange with ServiceNow over a libcurl easy handle.
+/*  sn_http.h: one HTTP exchange with ServiceNow over a libcurl easy handle.
 
     The handle is kept between requests so that connections are reused, and is
     reset before each one, so no option leaks from one request to the next.
@@ -24,43 +24,43 @@
 typedef struct sn_http_t sn_http_t;
 
 typedef struct {
-    const char *ca_bundle;   /* CA file (PEM), NULL for the system store */
-    bool tls_skip_verify;    /* true turns peer and host verification off */
-    long connect_timeout_ms; /* > 0 */
-    long request_timeout_ms; /* > 0, the whole exchange */
-    const char *user_agent;  /* User-Agent header */
-    size_t max_response;     /* larger bodies fail with SN_E_BAD_RESPONSE */
+    const char *ca_bundle;   //  CA file (PEM), NULL for the system store
+    bool tls_skip_verify;    //  true turns peer and host verification off
+    long connect_timeout_ms; //  > 0
+    long request_timeout_ms; //  > 0, the whole exchange
+    const char *user_agent;  //  User-Agent header
+    size_t max_response;     //  larger bodies fail with SN_E_BAD_RESPONSE
 } sn_http_options_t;
 
 typedef struct {
-    const char *method;         /* "GET", "POST", "PATCH", "DELETE" */
-    const char *url;            /* absolute URL, query included */
-    const char *content_type;   /* type of body, NULL when there is none */
-    const char *body;           /* request body, or NULL */
-    size_t body_len;            /* bytes in body */
-    const char *basic_user;     /* Basic auth user, or NULL */
-    const char *basic_password; /* Basic auth password */
-    const char *bearer;         /* OAuth access token, or NULL */
-    bool send_once;             /* never re-sent by the transport (not idempotent) */
+    const char *method;         //  "GET", "POST", "PATCH", "DELETE"
+    const char *url;            //  absolute URL, query included
+    const char *content_type;   //  type of body, NULL when there is none
+    const char *body;           //  request body, or NULL
+    size_t body_len;            //  bytes in body
+    const char *basic_user;     //  Basic auth user, or NULL
+    const char *basic_password; //  Basic auth password
+    const char *bearer;         //  OAuth access token, or NULL
+    bool send_once;             //  never re-sent by the transport (not idempotent)
 } sn_http_request_t;
 
-/* A new transport with a copy of opts' strings, or NULL when out of memory. */
+//  A new transport with a copy of opts' strings, or NULL when out of memory.
 sn_http_t *sn_http_new(const sn_http_options_t *opts);
 
-/* Frees the transport and sets *self_p to NULL; accepts NULL and *self_p NULL. */
+//  Frees the transport and sets *self_p to NULL; accepts NULL and *self_p NULL.
 void sn_http_destroy(sn_http_t **self_p);
 
-/* Performs one request. Returns SN_OK when an HTTP answer arrived, whatever
-   its status, with resp filled (resp is reset first; the caller resets it when
-   done). Otherwise returns SN_E_UNAVAILABLE (no connection, connection lost),
-   SN_E_TIMEOUT, SN_E_CONFIG (TLS verification, bad URL) or SN_E_BAD_RESPONSE
-   (too large, bad encoding). *maybe_sent is false only when the request surely
-   did not reach the server (no connection was made): a request that is not
-   idempotent may then be sent again. With req->send_once, the request goes
-   out at most once: when a reused connection closes before answering, libcurl
-   would send it again by itself; that second send is aborted instead and the
-   call fails with SN_E_UNAVAILABLE, *maybe_sent true, and a message saying
-   the outcome is unknown. */
+//  Performs one request. Returns SN_OK when an HTTP answer arrived, whatever
+//  its status, with resp filled (resp is reset first; the caller resets it when
+//  done). Otherwise returns SN_E_UNAVAILABLE (no connection, connection lost),
+//  SN_E_TIMEOUT, SN_E_CONFIG (TLS verification, bad URL) or SN_E_BAD_RESPONSE
+//  (too large, bad encoding). *maybe_sent is false only when the request surely
+//  did not reach the server (no connection was made): a request that is not
+//  idempotent may then be sent again. With req->send_once, the request goes
+//  out at most once: when a reused connection closes before answering, libcurl
+//  would send it again by itself; that second send is aborted instead and the
+//  call fails with SN_E_UNAVAILABLE, *maybe_sent true, and a message saying
+//  the outcome is unknown.
 sn_err_code_t sn_http_perform(sn_http_t *self, const sn_http_request_t *req, sn_response_t *resp,
                               bool *maybe_sent, sn_error_t *err);
 

@@ -1,4 +1,4 @@
-/*  sn_incident: incident reads, writes and change polling on top of the
+/*  sn_incident.c: incident reads, writes and change polling on top of the
     generic Table API calls. See sn_incident.h for the contract. */
 
 #include "sn_incident.h"

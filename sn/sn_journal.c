@@ -1,4 +1,4 @@
-/*  sn_journal: journal polling on sys_journal_field and detection of the
+/*  sn_journal.c: journal polling on sys_journal_field and detection of the
     journal-ACL trap. See sn_journal.h for the contract. */
 
 #include "sn_journal.h"
@@ -16,16 +16,15 @@
 //  NULL when out of memory.
 static char *s_in_list(const char *prefix, const char *const *ids, size_t count)
 {
-    size_t len = strlen(prefix) + count * 33 + 1;
+    size_t len = strlen(prefix) + 1;
+    for (size_t i = 0; i < count; i++)
+        len += strlen(ids[i]) + 1;
     char *text = malloc(len);
     if (!text)
         return NULL;
-    strcpy(text, prefix);
-    for (size_t i = 0; i < count; i++) {
-        if (i)
-            strcat(text, ",");
-        strcat(text, ids[i]);
-    }
+    size_t used = (size_t)snprintf(text, len, "%s", prefix);
+    for (size_t i = 0; i < count; i++)
+        used += (size_t)snprintf(text + used, len - used, "%s%s", i ? "," : "", ids[i]);
     return text;
 }
 

@@ -1,4 +1,4 @@
-/*  sn_pager: keyset paging state machine. See sn_pager.h for the walk. */
+/*  sn_pager.c: keyset paging state machine. See sn_pager.h for the walk. */
 
 #include "sn_pager.h"
 #include "sn_record.h"

@@ -1,4 +1,4 @@
-/*  sn_poll: change polling over sn_pager and sn_seen. See sn_poll.h. */
+/*  sn_poll.c: change polling over sn_pager and sn_seen. See sn_poll.h. */
 
 #include "sn_poll.h"
 #include "sn_pager.h"

@@ -1,4 +1,4 @@
-/*  sn_poll: reads every row of a table changed since a cursor, once.
+/*  sn_poll.h: reads every row of a table changed since a cursor, once.
 
     The change-detection recipe (docs/servicenow.md), for any table:
       time_field >= cursor - look-back  (>=: stamps have one-second resolution,
@@ -45,46 +45,46 @@
 #include "sn_query.h"
 #include "sn_seen.h"
 
-/* Called once per new row. row is borrowed for the call (json_incref to
-   keep it). Returns 0 to go on; anything else stops the poll with
-   SN_E_CANCELLED, and the row is not marked as seen. */
+//  Called once per new row. row is borrowed for the call (json_incref to
+//  keep it). Returns 0 to go on; anything else stops the poll with
+//  SN_E_CANCELLED, and the row is not marked as seen.
 typedef int(sn_record_fn)(json_t *row, void *arg);
 
-/* One poll of one table. */
+//  One poll of one table.
 typedef struct {
-    const char *table;         /* "incident", "sys_journal_field" */
-    const char *time_field;    /* "sys_updated_on", "sys_created_on" */
-    const char *version_field; /* "sys_mod_count", or NULL for rows that never change */
-    const char *filter;        /* encoded query ANDed in (e.g. the trigger), or NULL */
-    const char *fields;        /* sysparm_fields or NULL for all; the key fields are added */
-    const char *cursor;        /* stamp of the last poll, NULL or "" for everything */
-    int lookback_s;            /* seconds re-read before the cursor, >= 0 */
-    sn_seen_t *seen;           /* this stream's de-duplication set (required) */
+    const char *table;         //  "incident", "sys_journal_field"
+    const char *time_field;    //  "sys_updated_on", "sys_created_on"
+    const char *version_field; //  "sys_mod_count", or NULL for rows that never change
+    const char *filter;        //  encoded query ANDed in (e.g. the trigger), or NULL
+    const char *fields;        //  sysparm_fields or NULL for all; the key fields are added
+    const char *cursor;        //  stamp of the last poll, NULL or "" for everything
+    int lookback_s;            //  seconds re-read before the cursor, >= 0
+    sn_seen_t *seen;           //  this stream's de-duplication set (required)
 } sn_poll_t;
 
-/* What a poll did. */
+//  What a poll did.
 typedef struct {
-    char cursor[SN_STAMP_SIZE]; /* cursor for the next poll (the old one when nothing came) */
-    size_t rows;                /* rows ServiceNow returned, duplicates included */
-    size_t delivered;           /* rows handed to the callback */
-    size_t duplicates;          /* rows dropped as already seen */
-    size_t pages;               /* list requests made */
-    char until[SN_STAMP_SIZE];  /* upper bound of the rows read; "" when unbounded */
+    char cursor[SN_STAMP_SIZE]; //  cursor for the next poll (the old one when nothing came)
+    size_t rows;                //  rows ServiceNow returned, duplicates included
+    size_t delivered;           //  rows handed to the callback
+    size_t duplicates;          //  rows dropped as already seen
+    size_t pages;               //  list requests made
+    char until[SN_STAMP_SIZE];  //  upper bound of the rows read; "" when unbounded
 } sn_poll_result_t;
 
-/* Runs the poll, calling fn for each new row. Returns SN_OK when the walk is
-   complete: every row matching the poll with time_field in [cursor -
-   look-back, result->until] has been read (no upper bound without a cursor);
-   after a bounded poll whose bound is the instance's clock the cursor returned
-   is result->until (or the old one, when that was later); otherwise it is
-   never above result->until (unless the old cursor already was). On an error the rows delivered so
-   far stay delivered and seen, and result->cursor covers exactly them, so the caller may keep it.
-   An invalid cursor or lookback is SN_E_BAD_REQUEST. */
+//  Runs the poll, calling fn for each new row. Returns SN_OK when the walk is
+//  complete: every row matching the poll with time_field in [cursor -
+//  look-back, result->until] has been read (no upper bound without a cursor);
+//  after a bounded poll whose bound is the instance's clock the cursor returned
+//  is result->until (or the old one, when that was later); otherwise it is
+//  never above result->until (unless the old cursor already was). On an error the rows delivered so
+//  far stay delivered and seen, and result->cursor covers exactly them, so the caller may keep it.
+//  An invalid cursor or lookback is SN_E_BAD_REQUEST.
 sn_err_code_t sn_table_poll(sn_client_t *self, const sn_poll_t *poll, sn_record_fn *fn, void *arg,
                             sn_poll_result_t *result, sn_error_t *err);
 
-/* A callback for sn_table_poll and friends that appends each row to the JSON
-   array arg. */
+//  A callback for sn_table_poll and friends that appends each row to the JSON
+//  array arg.
 int sn_poll_collect(json_t *row, void *arg);
 
 #endif

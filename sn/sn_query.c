@@ -1,4 +1,4 @@
-/*  sn_query: encoded query composition and stamp arithmetic.
+/*  sn_query.c: encoded query composition and stamp arithmetic.
     See sn_query.h for the contract. */
 
 #include "sn_query.h"

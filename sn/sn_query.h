@@ -1,4 +1,4 @@
-/*  sn_query: ServiceNow encoded queries and date-time stamps.
+/*  sn_query.h: ServiceNow encoded queries and date-time stamps.
 
     A stamp is the Table API's raw date-time, "YYYY-MM-DD HH:MM:SS" in UTC, with
     one-second resolution; stamps compare correctly as strings.
@@ -17,30 +17,30 @@
 #include <stdbool.h>
 #include <time.h>
 
-#define SN_STAMP_SIZE 20 /* "YYYY-MM-DD HH:MM:SS" and its NUL */
+#define SN_STAMP_SIZE 20 //  "YYYY-MM-DD HH:MM:SS" and its NUL
 
-/* True when text is a well-formed stamp (fields in range). */
+//  True when text is a well-formed stamp (fields in range).
 bool sn_stamp_valid(const char *text);
 
-/* Writes the stamp of UTC time t into out. */
+//  Writes the stamp of UTC time t into out.
 void sn_stamp_from_time(time_t t, char out[SN_STAMP_SIZE]);
 
-/* Writes stamp + seconds (negative to go back) into out; false when stamp is
-   not valid, out is then "". */
+//  Writes stamp + seconds (negative to go back) into out; false when stamp is
+//  not valid, out is then "".
 bool sn_stamp_add(const char *stamp, long seconds, char out[SN_STAMP_SIZE]);
 
-/* filter AND condition, as a new string the caller frees. filter may be NULL
-   or "" (condition alone); condition may be NULL (the filter, stripped of its
-   ORDERBY terms). Returns NULL only when out of memory. */
+//  filter AND condition, as a new string the caller frees. filter may be NULL
+//  or "" (condition alone); condition may be NULL (the filter, stripped of its
+//  ORDERBY terms). Returns NULL only when out of memory.
 char *sn_query_and(const char *filter, const char *condition);
 
-/* True when value can stand as a literal in an encoded query: not empty, no
-   '^', no control characters. */
+//  True when value can stand as a literal in an encoded query: not empty, no
+//  '^', no control characters.
 bool sn_query_value_safe(const char *value);
 
-/* text percent-encoded for a URL query or a form body (everything but
-   A-Z a-z 0-9 - . _ ~ becomes %XX), as a new string the caller frees; NULL
-   when out of memory. */
+//  text percent-encoded for a URL query or a form body (everything but
+//  A-Z a-z 0-9 - . _ ~ becomes %XX), as a new string the caller frees; NULL
+//  when out of memory.
 char *sn_query_escape(const char *text);
 
 #endif

@@ -1,4 +1,4 @@
-/*  sn_record: field access and shape normalisation of ServiceNow records.
+/*  sn_record.c: field access and shape normalisation of ServiceNow records.
     See sn_record.h for the contract. */
 
 #include "sn_record.h"

@@ -1,4 +1,4 @@
-/*  sn_record: a ServiceNow record as the client hands it out.
+/*  sn_record.h: a ServiceNow record as the client hands it out.
 
     A record is a jansson object whose every value is a string, exactly as the
     Table API sends them with sysparm_display_value=false and
@@ -18,17 +18,17 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-/* The string value of field name in record, or "" when the field is absent
-   (ACLs and sysparm_fields leave fields out) or not a string. Never NULL; the
-   pointer lives as long as the record is not changed. */
+//  The string value of field name in record, or "" when the field is absent
+//  (ACLs and sysparm_fields leave fields out) or not a string. Never NULL; the
+//  pointer lives as long as the record is not changed.
 const char *sn_field(const json_t *record, const char *name);
 
-/* Rewrites record in place so that every value is a string (see above).
-   Returns false when record is not an object or holds a value that has no
-   string form; record may then be partly rewritten. */
+//  Rewrites record in place so that every value is a string (see above).
+//  Returns false when record is not an object or holds a value that has no
+//  string form; record may then be partly rewritten.
 bool sn_record_normalise(json_t *record);
 
-/* True when text looks like a sys_id: 32 characters of [0-9a-zA-Z]. */
+//  True when text looks like a sys_id: 32 characters of [0-9a-zA-Z].
 bool sn_is_sys_id(const char *text);
 
 #endif

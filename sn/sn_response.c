@@ -1,4 +1,4 @@
-/*  sn_response: classifies ServiceNow's HTTP answers into JSON or typed errors.
+/*  sn_response.c: classifies ServiceNow's HTTP answers into JSON or typed errors.
     See sn_response.h for the contract and the quirks it covers. */
 
 #include "sn_response.h"

@@ -1,4 +1,4 @@
-/*  sn_retry: capped exponential backoff with jitter, and Retry-After.
+/*  sn_retry.c: capped exponential backoff with jitter, and Retry-After.
     See sn_retry.h for the contract. */
 
 #include "sn_retry.h"

@@ -1,4 +1,4 @@
-/*  sn_seen: de-duplication set of a change stream, keyed by sys_id.
+/*  sn_seen.c: de-duplication set of a change stream, keyed by sys_id.
     See sn_seen.h for the contract. Entries live in a jansson object (a hash
     table): key -> ["version", "stamp"]. */
 

@@ -1,4 +1,4 @@
-/*  sn_seen: the records a change stream has already handed out.
+/*  sn_seen.h: the records a change stream has already handed out.
 
     Polling with sys_updated_on >= cursor - look-back returns again the records
     of the look-back window. sn_seen remembers, per record key (sys_id), the
@@ -21,24 +21,24 @@
 
 typedef struct sn_seen_t sn_seen_t;
 
-/* A new, empty set, or NULL when out of memory. */
+//  A new, empty set, or NULL when out of memory.
 sn_seen_t *sn_seen_new(void);
 
-/* Frees the set and sets *self_p to NULL; accepts NULL and *self_p NULL. */
+//  Frees the set and sets *self_p to NULL; accepts NULL and *self_p NULL.
 void sn_seen_destroy(sn_seen_t **self_p);
 
-/* True when (key, version) has not been recorded: key unknown or known with
-   another version. */
+//  True when (key, version) has not been recorded: key unknown or known with
+//  another version.
 bool sn_seen_is_new(const sn_seen_t *self, const char *key, const char *version);
 
-/* Records key at version, seen with time stamp (sn_query.h); returns false
-   only when out of memory. */
+//  Records key at version, seen with time stamp (sn_query.h); returns false
+//  only when out of memory.
 bool sn_seen_add(sn_seen_t *self, const char *key, const char *version, const char *stamp);
 
-/* Forgets every entry whose stamp sorts before `before`. */
+//  Forgets every entry whose stamp sorts before `before`.
 void sn_seen_prune(sn_seen_t *self, const char *before);
 
-/* Number of keys remembered. */
+//  Number of keys remembered.
 size_t sn_seen_size(const sn_seen_t *self);
 
 #endif

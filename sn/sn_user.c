@@ -1,4 +1,4 @@
-/*  sn_user: sys_user lookups by user_name. See sn_user.h. */
+/*  sn_user.c: sys_user lookups by user_name. See sn_user.h. */
 
 #include "sn_user.h"
 #include "sn_query.h"

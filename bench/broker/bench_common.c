@@ -1,7 +1,6 @@
-/*
- * bench_common: flags, payload stamps, latency samples and the result line the
- * broker benchmark's peers share (see bench_common.h).
- */
+/*  bench_common.c: flags, payload stamps, latency samples and the result line the
+    broker benchmark's peers share (see bench_common.h).
+*/
 #include "bench_common.h"
 
 #include <errno.h>
@@ -13,10 +12,10 @@
 #include <time.h>
 
 struct bench_lat_t {
-    uint32_t *us;      /* samples in microseconds */
-    uint64_t count;    /* samples recorded */
-    uint64_t capacity; /* room in us */
-    bool sorted;       /* us[0..count) is sorted */
+    uint32_t *us;      //  samples in microseconds
+    uint64_t count;    //  samples recorded
+    uint64_t capacity; //  room in us
+    bool sorted;       //  us[0..count) is sorted
 };
 
 static void s_usage(const char *prog)
@@ -28,7 +27,7 @@ static void s_usage(const char *prog)
             prog);
 }
 
-/* Parses text as an unsigned integer in [min, max]. Returns 0, or -1. */
+//  Parses text as an unsigned integer in [min, max]. Returns 0, or -1.
 static int s_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
 {
     char *end = NULL;
@@ -206,9 +205,9 @@ uint64_t bench_queue_total(const bench_args_t *args, uint32_t q)
 }
 
 typedef struct {
-    bench_side_fn *fn; /* the side to run */
-    void *arg;         /* its argument */
-    int rc;            /* what it returned */
+    bench_side_fn *fn; //  the side to run
+    void *arg;         //  its argument
+    int rc;            //  what it returned
 } s_side_t;
 
 static void *s_side_main(void *arg)

@@ -1,24 +1,23 @@
-/*
- * rabbit_peer: publisher and consumer for RabbitMQ, doing the durable work the
- * twinsync broker does (bench_common.h describes the run).
- *
- * Publisher: one AMQP connection, channel 1 in confirm mode, persistent
- * messages (delivery_mode 2) to durable queues "TAG-0" .. "TAG-(C-1)" through
- * the default exchange; at most window * conns messages unconfirmed. A confirm
- * for a persistent message on a durable queue means RabbitMQ has written it to
- * disk (or delivered and had it acknowledged), the promise STORED makes.
- * Consumer: its own connection, one consumer per queue with manual
- * acknowledgements and a prefetch of `window` each. Acknowledgements are
- * cumulative, as twinsync's CONSUMED is: one basic.ack with multiple = true
- * covers every delivery of the channel up to its tag, sent when nothing more
- * is waiting in the input (the end of a burst) or when half the channel's
- * prefetch (window * conns / 2) is unacknowledged, the cadence of the
- * twinsync link (one CONSUMED per connection per burst or per half credit).
- *
- *   rabbit_peer --broker.endpoint 127.0.0.1:PORT --messages N --conns C --window W
- *   rabbit_peer --broker.endpoint 127.0.0.1:PORT --mode probe --timeout S
- *       waits until the server accepts a login (for the script's start-up)
- */
+/*  rabbit_peer.c: publisher and consumer for RabbitMQ, doing the durable work the
+    twinsync broker does (bench_common.h describes the run).
+
+    Publisher: one AMQP connection, channel 1 in confirm mode, persistent
+    messages (delivery_mode 2) to durable queues "TAG-0" .. "TAG-(C-1)" through
+    the default exchange; at most window * conns messages unconfirmed. A confirm
+    for a persistent message on a durable queue means RabbitMQ has written it to
+    disk (or delivered and had it acknowledged), the promise STORED makes.
+    Consumer: its own connection, one consumer per queue with manual
+    acknowledgements and a prefetch of `window` each. Acknowledgements are
+    cumulative, as twinsync's CONSUMED is: one basic.ack with multiple = true
+    covers every delivery of the channel up to its tag, sent when nothing more
+    is waiting in the input (the end of a burst) or when half the channel's
+    prefetch (window * conns / 2) is unacknowledged, the cadence of the
+    twinsync link (one CONSUMED per connection per burst or per half credit).
+
+      rabbit_peer --broker.endpoint 127.0.0.1:PORT --messages N --conns C --window W
+      rabbit_peer --broker.endpoint 127.0.0.1:PORT --mode probe --timeout S
+          waits until the server accepts a login (for the script's start-up)
+*/
 #include "bench_common.h"
 
 #include <amqp.h>
@@ -32,14 +31,14 @@
 #define CHANNEL 1
 
 typedef struct {
-    const bench_args_t *args;    /* the run */
-    amqp_connection_state_t amq; /* this side's connection */
-    bench_lat_t *lat;            /* consumer: latencies */
+    const bench_args_t *args;    //  the run
+    amqp_connection_state_t amq; //  this side's connection
+    bench_lat_t *lat;            //  consumer: latencies
 } s_side_t;
 
 static const char *s_prog = "rabbit_peer";
 
-/* Prints what went wrong in an RPC; returns 0 when the reply is normal. */
+//  Prints what went wrong in an RPC; returns 0 when the reply is normal.
 static int s_check(amqp_rpc_reply_t reply, const char *what)
 {
     if (reply.reply_type == AMQP_RESPONSE_NORMAL)
@@ -52,8 +51,8 @@ static int s_check(amqp_rpc_reply_t reply, const char *what)
     return -1;
 }
 
-/* Connects and logs in as guest to host:port. Returns the connection, or NULL
- * (quiet when quiet is true, for the start-up probe). */
+//  Connects and logs in as guest to host:port. Returns the connection, or NULL
+//  (quiet when quiet is true, for the start-up probe).
 static amqp_connection_state_t s_connect(const char *endpoint, bool quiet)
 {
     char host[256];
@@ -66,7 +65,8 @@ static amqp_connection_state_t s_connect(const char *endpoint, bool quiet)
     host[colon - endpoint] = '\0';
     amqp_connection_state_t amq = amqp_new_connection();
     amqp_socket_t *socket = amqp_tcp_socket_new(amq);
-    if (socket == NULL || amqp_socket_open(socket, host, atoi(colon + 1)) != AMQP_STATUS_OK) {
+    if (socket == NULL ||
+        amqp_socket_open(socket, host, (int)strtol(colon + 1, NULL, 10)) != AMQP_STATUS_OK) {
         if (!quiet)
             fprintf(stderr, "%s: cannot connect to %s\n", s_prog, endpoint);
         amqp_destroy_connection(amq);
@@ -101,7 +101,7 @@ static void s_queue_name(const bench_args_t *args, uint32_t q, char *name, size_
     snprintf(name, size, "%s-%u", args->tag, q);
 }
 
-/* Declares the run's durable queues. */
+//  Declares the run's durable queues.
 static int s_declare(const bench_args_t *args, amqp_connection_state_t amq)
 {
     for (uint32_t q = 0; q < args->conns; q++) {
@@ -114,8 +114,8 @@ static int s_declare(const bench_args_t *args, amqp_connection_state_t amq)
     return 0;
 }
 
-/* Applies a basic.ack (delivery_tag, multiple) to the acked table; returns how
- * many messages it newly confirms. */
+//  Applies a basic.ack (delivery_tag, multiple) to the acked table; returns how
+//  many messages it newly confirms.
 static uint64_t s_confirm(uint8_t *acked, uint64_t published, uint64_t *lowest,
                           const amqp_basic_ack_t *ack)
 {
@@ -136,7 +136,7 @@ static int s_publish(void *arg)
 {
     s_side_t *self = arg;
     const bench_args_t *args = self->args;
-    uint8_t *acked = calloc(args->messages + 2, 1); /* by delivery tag, from 1 */
+    uint8_t *acked = calloc(args->messages + 2, 1); //  by delivery tag, from 1
     uint8_t *body = malloc(args->size);
     uint64_t deadline = bench_now_ns() + (uint64_t)args->timeout_s * 1000000000u;
     uint64_t published = 0, confirmed = 0, lowest = 1;
@@ -228,7 +228,7 @@ static int s_consume(void *arg)
     return 0;
 }
 
-/* Opens the consumer's connection: queues, prefetch, one consumer per queue. */
+//  Opens the consumer's connection: queues, prefetch, one consumer per queue.
 static amqp_connection_state_t s_subscribe(const bench_args_t *args)
 {
     amqp_connection_state_t amq = s_connect(args->endpoint, false);
@@ -251,7 +251,7 @@ fail:
     return NULL;
 }
 
-/* Retries a login until it works or the timeout passes. */
+//  Retries a login until it works or the timeout passes.
 static int s_probe(const bench_args_t *args)
 {
     uint64_t deadline = bench_now_ns() + (uint64_t)args->timeout_s * 1000000000u;

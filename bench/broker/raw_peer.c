@@ -1,13 +1,12 @@
-/*
- * raw_peer: publisher and consumer for raw_relay (the benchmark's upper bound).
- *
- * Same work as the other peers (bench_common.h): the publisher keeps at most
- * `window` messages per queue without their 'S' acknowledgement, the consumer
- * answers each 'D' with a 'C'. Frame: type (1) + queue (u32) + seq (u64) +
- * payload.
- *
- *   raw_peer --broker.endpoint tcp://127.0.0.1:PORT --messages N --conns C --window W
- */
+/*  raw_peer.c: publisher and consumer for raw_relay (the benchmark's upper bound).
+
+    Same work as the other peers (bench_common.h): the publisher keeps at most
+    `window` messages per queue without their 'S' acknowledgement, the consumer
+    answers each 'D' with a 'C'. Frame: type (1) + queue (u32) + seq (u64) +
+    payload.
+
+      raw_peer --broker.endpoint tcp://127.0.0.1:PORT --messages N --conns C --window W
+*/
 #include "bench_common.h"
 
 #include <stdio.h>
@@ -18,15 +17,15 @@
 #define RAW_HEADER 13
 
 typedef struct {
-    const bench_args_t *args; /* the run */
-    void *socket;             /* this side's DEALER */
-    bench_lat_t *lat;         /* consumer: latencies */
-    uint64_t done;            /* messages acknowledged */
+    const bench_args_t *args; //  the run
+    void *socket;             //  this side's DEALER
+    bench_lat_t *lat;         //  consumer: latencies
+    uint64_t done;            //  messages acknowledged
 } s_side_t;
 
 static const char *s_prog = "raw_peer";
 
-/* A DEALER connected to the relay with an unlimited queue, or NULL. */
+//  A DEALER connected to the relay with an unlimited queue, or NULL.
 static void *s_dealer(void *ctx, const char *endpoint, const char *id)
 {
     void *socket = zmq_socket(ctx, ZMQ_DEALER);
@@ -49,8 +48,8 @@ static void s_header(uint8_t *frame, char type, uint32_t queue, uint64_t seq)
     memcpy(frame + 5, &seq, 8);
 }
 
-/* Receives one frame of at least RAW_HEADER bytes within timeout_ms into msg.
- * Returns 1, 0 on timeout, -1 on error. */
+//  Receives one frame of at least RAW_HEADER bytes within timeout_ms into msg.
+//  Returns 1, 0 on timeout, -1 on error.
 static int s_recv(void *socket, zmq_msg_t *msg, long timeout_ms)
 {
     zmq_pollitem_t item = {socket, 0, ZMQ_POLLIN, 0};
@@ -133,7 +132,7 @@ static int s_consume(void *arg)
     return 0;
 }
 
-/* Says hello to the relay and waits for its answer, so that no 'D' is dropped. */
+//  Says hello to the relay and waits for its answer, so that no 'D' is dropped.
 static int s_subscribe(void *socket, unsigned timeout_s)
 {
     uint8_t hello[RAW_HEADER];

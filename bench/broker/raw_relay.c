@@ -1,32 +1,31 @@
-/*
- * raw_relay: the benchmark's upper bound, a ZeroMQ relay that stores nothing.
- *
- * One ROUTER socket. A consumer DEALER says 'H' (hello) and gets 'W'; from then
- * on every 'P' (publish) frame a publisher DEALER sends is forwarded to that
- * consumer as 'D' (deliver), and every 'C' (consumed) the consumer answers is
- * forwarded to the publisher as 'S' (stored). So the publisher's acknowledgement
- * means "the consumer has it", the same end-to-end chain the durable broker
- * runs, minus the disk. One consumer and one publisher at a time (the last one
- * heard from); frames for an absent consumer are dropped.
- *
- * Frame after the routing frame: type (1 byte) + queue (u32) + seq (u64) [+ payload].
- *
- *   raw_relay --bind tcp://127.0.0.1:PORT
- */
+/*  raw_relay.c: the benchmark's upper bound, a ZeroMQ relay that stores nothing.
+
+    One ROUTER socket. A consumer DEALER says 'H' (hello) and gets 'W'; from then
+    on every 'P' (publish) frame a publisher DEALER sends is forwarded to that
+    consumer as 'D' (deliver), and every 'C' (consumed) the consumer answers is
+    forwarded to the publisher as 'S' (stored). So the publisher's acknowledgement
+    means "the consumer has it", the same end-to-end chain the durable broker
+    runs, minus the disk. One consumer and one publisher at a time (the last one
+    heard from); frames for an absent consumer are dropped.
+
+    Frame after the routing frame: type (1 byte) + queue (u32) + seq (u64) [+ payload].
+
+      raw_relay --bind tcp://127.0.0.1:PORT
+*/
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <zmq.h>
 
-#define RAW_HEADER 13 /* type + queue + seq */
+#define RAW_HEADER 13 //  type + queue + seq
 
 typedef struct {
-    char id[256];   /* routing id */
-    size_t id_size; /* bytes in id; 0 when unknown */
+    char id[256];   //  routing id
+    size_t id_size; //  bytes in id; 0 when unknown
 } s_peer_t;
 
-/* Sends routing frame to + the bytes of body (with its first byte replaced by
- * type) without copying the body. Returns 0, or -1 (the frame is dropped). */
+//  Sends routing frame to + the bytes of body (with its first byte replaced by
+//  type) without copying the body. Returns 0, or -1 (the frame is dropped).
 static int s_forward(void *router, const s_peer_t *to, zmq_msg_t *body, char type)
 {
     if (to->id_size == 0)

@@ -1,29 +1,28 @@
-/*
- * twin_peer: a public and a private twinsync node for the broker benchmark,
- * each with its own broker link (link/link_broker.h) on its own thread.
- *
- * The public node publishes the run's messages on connections "TAG-0" ..
- * "TAG-(C-1)" (bench_common.h: round-robin, 1 KiB payloads stamped with their
- * send time); the private node applies each DELIVER in order and answers
- * CONSUMED. Every hop is acknowledged: PUBLISH -> STORED (after the broker's
- * fsync), DELIVER -> CONSUMED. Payloads are opaque bytes, not sealed: the
- * benchmark measures the broker, and sealing is node-side work.
- *
- * DIR holds the keys: broker.pub (the broker's Z85 public key, from
- * `twinsync-broker key`), public.key and private.key (Z85 public key, then
- * secret key, one per line; made by --mode keygen).
- *
- *   twin_peer --mode keygen  --dir DIR       prints the public node's key
- *   twin_peer --mode setup   --dir DIR --broker.endpoint EP --conns C --tag T
- *       INVITE + JOIN the connections (both nodes), then exit
- *   twin_peer --mode both    ...            setup, then the timed run
- *   twin_peer --mode publish ...            public node only: publish N and
- *       wait for every STORED (messages queue for an absent receiver)
- *   twin_peer --mode consume ...            private node only: take N
- *   twin_peer --mode probe   ...            public node: print the
- *       CLOCK_REALTIME of the first WELCOME (welcome_unix_ns=...); the public
- *       node, so that nothing queued for the private node is delivered to it
- */
+/*  twin_peer.c: a public and a private twinsync node for the broker benchmark,
+    each with its own broker link (link/link_broker.h) on its own thread.
+
+    The public node publishes the run's messages on connections "TAG-0" ..
+    "TAG-(C-1)" (bench_common.h: round-robin, 1 KiB payloads stamped with their
+    send time); the private node applies each DELIVER in order and answers
+    CONSUMED. Every hop is acknowledged: PUBLISH -> STORED (after the broker's
+    fsync), DELIVER -> CONSUMED. Payloads are opaque bytes, not sealed: the
+    benchmark measures the broker, and sealing is node-side work.
+
+    DIR holds the keys: broker.pub (the broker's Z85 public key, from
+    `twinsync-broker key`), public.key and private.key (Z85 public key, then
+    secret key, one per line; made by --mode keygen).
+
+      twin_peer --mode keygen  --dir DIR       prints the public node's key
+      twin_peer --mode setup   --dir DIR --broker.endpoint EP --conns C --tag T
+          INVITE + JOIN the connections (both nodes), then exit
+      twin_peer --mode both    ...            setup, then the timed run
+      twin_peer --mode publish ...            public node only: publish N and
+          wait for every STORED (messages queue for an absent receiver)
+      twin_peer --mode consume ...            private node only: take N
+      twin_peer --mode probe   ...            public node: print the
+          CLOCK_REALTIME of the first WELCOME (welcome_unix_ns=...); the public
+          node, so that nothing queued for the private node is delivered to it
+*/
 #include "bench_common.h"
 
 #include <stdio.h>
@@ -38,25 +37,25 @@
 #include "proto_invite.h"
 
 typedef struct {
-    const bench_args_t *args; /* the run */
-    bool public_side;         /* public (publisher) or private (consumer) node */
-    link_t *link;             /* this node's link */
-    char (*conn_ids)[64];     /* connection ids, by queue index */
-    uint64_t *position;       /* per queue: highest STORED (public) / applied (private) */
-    uint64_t total;           /* messages STORED / applied in this run */
-    uint64_t answers;         /* INVITED (public) / JOINED (private) seen */
-    uint64_t welcome_ns;      /* CLOCK_REALTIME of the first READY, 0 before */
-    bench_lat_t *lat;         /* private: latencies */
-    bool failed;              /* a refusal the run cannot survive */
+    const bench_args_t *args; //  the run
+    bool public_side;         //  public (publisher) or private (consumer) node
+    link_t *link;             //  this node's link
+    char (*conn_ids)[64];     //  connection ids, by queue index
+    uint64_t *position;       //  per queue: highest STORED (public) / applied (private)
+    uint64_t total;           //  messages STORED / applied in this run
+    uint64_t answers;         //  INVITED (public) / JOINED (private) seen
+    uint64_t welcome_ns;      //  CLOCK_REALTIME of the first READY, 0 before
+    bench_lat_t *lat;         //  private: latencies
+    bool failed;              //  a refusal the run cannot survive
 } s_node_t;
 
 static const char *s_prog = "twin_peer";
 
-/* ------------------------------------------------------------------------- */
-/* Keys */
+//  -------------------------------------------------------------------------
+//  Keys
 
-/* Reads a Z85 key file (public key line, optional secret key line) into raw
- * keys. Returns 0, or -1 after printing why. */
+//  Reads a Z85 key file (public key line, optional secret key line) into raw
+//  keys. Returns 0, or -1 after printing why.
 static int s_read_keys(const char *dir, const char *name, uint8_t public_key[32],
                        uint8_t *secret_key)
 {
@@ -102,10 +101,10 @@ static int s_keygen(const char *dir)
     return 0;
 }
 
-/* ------------------------------------------------------------------------- */
-/* Link callbacks */
+//  -------------------------------------------------------------------------
+//  Link callbacks
 
-/* Queue index of connection id "TAG-i", or -1. */
+//  Queue index of connection id "TAG-i", or -1.
 static long s_queue(const s_node_t *node, const char *conn)
 {
     size_t tag = strlen(node->args->tag);
@@ -147,9 +146,9 @@ static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, 
     if (q < 0)
         return LINK_REFUSED;
     if (seq <= node->position[q])
-        return LINK_APPLIED; /* duplicate: applied before */
+        return LINK_APPLIED; //  duplicate: applied before
     if (seq != node->position[q] + 1)
-        return LINK_REFUSED; /* gap: the broker re-delivers in order */
+        return LINK_REFUSED; //  gap: the broker re-delivers in order
     uint64_t sent, stamp_seq;
     uint32_t stamp_queue;
     if (node->lat && bench_payload_read(payload, size, &sent, &stamp_queue, &stamp_seq) == 0)
@@ -189,8 +188,8 @@ static void s_on_error(const link_error_t *error, void *arg)
         node->failed = true;
 }
 
-/* ------------------------------------------------------------------------- */
-/* Nodes */
+//  -------------------------------------------------------------------------
+//  Nodes
 
 static int s_node_init(s_node_t *node, const bench_args_t *args, bool public_side, void *ctx)
 {
@@ -211,7 +210,7 @@ static int s_node_init(s_node_t *node, const bench_args_t *args, bool public_sid
     config.role = public_side ? PROTO_ROLE_PUBLIC : PROTO_ROLE_PRIVATE;
     config.window = args->window;
     config.credit = args->window;
-    config.heartbeat_ms = 200; /* until WELCOME: the probe retries fast */
+    config.heartbeat_ms = 200; //  until WELCOME: the probe retries fast
     config.backoff_min_ms = 20;
     config.backoff_max_ms = 200;
     if (s_read_keys(args->dir, "broker.pub", config.broker_key, NULL) != 0 ||
@@ -249,9 +248,9 @@ static int64_t s_mono_ms(void)
     return (int64_t)(bench_now_ns() / 1000000u);
 }
 
-/* Runs the links of nodes[0..count) for up to timeout_ms (once at least when
- * 0), polling them together. Returns when done(arg) is true: 0, or -1 on a
- * timeout or a failed node. */
+//  Runs the links of nodes[0..count) for up to timeout_ms (once at least when
+//  0), polling them together. Returns when done(arg) is true: 0, or -1 on a
+//  timeout or a failed node.
 static int s_drive(s_node_t **nodes, int count, int64_t timeout_ms, bool (*done)(void *), void *arg)
 {
     int64_t end = s_mono_ms() + timeout_ms;
@@ -290,8 +289,8 @@ static int s_drive(s_node_t **nodes, int count, int64_t timeout_ms, bool (*done)
 }
 
 typedef struct {
-    s_node_t *node; /* the node awaited */
-    uint64_t goal;  /* answers or messages it must reach */
+    s_node_t *node; //  the node awaited
+    uint64_t goal;  //  answers or messages it must reach
 } s_goal_t;
 
 static bool s_answers_reached(void *arg)
@@ -312,8 +311,8 @@ static bool s_welcomed(void *arg)
     return goal->node->welcome_ns != 0;
 }
 
-/* INVITE every connection from the public node, then JOIN them from the
- * private node with the same tokens. */
+//  INVITE every connection from the public node, then JOIN them from the
+//  private node with the same tokens.
 static int s_setup(s_node_t *pub, s_node_t *priv)
 {
     const bench_args_t *args = pub->args;
@@ -347,10 +346,10 @@ done:
     return rc;
 }
 
-/* ------------------------------------------------------------------------- */
-/* The timed sides */
+//  -------------------------------------------------------------------------
+//  The timed sides
 
-/* Offers the next messages while their connection's window has room. */
+//  Offers the next messages while their connection's window has room.
 static void s_feed_burst(s_node_t *node, uint64_t *next, uint8_t *payload)
 {
     const bench_args_t *args = node->args;
@@ -370,7 +369,7 @@ static void s_feed_burst(s_node_t *node, uint64_t *next, uint8_t *payload)
     }
 }
 
-/* One burst, corked: the link sends it as batched PUBLISHes, as the node does. */
+//  One burst, corked: the link sends it as batched PUBLISHes, as the node does.
 static void s_feed(s_node_t *node, uint64_t *next, uint8_t *payload)
 {
     link_cork(node->link);
@@ -420,7 +419,7 @@ static int s_consume(void *arg)
     return s_drive(nodes, 1, (int64_t)node->args->timeout_s * 1000, s_total_reached, &goal);
 }
 
-/* ------------------------------------------------------------------------- */
+//  -------------------------------------------------------------------------
 
 int main(int argc, char **argv)
 {

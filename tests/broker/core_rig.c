@@ -108,7 +108,7 @@ void core_rig_clear(core_rig_t *rig)
     rig->out_count = 0;
 }
 
-void core_rig_destroy(core_rig_t *rig)
+void core_rig_release(core_rig_t *rig)
 {
     broker_core_destroy(&rig->core);
     broker_store_destroy(&rig->store);

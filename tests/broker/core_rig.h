@@ -49,7 +49,7 @@ typedef struct {
 int core_rig_init(core_rig_t *rig, const char *const *extra_args, bool fast, const char *store_vfs);
 
 //  Destroys core and store, removes the directory.
-void core_rig_destroy(core_rig_t *rig);
+void core_rig_release(core_rig_t *rig);
 
 //  Commits what the core left uncommitted (as the daemon does on SIGTERM),
 //  then destroys and re-makes core and store on the same directory.

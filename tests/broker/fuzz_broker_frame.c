@@ -64,6 +64,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (core_rig_flush(&rig) != 0)
         abort();
     s_check_outputs(&rig);
-    core_rig_destroy(&rig);
+    core_rig_release(&rig);
     return 0;
 }

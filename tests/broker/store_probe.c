@@ -80,9 +80,9 @@ static void s_commit(broker_store_t *store, double *commit_total, long *commits)
 
 int main(int argc, char **argv)
 {
-    long messages = argc > 1 ? atol(argv[1]) : 1000000;
-    long payload_size = argc > 2 ? atol(argv[2]) : 1024;
-    long batch = argc > 3 ? atol(argv[3]) : 256;
+    long messages = argc > 1 ? strtol(argv[1], NULL, 10) : 1000000;
+    long payload_size = argc > 2 ? strtol(argv[2], NULL, 10) : 1024;
+    long batch = argc > 3 ? strtol(argv[3], NULL, 10) : 256;
     char dir[256];
     snprintf(dir, sizeof dir, "%s/store-probe.XXXXXX", argc > 4 ? argv[4] : "/tmp");
     if (!mkdtemp(dir) || messages < 1 || payload_size < 1 || batch < 1)

@@ -1,6 +1,7 @@
-/*  Unit tests for broker_config's errors (issue 6): a problem in the file is
-    one line naming the file and the key; a bad flag is named as given; and
-    broker_config_blame puts the file before a later start-up failure once.
+/*  test_broker_config.c: unit tests for broker_config's errors (issue 6): a
+    problem in the file is one line naming the file and the key; a bad flag is
+    named as given; and broker_config_blame puts the file before a later
+    start-up failure once.
 */
 #include <setjmp.h>
 #include <stdarg.h>

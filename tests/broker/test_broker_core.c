@@ -149,7 +149,7 @@ static int s_setup(void **state)
 
 static int s_teardown(void **state)
 {
-    core_rig_destroy(*state);
+    core_rig_release(*state);
     free(*state);
     return 0;
 }
@@ -340,7 +340,7 @@ static void test_fsync_error_is_fatal(void **state)
     proto_msg_t ping;
     proto_msg_init(&ping, PROTO_PING);
     assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &ping), -1);
-    core_rig_destroy(&rig);
+    core_rig_release(&rig);
 }
 
 //  Waits (up to 5 s) until the store's sync in flight is over.
@@ -397,7 +397,7 @@ static void test_pipeline_answers_after_sync(void **state)
     assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 1)->stored.seq, 2);
     assert_int_equal(core_rig_count(&rig, RIG_PRIVATE, PROTO_DELIVER), 2);
     assert_int_equal(core_rig_find(&rig, RIG_PRIVATE, PROTO_DELIVER, 1)->deliver.seq, 2);
-    core_rig_destroy(&rig);
+    core_rig_release(&rig);
 }
 
 static void test_pipeline_sync_error_is_fatal(void **state)
@@ -417,7 +417,7 @@ static void test_pipeline_sync_error_is_fatal(void **state)
     assert_int_equal(rig.out_count, 0);
     assert_non_null(strstr(broker_core_error(rig.core), "I/O error"));
     assert_int_equal(broker_core_pump(rig.core, rig.now_ms), -1); //  Stays stopped
-    core_rig_destroy(&rig);
+    core_rig_release(&rig);
 }
 
 static bool s_idle_value; //  What s_idle_probe answers
@@ -474,7 +474,7 @@ static void test_idle_commit_synced_here(void **state)
     assert_int_equal(rig.out_count, 0); //  no STORED, no DELIVER
     assert_non_null(strstr(broker_core_error(rig.core), "I/O error"));
     assert_int_equal(broker_core_pump(rig.core, rig.now_ms), -1); //  Stays stopped
-    core_rig_destroy(&rig);
+    core_rig_release(&rig);
 }
 
 static void test_routing_id_taken_by_other_key(void **state)
@@ -747,7 +747,7 @@ static void test_batches_within_the_default_frame(void **state)
     }
     assert_int_equal(messages, 16);
     assert_true(frames >= 4 && frames < 16); //  batched, and split by size
-    core_rig_destroy(&rig);
+    core_rig_release(&rig);
 }
 
 static void test_garbage_answered_and_counted(void **state)

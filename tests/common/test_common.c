@@ -1,7 +1,7 @@
-/*
- * Unit tests for common/: INI parsing and lookups, secret files and their
- * permission checks, private atomic writes, log quoting and rate limiting.
- */
+/*  test_common.c: unit tests for common/: INI parsing and lookups, secret files
+    and their permission checks, private atomic writes, log quoting and rate
+    limiting.
+*/
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -188,7 +188,7 @@ static void test_log_level_parse(void **state)
     assert_int_equal(ts_log_level_parse("loud", &level), -1);
 }
 
-/* Runs fn with stderr redirected to a pipe-backed temp file; returns what was written. */
+//  Runs fn with stderr redirected to a pipe-backed temp file; returns what was written.
 static char *s_capture_stderr(void (*fn)(void))
 {
     fflush(stderr);

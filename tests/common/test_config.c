@@ -1,4 +1,4 @@
-/*  Unit tests for the configuration engine (ts_config) and the command line
+/*  test_config.c: unit tests for the configuration engine (ts_config) and the command line
     over it (ts_cli): numbers are parsed strictly, a table with a bad default
     is refused, the order defaults < file < command line holds, every error
     is one line naming the file and line or the flag, and argv is walked the

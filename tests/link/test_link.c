@@ -53,7 +53,7 @@ typedef struct {
     int64_t now;                //  Synthetic time given to the link
     event_t events[MAX_EVENTS]; //  Callbacks seen, in order
     size_t events_count;
-    int deliver_answer; //  What on_deliver returns
+    int deliver_answer; //  What s_on_deliver returns
     char node_id[64];   //  Routing id the broker saw last
 } env_t;
 
@@ -71,20 +71,20 @@ static event_t *s_event(env_t *env, int type, const char *conn)
     return e;
 }
 
-static void on_state(link_state_t state, const char *reason, void *arg)
+static void s_on_state(link_state_t state, const char *reason, void *arg)
 {
     event_t *e = s_event(arg, 's', NULL);
     e->seq = state;
     snprintf(e->text, sizeof e->text, "%s", reason);
 }
 
-static void on_stored(const char *conn, uint64_t seq, void *arg)
+static void s_on_stored(const char *conn, uint64_t seq, void *arg)
 {
     s_event(arg, 'S', conn)->seq = seq;
 }
 
-static int on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
-                      void *arg)
+static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
+                        void *arg)
 {
     env_t *env = arg;
     event_t *e = s_event(env, 'D', conn);
@@ -93,17 +93,17 @@ static int on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, si
     return env->deliver_answer;
 }
 
-static void on_invited(const char *conn, uint64_t expires, void *arg)
+static void s_on_invited(const char *conn, uint64_t expires, void *arg)
 {
     s_event(arg, 'I', conn)->seq = expires;
 }
 
-static void on_joined(const char *conn, const char *description, void *arg)
+static void s_on_joined(const char *conn, const char *description, void *arg)
 {
     snprintf(s_event(arg, 'J', conn)->text, sizeof(((event_t *)0)->text), "%s", description);
 }
 
-static void on_error(const link_error_t *error, void *arg)
+static void s_on_error(const link_error_t *error, void *arg)
 {
     event_t *e = s_event(arg, 'E', error->conn);
     e->code = error->code;
@@ -112,7 +112,7 @@ static void on_error(const link_error_t *error, void *arg)
     snprintf(e->text, sizeof e->text, "%s", error->text);
 }
 
-static void on_behind(const char *conn, uint64_t stored, uint64_t consumed, void *arg)
+static void s_on_behind(const char *conn, uint64_t stored, uint64_t consumed, void *arg)
 {
     event_t *e = s_event(arg, 'B', conn);
     e->seq = stored;
@@ -257,7 +257,7 @@ static void s_send_empty(env_t *env, proto_type_t type)
 //  ---------------------------------------------------------------------------
 //  Set-up
 
-static int setup(void **state)
+static int s_setup(void **state)
 {
     static env_t env;
     memset(&env, 0, sizeof env);
@@ -290,7 +290,7 @@ static int setup(void **state)
     return 0;
 }
 
-static int teardown(void **state)
+static int s_teardown(void **state)
 {
     env_t *env = *state;
     link_destroy(&env->link);
@@ -301,8 +301,8 @@ static int teardown(void **state)
 
 static void s_new_link(env_t *env)
 {
-    static const link_callbacks_t callbacks = {on_state,  on_stored, on_deliver, on_invited,
-                                               on_joined, on_error,  on_behind,  NULL};
+    static const link_callbacks_t callbacks = {s_on_state,  s_on_stored, s_on_deliver, s_on_invited,
+                                               s_on_joined, s_on_error,  s_on_behind,  NULL};
     link_callbacks_t cb = callbacks;
     cb.arg = env;
     char err[256];
@@ -875,13 +875,13 @@ static void test_invite_join(void **state)
     proto_msg_clear(&msg);
     assert_true(s_quiet(env, 100));
 
-    //  A refused JOIN reaches on_error with its connection; not sent again.
+    //  A refused JOIN reaches s_on_error with its connection; not sent again.
     s_send_error(env, PROTO_ERR_JOIN_BAD_TOKEN, "c8", false, 0);
     const event_t *e = s_last(env, 'E');
     assert_int_equal(e->code, PROTO_ERR_JOIN_BAD_TOKEN);
     assert_string_equal(e->conn, "c8");
     assert_int_equal(link_state(env->link), LINK_READY);
-    //  JOINED (also unasked) reaches on_joined.
+    //  JOINED (also unasked) reaches s_on_joined.
     proto_msg_init(&answer, PROTO_JOINED);
     answer.joined = (proto_joined_t){"c8", "the other side"};
     s_send(env, &answer);
@@ -942,23 +942,23 @@ static void test_config_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_handshake, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_stored, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_behind_positions_in_welcome, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batches, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batch_within_the_link_frame, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_window_and_credit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resend_after_401, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deliver_consumed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_consumed_once_per_burst, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_death_and_backoff, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_invite_join, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_frame, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_broker_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_config_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handshake, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_stored, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_behind_positions_in_welcome, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_batches, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_within_the_link_frame, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_window_and_credit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_resend_after_401, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_deliver_consumed, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_consumed_once_per_burst, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_death_and_backoff, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_backpressure, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_refusals, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_invite_join, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_frame, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_broker_key, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_config_refused, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,10 +42,10 @@ typedef struct {
     bool invited;        //  INVITED seen
     bool joined;         //  JOINED seen
     unsigned sessions;   //  Times the link reached READY
-    unsigned errors;     //  on_error calls
+    unsigned errors;     //  s_on_error calls
 } node_t;
 
-static void on_state(link_state_t state, const char *reason, void *arg)
+static void s_on_state(link_state_t state, const char *reason, void *arg)
 {
     node_t *node = arg;
     (void)reason;
@@ -53,15 +53,15 @@ static void on_state(link_state_t state, const char *reason, void *arg)
         node->sessions++;
 }
 
-static void on_stored(const char *conn, uint64_t seq, void *arg)
+static void s_on_stored(const char *conn, uint64_t seq, void *arg)
 {
     node_t *node = arg;
     assert_string_equal(conn, CONN);
     node->stored = seq;
 }
 
-static int on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
-                      void *arg)
+static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
+                        void *arg)
 {
     node_t *node = arg;
     assert_string_equal(conn, CONN);
@@ -81,21 +81,21 @@ static int on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, si
     return LINK_APPLIED;
 }
 
-static void on_invited(const char *conn, uint64_t expires, void *arg)
+static void s_on_invited(const char *conn, uint64_t expires, void *arg)
 {
     (void)expires;
     assert_string_equal(conn, CONN);
     ((node_t *)arg)->invited = true;
 }
 
-static void on_joined(const char *conn, const char *description, void *arg)
+static void s_on_joined(const char *conn, const char *description, void *arg)
 {
     (void)description;
     if (strcmp(conn, CONN) == 0)
         ((node_t *)arg)->joined = true;
 }
 
-static void on_error(const link_error_t *error, void *arg)
+static void s_on_error(const link_error_t *error, void *arg)
 {
     fprintf(stderr, "link error %u conn=%s: %s\n", (unsigned)error->code,
             error->conn ? error->conn : "-", error->text);
@@ -119,8 +119,8 @@ static void s_node_new(node_t *node, void *ctx, const th_broker_t *broker, proto
     config.backoff_min_ms = 50;
     config.backoff_max_ms = 400;
     config.retry_ms = 100;
-    link_callbacks_t callbacks = {on_state,  on_stored, on_deliver, on_invited,
-                                  on_joined, on_error,  NULL,       node};
+    link_callbacks_t callbacks = {s_on_state,  s_on_stored, s_on_deliver, s_on_invited,
+                                  s_on_joined, s_on_error,  NULL,         node};
     char err[256];
     node->link = link_new(ctx, &config, &callbacks, err, sizeof err);
     assert_non_null(node->link);

@@ -1,7 +1,7 @@
-/*  Unit tests for node_config's start-up errors (issue 6): each one is one
-    line naming the key and the configuration file (and the secret file for
-    secrets), the broker endpoint must read tcp://HOST:PORT, the instance URL
-    http(s)://HOST, and node_config_blame names the file once.
+/*  test_config.c: unit tests for node_config's start-up errors (issue 6): each
+    one is one line naming the key and the configuration file (and the secret
+    file for secrets), the broker endpoint must read tcp://HOST:PORT, the
+    instance URL http(s)://HOST, and node_config_blame names the file once.
 */
 #include <setjmp.h>
 #include <stdarg.h>

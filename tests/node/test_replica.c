@@ -1,7 +1,7 @@
-/*  Unit tests for node_fields (canonical form, hash) and node_replica (the
-    Basic-mode rules): which fields travel, loop prevention, what an incoming
-    replica writes, the concurrent-update rule (both sides converge, no
-    ping-pong), pending bookkeeping, comment and correlation texts.
+/*  test_replica.c: unit tests for node_fields (canonical form, hash) and
+    node_replica (the Basic-mode rules): which fields travel, loop prevention,
+    what an incoming replica writes, the concurrent-update rule (both sides
+    converge, no ping-pong), pending bookkeeping, comment and correlation texts.
 */
 #include <setjmp.h>
 #include <stdarg.h>

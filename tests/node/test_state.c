@@ -1,7 +1,7 @@
-/*  Unit tests for node_state (the node's SQLite store) and node_keys (key
-    files): schema and WAL, connections and their counters, twins with their
-    field sets, the outbox and its transaction with the seq counter, intents,
-    comments, blocked messages, errors, admin requests, a second handle
+/*  test_state.c: unit tests for node_state (the node's SQLite store) and
+    node_keys (key files): schema and WAL, connections and their counters, twins
+    with their field sets, the outbox and its transaction with the seq counter,
+    intents, comments, blocked messages, errors, admin requests, a second handle
     reading beside a writer, and key file permissions.
 */
 #include <setjmp.h>
@@ -61,7 +61,7 @@ static node_conn_t s_conn(const char *id, const char *name, proto_role_t role)
 }
 
 //  Outbox iteration: counts rows, checks the payloads written below.
-static int collect(uint64_t s, const uint8_t *p, size_t size, void *arg)
+static int s_collect(uint64_t s, const uint8_t *p, size_t size, void *arg)
 {
     (void)s;
     assert_int_equal(size, 2);
@@ -71,7 +71,7 @@ static int collect(uint64_t s, const uint8_t *p, size_t size, void *arg)
 }
 
 //  Blocked iteration: appends each one-byte payload to a string.
-static int append(uint64_t seq, const char *remote, const uint8_t *plain, size_t size, void *arg)
+static int s_append(uint64_t seq, const char *remote, const uint8_t *plain, size_t size, void *arg)
 {
     (void)seq;
     (void)remote;
@@ -234,10 +234,10 @@ static void test_outbox_atomic_with_seq(void **state)
     assert_int_equal(count, 3);
     assert_int_equal(node_state_outbox_remove(f->st, "c1", 2), 0);
     size_t n = 0;
-    assert_int_equal(node_state_outbox_each(f->st, "c1", 0, 0, collect, &n), 0);
+    assert_int_equal(node_state_outbox_each(f->st, "c1", 0, 0, s_collect, &n), 0);
     assert_int_equal(n, 2);
     n = 0;
-    assert_int_equal(node_state_outbox_each(f->st, "c1", 1, 0, collect, &n), 0);
+    assert_int_equal(node_state_outbox_each(f->st, "c1", 1, 0, s_collect, &n), 0);
     assert_int_equal(n, 1); //  only seq 3 after 1
     assert_int_equal(node_state_outbox_remove_upto(f->st, "c1", 3), 0);
     assert_int_equal(node_state_outbox_count(f->st, "c1", &count), 0);
@@ -343,10 +343,10 @@ static void test_comments_intents_blocked(void **state)
     assert_int_equal(node_state_blocked_count(f->st, "c1", NULL, &count), 0);
     assert_int_equal(count, 3);
     char order[8] = "";
-    assert_int_equal(node_state_blocked_each(f->st, "c1", "r1", append, order), 0);
+    assert_int_equal(node_state_blocked_each(f->st, "c1", "r1", s_append, order), 0);
     assert_string_equal(order, "49"); //  in seq order
     order[0] = 0;
-    assert_int_equal(node_state_blocked_each(f->st, "c1", NULL, append, order), 0);
+    assert_int_equal(node_state_blocked_each(f->st, "c1", NULL, s_append, order), 0);
     assert_string_equal(order, "469");
     assert_int_equal(node_state_blocked_remove(f->st, "c1", 4), 0);
     assert_int_equal(node_state_blocked_count(f->st, "c1", "r1", &count), 0);

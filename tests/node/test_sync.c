@@ -1,11 +1,11 @@
-/*  Tests of node_sync against two real ServiceNow emulators (tests/snemu),
-    with this test carrying outbox rows from one node to the other in place
-    of the broker. They prove the sync rules without any ZeroMQ: a twin is
-    created with the right fields and correlation, updates and comments flow
-    both ways exactly once, work notes stay home, both nodes go quiet after a
-    sync, concurrent changes converge, a record refusal blocks one twin only
-    and clears on retry, a 401 puts the connection in error and it resumes,
-    a payload that does not open is rejected, and a crash between the
+/*  test_sync.c: tests of node_sync against two real ServiceNow emulators
+    (tests/snemu), with this test carrying outbox rows from one node to the
+    other in place of the broker. They prove the sync rules without any ZeroMQ:
+    a twin is created with the right fields and correlation, updates and
+    comments flow both ways exactly once, work notes stay home, both nodes go
+    quiet after a sync, concurrent changes converge, a record refusal blocks one
+    twin only and clears on retry, a 401 puts the connection in error and it
+    resumes, a payload that does not open is rejected, and a crash between the
     ServiceNow write and the state commit re-applies without duplicates.
 
     Label "integration": it starts two python3 processes.
@@ -374,7 +374,7 @@ static size_t s_count_text(json_t *entries, const char *needle)
 //  --- tests
 
 //  Outbox iteration: copies the first row as seq (8 bytes), size (8), payload.
-static int grab(uint64_t s, const uint8_t *p, size_t n, void *arg)
+static int s_grab(uint64_t s, const uint8_t *p, size_t n, void *arg)
 {
     uint8_t *out = arg;
     memcpy(out, &s, sizeof s);
@@ -642,7 +642,7 @@ static void test_bad_seal_rejected_and_reported(void **state)
     uint8_t copy[65536];
     size_t size = 0;
     uint64_t seq = 0;
-    assert_int_equal(node_state_outbox_each(w->pub.state, S_CONN, 0, 1, grab, copy), 0);
+    assert_int_equal(node_state_outbox_each(w->pub.state, S_CONN, 0, 1, s_grab, copy), 0);
     memcpy(&seq, copy, sizeof seq);
     memcpy(&size, copy + 8, sizeof size);
     copy[16 + size / 2] ^= 1;
@@ -676,7 +676,7 @@ static void test_crash_between_write_and_commit_applies_once(void **state)
                                   "\"comments\":\"one comment\"}");
     assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
     uint8_t copy[65536];
-    assert_int_equal(node_state_outbox_each(w->pub.state, S_CONN, 0, 1, grab, copy), 0);
+    assert_int_equal(node_state_outbox_each(w->pub.state, S_CONN, 0, 1, s_grab, copy), 0);
     uint64_t seq;
     size_t size;
     memcpy(&seq, copy, sizeof seq);

@@ -1,7 +1,7 @@
-/*  libFuzzer target for the parts of the ServiceNow client that read what the
-    network sends: response decoding (content type, JSON, error envelopes),
-    record normalisation, the keyset pager's checks of a page, query
-    composition and stamp parsing. The first input byte picks the part. */
+/*  fuzz_sn_response.c: libFuzzer target for the parts of the ServiceNow client
+    that read what the network sends: response decoding (content type, JSON,
+    error envelopes), record normalisation, the keyset pager's checks of a page,
+    query composition and stamp parsing. The first input byte picks the part. */
 
 #include "sn_pager.h"
 #include "sn_query.h"
@@ -9,6 +9,7 @@
 #include "sn_response.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +35,8 @@ static void s_decode(const uint8_t *data, size_t size)
         return;
     sn_response_t resp = {.total_count = -1};
     resp.status = 100 + (data[0] << 8 | data[1]) % 500;
-    strcpy(resp.content_type, s_types[data[2] % (sizeof s_types / sizeof s_types[0])]);
+    snprintf(resp.content_type, sizeof resp.content_type, "%s",
+             s_types[data[2] % (sizeof s_types / sizeof s_types[0])]);
     resp.body = s_text(data + 3, size - 3);
     resp.body_len = size - 3;
     resp.body_cap = size - 2;

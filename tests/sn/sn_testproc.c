@@ -1,4 +1,4 @@
-/*  sn_testproc: spawning and reaping test helper processes.
+/*  sn_testproc.c: spawning and reaping test helper processes.
     See sn_testproc.h for the contract. */
 
 #include "sn_testproc.h"

@@ -1,4 +1,4 @@
-/*  sn_testproc: child processes for the ServiceNow client's tests (the
+/*  sn_testproc.h: child processes for the ServiceNow client's tests (the
     emulator, an openssl TLS server): spawn with stderr to a file, stop and
     reap. Failures fail the running cmocka test. */
 
@@ -7,24 +7,24 @@
 
 #include <sys/types.h>
 
-/* Removes proxy settings from the environment: loopback traffic of the tests
-   must never go through a proxy. */
+//  Removes proxy settings from the environment: loopback traffic of the tests
+//  must never go through a proxy.
 void sn_testproc_no_proxy(void);
 
-/* Spawns argv (argv[0] searched in PATH) with stderr appended to stderr_path
-   (NULL: inherited); returns its pid. */
+//  Spawns argv (argv[0] searched in PATH) with stderr appended to stderr_path
+//  (NULL: inherited); returns its pid.
 pid_t sn_testproc_spawn(const char *const *argv, const char *stderr_path);
 
-/* Runs argv to completion; fails the test unless it exits with status 0. */
+//  Runs argv to completion; fails the test unless it exits with status 0.
 void sn_testproc_run(const char *const *argv, const char *stderr_path);
 
-/* True while the process has not exited (reaps it when it has). */
+//  True while the process has not exited (reaps it when it has).
 int sn_testproc_alive(pid_t pid);
 
-/* Sends SIGTERM and reaps; accepts pid <= 0. */
+//  Sends SIGTERM and reaps; accepts pid <= 0.
 void sn_testproc_stop(pid_t pid);
 
-/* Sleeps ms milliseconds. */
+//  Sleeps ms milliseconds.
 void sn_testproc_sleep_ms(long ms);
 
 #endif

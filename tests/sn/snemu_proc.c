@@ -1,4 +1,4 @@
-/*  snemu_proc: the emulator as a child process of a cmocka test.
+/*  snemu_proc.c: the emulator as a child process of a cmocka test.
     See snemu_proc.h for the contract. */
 
 #include "snemu_proc.h"

@@ -1,7 +1,7 @@
-/*  The ServiceNow client against the emulator (tests/snemu): one test per
-    operation and one per fault the client must survive. Each test starts from
-    an empty instance with no faults and an empty request log; the request log
-    is the witness of what the client really sent. */
+/*  test_sn_emulator.c: the ServiceNow client against the emulator
+    (tests/snemu): one test per operation and one per fault the client must
+    survive. Each test starts from an empty instance with no faults and an empty
+    request log; the request log is the witness of what the client really sent. */
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,8 +1,8 @@
-/*  TLS settings of the ServiceNow client against `openssl s_server` with a
-    self-signed certificate made for the run: verification is on by default
-    (an unknown issuer is refused as a configuration error, not retried), the
-    configured CA bundle is trusted, and turning verification off works.
-    s_server -www answers any request with an HTML status page, which the
+/*  test_sn_tls.c: TLS settings of the ServiceNow client against `openssl
+    s_server` with a self-signed certificate made for the run: verification is
+    on by default (an unknown issuer is refused as a configuration error, not
+    retried), the configured CA bundle is trusted, and turning verification off
+    works. s_server -www answers any request with an HTML status page, which the
     client reports as an outage with HTTP 200: that answer proves the TLS
     handshake and the HTTP exchange went through. */
 

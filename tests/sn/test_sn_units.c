@@ -1,8 +1,8 @@
-/*  Unit tests of the ServiceNow client's pure parts, no process and no
-    network: error names and scrubbing, record shapes, response decoding
-    (content types, envelopes, status mapping), retry delays, encoded query
-    composition and stamps, the keyset pager, the de-duplication set, and the
-    configuration checks of sn_client_new. */
+/*  test_sn_units.c: unit tests of the ServiceNow client's pure parts, no
+    process and no network: error names and scrubbing, record shapes, response
+    decoding (content types, envelopes, status mapping), retry delays, encoded
+    query composition and stamps, the keyset pager, the de-duplication set, and
+    the configuration checks of sn_client_new. */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -147,14 +147,14 @@ static sn_err_code_t s_decode(long status, const char *content_type, const char 
     return code;
 }
 
-static const char *JSON_TYPE = "application/json;charset=UTF-8";
+static const char *s_json_type = "application/json;charset=UTF-8";
 
 static void test_response_json_result_is_decoded(void **state)
 {
     (void)state;
     json_t *doc = NULL;
     sn_error_t err;
-    assert_int_equal(s_decode(200, JSON_TYPE,
+    assert_int_equal(s_decode(200, s_json_type,
                               "{\"result\":[{\"sys_id\":\"x\",\"caller_id\":{\"link\":\"l\","
                               "\"value\":\"v\"}}]}",
                               &doc, &err),
@@ -200,9 +200,9 @@ static void test_response_not_json_is_bad_response(void **state)
     json_t *doc = NULL;
     sn_error_t err;
     assert_int_equal(s_decode(200, "text/plain", "hello", &doc, &err), SN_E_BAD_RESPONSE);
-    assert_int_equal(s_decode(200, JSON_TYPE, "{\"result\":[", &doc, &err), SN_E_BAD_RESPONSE);
+    assert_int_equal(s_decode(200, s_json_type, "{\"result\":[", &doc, &err), SN_E_BAD_RESPONSE);
     assert_non_null(strstr(err.message, "invalid JSON"));
-    assert_int_equal(s_decode(200, JSON_TYPE, "[1,2]", &doc, &err), SN_E_BAD_RESPONSE);
+    assert_int_equal(s_decode(200, s_json_type, "[1,2]", &doc, &err), SN_E_BAD_RESPONSE);
     assert_int_equal(s_decode(200, "application/vnd.api+json", "{\"result\":{}}", &doc, &err),
                      SN_OK);
     json_decref(doc);
@@ -213,7 +213,7 @@ static void test_response_error_envelopes_map_to_codes(void **state)
     (void)state;
     json_t *doc = NULL;
     sn_error_t err;
-    assert_int_equal(s_decode(401, JSON_TYPE,
+    assert_int_equal(s_decode(401, s_json_type,
                               "{\"error\":{\"message\":\"User Not Authenticated\",\"detail\":"
                               "\"Required to provide Auth information\"},\"status\":\"failure\"}",
                               &doc, &err),
@@ -222,46 +222,46 @@ static void test_response_error_envelopes_map_to_codes(void **state)
     assert_string_equal(err.detail, "Required to provide Auth information");
     assert_int_equal(err.http_status, 401);
 
-    assert_int_equal(s_decode(403, JSON_TYPE,
+    assert_int_equal(s_decode(403, s_json_type,
                               "{\"error\":{\"message\":\"Operation Failed\",\"detail\":\"Data "
                               "Policy Exception: \\n\\tThe following fields are mandatory: "
                               "Resolution code\"},\"status\":\"failure\"}",
                               &doc, &err),
                      SN_E_DATA_POLICY);
     assert_string_equal(err.message, "Operation Failed");
-    assert_int_equal(s_decode(403, JSON_TYPE,
+    assert_int_equal(s_decode(403, s_json_type,
                               "{\"error\":{\"message\":\"Operation Failed\",\"detail\":\"ACL "
                               "Exception Update Failed due to security constraints\"},"
                               "\"status\":\"failure\"}",
                               &doc, &err),
                      SN_E_PERMISSION);
-    assert_int_equal(s_decode(403, JSON_TYPE,
+    assert_int_equal(s_decode(403, s_json_type,
                               "{\"error\":{\"message\":\"Insufficient rights to query records\","
                               "\"detail\":null},\"status\":\"failure\"}",
                               &doc, &err),
                      SN_E_PERMISSION);
     assert_string_equal(err.detail, "");
-    assert_int_equal(s_decode(404, JSON_TYPE,
+    assert_int_equal(s_decode(404, s_json_type,
                               "{\"error\":{\"message\":\"No Record found\",\"detail\":\"x\"},"
                               "\"status\":\"failure\"}",
                               &doc, &err),
                      SN_E_NOT_FOUND);
-    assert_int_equal(s_decode(400, JSON_TYPE,
+    assert_int_equal(s_decode(400, s_json_type,
                               "{\"error\":{\"message\":\"Invalid table x\",\"detail\":null},"
                               "\"status\":\"failure\"}",
                               &doc, &err),
                      SN_E_BAD_REQUEST);
     assert_string_equal(err.message, "Invalid table x");
-    assert_int_equal(s_decode(500, JSON_TYPE,
+    assert_int_equal(s_decode(500, s_json_type,
                               "{\"error\":{\"message\":\"Transaction cancelled: maximum "
                               "execution time exceeded\",\"detail\":\"x\"},\"status\":"
                               "\"failure\"}",
                               &doc, &err),
                      SN_E_TIMEOUT);
-    assert_int_equal(s_decode(500, JSON_TYPE, "not json at all", &doc, &err), SN_E_UNAVAILABLE);
+    assert_int_equal(s_decode(500, s_json_type, "not json at all", &doc, &err), SN_E_UNAVAILABLE);
     assert_string_equal(err.message, "HTTP 500 from ServiceNow");
     assert_int_equal(s_decode(302, "", NULL, &doc, &err), SN_E_CONFIG);
-    assert_int_equal(s_decode(405, JSON_TYPE, "{}", &doc, &err), SN_E_BAD_REQUEST);
+    assert_int_equal(s_decode(405, s_json_type, "{}", &doc, &err), SN_E_BAD_REQUEST);
     //  The token endpoint's own shape
     assert_int_equal(s_decode(401, "application/json",
                               "{\"error_description\":\"access_denied\",\"error\":"
@@ -276,7 +276,7 @@ static void test_response_error_envelopes_map_to_codes(void **state)
 static void test_response_429_carries_retry_after(void **state)
 {
     (void)state;
-    sn_response_t resp = s_resp(429, JSON_TYPE,
+    sn_response_t resp = s_resp(429, s_json_type,
                                 "{\"error\":{\"message\":\"Rate limit exceeded\",\"detail\":"
                                 "\"Rate limit of 100 requests per hour for Table API exceeded\"},"
                                 "\"status\":\"failure\"}");
