@@ -73,4 +73,17 @@ void ts_cli_print_usage(const char *prog, const ts_cli_command_t *command,
 //  Prints command as one line of a program's list of commands.
 void ts_cli_print_entry(const ts_cli_command_t *command, FILE *out);
 
+//  The two options every program has, as entries of an option table over
+//  the struct T, whose bool members help and version they set.
+#define TS_CLI_STANDARD_OPTIONS(T)                                                                 \
+    {.key = "help",                                                                                \
+     .kind = TS_CONFIG_SWITCH,                                                                     \
+     .offset = offsetof(T, help),                                                                  \
+     .letter = 'h',                                                                                \
+     .help = "print the usage of the program, or of the command"},                                 \
+    {                                                                                              \
+        .key = "version", .kind = TS_CONFIG_SWITCH, .offset = offsetof(T, version),                \
+        .help = "print the version"                                                                \
+    }
+
 #endif

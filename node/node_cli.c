@@ -35,15 +35,7 @@ static const ts_config_key_t s_option_keys[] = {
      .offset = OPTION(config),
      .arg = "FILE",
      .help = "configuration file (default: $TWINSYNC_CONFIG, else /etc/twinsync/ROLE.ini)"},
-    {.key = "help",
-     .kind = TS_CONFIG_SWITCH,
-     .offset = OPTION(help),
-     .letter = 'h',
-     .help = "print the usage of the program, or of the command"},
-    {.key = "version",
-     .kind = TS_CONFIG_SWITCH,
-     .offset = OPTION(version),
-     .help = "print the version"},
+    TS_CLI_STANDARD_OPTIONS(node_cli_options_t),
     {.key = "json",
      .kind = TS_CONFIG_SWITCH,
      .offset = OPTION(json),
@@ -239,67 +231,67 @@ int node_cli_show(const node_cli_t *cli, const node_admin_conn_t *info, const ch
     return TS_EXIT_OK;
 }
 
-static int s_cmd_show(node_cli_t *cli)
+//  Opens the state and reads the connection named by the first argument
+//  into *info. Returns TS_EXIT_OK, or the exit status of the failure (said).
+static int s_open_conn(node_cli_t *cli, node_admin_conn_t *info)
 {
     int status = node_cli_open(cli);
     if (status)
         return status;
-    node_admin_conn_t info;
     char err[512];
-    if (node_admin_conn_get(cli->admin, cli->args[0], &info, err, sizeof err))
+    if (node_admin_conn_get(cli->admin, cli->args[0], info, err, sizeof err))
         return node_cli_fail(cli, "%s", err);
+    return TS_EXIT_OK;
+}
+
+static int s_cmd_show(node_cli_t *cli)
+{
+    node_admin_conn_t info;
+    int status = s_open_conn(cli, &info);
+    if (status)
+        return status;
     return node_cli_show(cli, &info, NULL);
 }
 
-//  Prints what a change of status (or a delete) left: conn, now status.
-static int s_status_changed(const node_cli_t *cli, const node_conn_t *conn, const char *status,
-                            const char *text)
+//  A node_admin operation on one connection that reports what it left.
+typedef int(s_conn_op_fn)(node_admin_t *admin, const char *id_or_name, node_conn_t *conn, char *err,
+                          size_t errlen);
+
+//  Runs op on the connection named by the first argument, then prints what
+//  it left: the connection and its status now (text says it for a person).
+static int s_conn_op(node_cli_t *cli, s_conn_op_fn *op, const char *status, const char *text)
 {
+    int rc = node_cli_open(cli);
+    if (rc)
+        return rc;
+    node_conn_t conn;
+    char err[512];
+    if (op(cli->admin, cli->args[0], &conn, err, sizeof err))
+        return node_cli_fail(cli, "%s", err);
     if (cli->opts.json)
         return node_cli_json_out(
-            json_pack("{s:s,s:s,s:s}", "id", conn->id, "name", conn->name, "status", status));
-    printf("connection %s %s\n", conn->name, text);
+            json_pack("{s:s,s:s,s:s}", "id", conn.id, "name", conn.name, "status", status));
+    printf("connection %s %s\n", conn.name, text);
     return TS_EXIT_OK;
 }
 
 static int s_cmd_deactivate(node_cli_t *cli)
 {
-    int status = node_cli_open(cli);
-    if (status)
-        return status;
-    node_conn_t conn;
-    char err[512];
-    if (node_admin_conn_deactivate(cli->admin, cli->args[0], &conn, err, sizeof err))
-        return node_cli_fail(cli, "%s", err);
-    return s_status_changed(cli, &conn, "deactivated",
-                            "is deactivated (local changes wait and are sent on activation; "
-                            "nothing is applied)");
+    return s_conn_op(cli, node_admin_conn_deactivate, "deactivated",
+                     "is deactivated (local changes wait and are sent on activation; nothing "
+                     "is applied)");
 }
 
 static int s_cmd_activate(node_cli_t *cli)
 {
-    int status = node_cli_open(cli);
-    if (status)
-        return status;
-    node_conn_t conn;
-    char err[512];
-    if (node_admin_conn_activate(cli->admin, cli->args[0], &conn, err, sizeof err))
-        return node_cli_fail(cli, "%s", err);
-    return s_status_changed(cli, &conn, "active", "is active");
+    return s_conn_op(cli, node_admin_conn_activate, "active", "is active");
 }
 
 static int s_cmd_delete(node_cli_t *cli)
 {
-    int status = node_cli_open(cli);
-    if (status)
-        return status;
-    node_conn_t conn;
-    char err[512];
-    if (node_admin_conn_delete(cli->admin, cli->args[0], &conn, err, sizeof err))
-        return node_cli_fail(cli, "%s", err);
-    return s_status_changed(cli, &conn, "deleted",
-                            "deleted (its twins' data stays in ServiceNow; the other side keeps "
-                            "its own copy of the connection)");
+    return s_conn_op(cli, node_admin_conn_delete, "deleted",
+                     "deleted (its twins' data stays in ServiceNow; the other side keeps its own "
+                     "copy of the connection)");
 }
 
 static int s_cmd_trigger_set(node_cli_t *cli)
@@ -411,13 +403,10 @@ static int s_cmd_twins(node_cli_t *cli)
 
 static int s_cmd_queue(node_cli_t *cli)
 {
-    int status = node_cli_open(cli);
+    node_admin_conn_t info;
+    int status = s_open_conn(cli, &info);
     if (status)
         return status;
-    node_admin_conn_t info;
-    char err[512];
-    if (node_admin_conn_get(cli->admin, cli->args[0], &info, err, sizeof err))
-        return node_cli_fail(cli, "%s", err);
     const node_conn_t *conn = &info.conn;
     uint64_t last = conn->next_out_seq ? conn->next_out_seq - 1 : 0;
     if (cli->opts.json)

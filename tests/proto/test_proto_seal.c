@@ -169,15 +169,22 @@ static void s_refused(proto_seal_t *seal, proto_dir_t dir, uint64_t seq, const u
     proto_buf_release(&opened);
 }
 
+//  The sample payload sealed by seal as (public->private, 5) into *sealed
+//  (initialised here; the caller releases it).
+static void s_sample(proto_seal_t *seal, proto_buf_t *sealed)
+{
+    proto_buf_init(sealed);
+    assert_int_equal(proto_seal_box(seal, PROTO_DIR_PUB_TO_PRIV, 5, (const uint8_t *)s_plain,
+                                    strlen(s_plain), sealed),
+                     PROTO_OK);
+}
+
 static void test_every_flipped_bit_refused(void **state)
 {
     (void)state;
     proto_seal_t *seal = s_sealer();
     proto_buf_t sealed;
-    proto_buf_init(&sealed);
-    assert_int_equal(proto_seal_box(seal, PROTO_DIR_PUB_TO_PRIV, 5, (const uint8_t *)s_plain,
-                                    strlen(s_plain), &sealed),
-                     PROTO_OK);
+    s_sample(seal, &sealed);
     uint8_t *copy = malloc(sealed.size);
     for (size_t bit = 0; bit < sealed.size * 8; bit++) {
         memcpy(copy, sealed.data, sealed.size);
@@ -201,10 +208,7 @@ static void test_wrong_context_refused(void **state)
     (void)state;
     proto_seal_t *seal = s_sealer();
     proto_buf_t sealed;
-    proto_buf_init(&sealed);
-    assert_int_equal(proto_seal_box(seal, PROTO_DIR_PUB_TO_PRIV, 5, (const uint8_t *)s_plain,
-                                    strlen(s_plain), &sealed),
-                     PROTO_OK);
+    s_sample(seal, &sealed);
     //  Swapped direction (a reflected payload).
     s_refused(seal, PROTO_DIR_PRIV_TO_PUB, 5, sealed.data, sealed.size);
     //  Another sequence: replayed as a later one, or reordered as an earlier one.
