@@ -65,6 +65,9 @@ static const char *s_schema =
     " seq INTEGER NOT NULL DEFAULT 0, origin TEXT NOT NULL, code TEXT NOT NULL,"
     " message TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
     " retries INTEGER NOT NULL DEFAULT 0, retry_requested INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS applied("
+    " conn TEXT NOT NULL, seq INTEGER NOT NULL, digest BLOB NOT NULL,"
+    " PRIMARY KEY(conn, seq)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS requests("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, conn TEXT NOT NULL, kind INTEGER NOT NULL,"
     " arg TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '',"
@@ -522,8 +525,8 @@ int node_state_conn_list(node_state_t *self, node_conn_t **list_p, size_t *count
 
 int node_state_conn_delete(node_state_t *self, const char *id)
 {
-    static const char *const tables[] = {"twins",   "comments", "outbox",   "intents",
-                                         "blocked", "errors",   "requests", NULL};
+    static const char *const tables[] = {"twins",  "comments", "outbox",  "intents", "blocked",
+                                         "errors", "requests", "applied", NULL};
     bool own = sqlite3_get_autocommit(self->db) != 0;
     if (own && node_state_begin(self))
         return -1;
@@ -603,6 +606,36 @@ int node_state_conn_set_applied(node_state_t *self, const char *id, uint64_t seq
                              "UPDATE connections SET applied_in_seq = max(applied_in_seq, ?)"
                              " WHERE id = ?",
                              "it", (int64_t)seq, id));
+}
+
+int node_state_applied_put(node_state_t *self, const char *conn, uint64_t seq,
+                           const uint8_t digest[NODE_DIGEST_SIZE])
+{
+    if (s_exec(self, "INSERT OR REPLACE INTO applied(conn, seq, digest) VALUES (?, ?, ?)", "tib",
+               conn, (int64_t)seq, digest, (size_t)NODE_DIGEST_SIZE) < 0)
+        return -1;
+    //  Only the recent ones can be delivered again
+    return s_exec(self, "DELETE FROM applied WHERE conn = ? AND seq <= ?", "ti", conn,
+                  (int64_t)seq - NODE_APPLIED_KEPT) < 0
+               ? -1
+               : 0;
+}
+
+int node_state_applied_get(node_state_t *self, const char *conn, uint64_t seq,
+                           uint8_t digest[NODE_DIGEST_SIZE])
+{
+    sqlite3_stmt *stmt = s_prepare(self, "SELECT digest FROM applied WHERE conn = ? AND seq = ?",
+                                   "ti", conn, (int64_t)seq);
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return rc;
+    int ok = sqlite3_column_bytes(stmt, 0) == NODE_DIGEST_SIZE;
+    if (ok)
+        memcpy(digest, sqlite3_column_blob(stmt, 0), NODE_DIGEST_SIZE);
+    sqlite3_finalize(stmt);
+    return ok ? 0 : 1;
 }
 
 int node_state_conn_take_seq(node_state_t *self, const char *id, uint64_t *seq)

@@ -210,6 +210,20 @@ int node_state_conn_set_cursor(node_state_t *self, const char *id, const char *c
                                int64_t last_poll_at);
 int node_state_conn_set_stored(node_state_t *self, const char *id, uint64_t seq);
 int node_state_conn_set_applied(node_state_t *self, const char *id, uint64_t seq);
+
+#define NODE_DIGEST_SIZE  32   //  SHA-256 of a sealed inbound payload
+#define NODE_APPLIED_KEPT 4096 //  Applied inbound digests kept per connection
+
+//  Records that inbound seq of conn, whose sealed bytes have SHA-256 digest,
+//  was applied; forgets digests more than NODE_APPLIED_KEPT below it (only
+//  recent messages can be delivered again). 0 or -1.
+int node_state_applied_put(node_state_t *self, const char *conn, uint64_t seq,
+                           const uint8_t digest[NODE_DIGEST_SIZE]);
+
+//  The digest recorded for applied inbound seq of conn: 0 found, 1 not
+//  (never recorded, or forgotten), -1 on a failure.
+int node_state_applied_get(node_state_t *self, const char *conn, uint64_t seq,
+                           uint8_t digest[NODE_DIGEST_SIZE]);
 //  Raises the next outbound sequence of id to at least next (never lowers it).
 int node_state_conn_set_next_min(node_state_t *self, const char *id, uint64_t next);
 

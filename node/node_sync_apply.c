@@ -15,6 +15,9 @@
 */
 #include "node_sync_impl.h"
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,7 +243,9 @@ static proto_receipt_code_t s_receipt_code(sn_err_code_t code)
 static node_sync_rc_t s_finish(node_sync_t *self, const char *conn, uint64_t seq, int body_rc)
 {
     if (body_rc || node_state_intent_remove(self->state, conn, seq) ||
-        node_state_conn_set_applied(self->state, conn, seq) < 0 || node_state_commit(self->state))
+        node_state_conn_set_applied(self->state, conn, seq) < 0 ||
+        node_state_applied_put(self->state, conn, seq, self->digest) ||
+        node_state_commit(self->state))
         return node_sync_fatal(self, "apply");
     return NODE_SYNC_OK;
 }
@@ -483,6 +488,30 @@ static node_sync_rc_t s_apply_sync(node_sync_t *self, const node_conn_t *conn, n
     return rc;
 }
 
+//  A message at or below the applied position: delivered again after a
+//  reconnect (the same bytes as the one applied: nothing to do), or another
+//  message under a sequence already used — the broker's state was restored
+//  from an older backup, or the broker is not honest. That one is never
+//  dropped silently: it is reported, not applied.
+static node_sync_rc_t s_applied_before(node_sync_t *self, const node_conn_t *conn, uint64_t seq)
+{
+    uint8_t known[NODE_DIGEST_SIZE];
+    int found = node_state_applied_get(self->state, conn->id, seq, known);
+    if (found < 0)
+        return node_sync_fatal(self, "apply");
+    if (found == 0 && CRYPTO_memcmp(known, self->digest, NODE_DIGEST_SIZE) == 0)
+        return NODE_SYNC_OK;
+    return s_reject(self, conn->id, seq, "seq_reused",
+                    found == 0
+                        ? "delivered under a sequence already applied here, with other contents: "
+                          "the broker's state was restored from an older backup, or the broker "
+                          "is not honest; not applied (the record's next change carries it "
+                          "whole again; check its comments)"
+                        : "delivered under a sequence applied here too long ago to compare: "
+                          "the broker's state was restored from an older backup, or the broker "
+                          "is not honest; not applied");
+}
+
 node_sync_rc_t node_sync_apply(node_sync_t *self, const char *conn_id, uint64_t seq,
                                const uint8_t *sealed, size_t size)
 {
@@ -490,8 +519,10 @@ node_sync_rc_t node_sync_apply(node_sync_t *self, const char *conn_id, uint64_t 
     int found = node_state_conn_get(self->state, conn_id, &conn);
     if (found)
         return found < 0 ? node_sync_fatal(self, "apply") : NODE_SYNC_OK; //  deleted: drop
+    if (!SHA256(sealed, size, self->digest))
+        return node_sync_fatal(self, "digest");
     if (seq <= conn.applied_in_seq)
-        return NODE_SYNC_OK; //  delivered again after a reconnect: already applied
+        return s_applied_before(self, &conn, seq);
     if (conn.status != NODE_CONN_ACTIVE || seq > conn.applied_in_seq + 1)
         return NODE_SYNC_HOLD; //  paused, or strictly in order
     node_sync_ctx_t *ctx = node_sync_ctx(self, conn.id);

@@ -24,14 +24,15 @@ typedef struct {
 } node_sync_ctx_t;
 
 struct node_sync {
-    node_state_t *state;  //  Not owned
-    sn_client_t *sn;      //  Not owned
-    char *state_dir;      //  Owned copy
-    char *instance;       //  Owned copy
-    char *sync_user;      //  Owned copy
-    int lookback_s;       //  Poll look-back
-    node_sync_ctx_t *ctx; //  Per-connection memory, owned
-    size_t ctx_count;     //  Entries in ctx
+    node_state_t *state;              //  Not owned
+    sn_client_t *sn;                  //  Not owned
+    char *state_dir;                  //  Owned copy
+    char *instance;                   //  Owned copy
+    char *sync_user;                  //  Owned copy
+    int lookback_s;                   //  Poll look-back
+    node_sync_ctx_t *ctx;             //  Per-connection memory, owned
+    size_t ctx_count;                 //  Entries in ctx
+    uint8_t digest[NODE_DIGEST_SIZE]; //  SHA-256 of the inbound payload being applied
 };
 
 int64_t node_sync_now_ms(void);

@@ -669,6 +669,44 @@ static void test_bad_seal_rejected_and_reported(void **state)
     json_decref(a);
 }
 
+//  A broker restored from an older backup (or one that lies) delivers a new
+//  message under a sequence this node applied already: not applied, and
+//  reported, never dropped silently; the same message delivered again after
+//  a reconnect stays a quiet no-op.
+static void test_new_message_under_an_applied_seq_is_reported(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"first\",\"urgency\":\"1\"}");
+    assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+    static uint8_t first[65536], other[65536];
+    assert_int_equal(node_state_outbox_each(w->pub.state, S_CONN, 0, 1, s_grab, first), 0);
+    uint64_t seq;
+    size_t size;
+    memcpy(&seq, first, sizeof seq);
+    memcpy(&size, first + 8, sizeof size);
+    assert_int_equal(node_sync_apply(w->priv.sync, S_CONN, seq, first + 16, size), NODE_SYNC_OK);
+    //  Delivered again, same bytes: nothing to say
+    assert_int_equal(node_sync_apply(w->priv.sync, S_CONN, seq, first + 16, size), NODE_SYNC_OK);
+    node_error_t *list;
+    size_t count;
+    assert_int_equal(node_state_error_list(w->priv.state, NULL, &list, &count), 0);
+    assert_int_equal(count, 0);
+    free(list);
+    //  Other bytes under the sequence already applied (the broker's queue
+    //  was rolled back and the sender sealed something else as seq)
+    memcpy(other, first, 16 + size);
+    other[16 + size / 2] ^= 1;
+    assert_int_equal(node_sync_apply(w->priv.sync, S_CONN, seq, other + 16, size),
+                     NODE_SYNC_REFUSED);
+    assert_int_equal(node_state_error_list(w->priv.state, NULL, &list, &count), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(list[0].code, "seq_reused");
+    assert_int_equal(list[0].seq, seq);
+    assert_non_null(strstr(list[0].message, "restored from an older backup"));
+    free(list);
+    json_decref(a);
+}
+
 static void test_crash_between_write_and_commit_applies_once(void **state)
 {
     s_world_t *w = *state;
@@ -775,6 +813,8 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_rate_limit_and_outage_delay_only, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_seal_rejected_and_reported, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_new_message_under_an_applied_seq_is_reported, s_setup,
+                                        s_teardown),
         cmocka_unit_test_setup_teardown(test_crash_between_write_and_commit_applies_once, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_receipt_naming_a_taken_twin_is_an_error_not_a_stop,
