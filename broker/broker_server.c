@@ -1,6 +1,7 @@
 /*  broker_server.c: sockets and the main loop of twinsync-broker (see
     broker_server.h). Everything about the protocol is in broker_core.c;
-    this file moves frames between ZeroMQ and the core.
+    this file moves frames between ZeroMQ and the core, each with the CURVE
+    key and network address ZeroMQ tells for it.
 */
 #include "broker_server.h"
 
@@ -97,7 +98,11 @@ static int s_setopt_int(void *socket, int option, int value)
 }
 
 //  Makes the ROUTER socket: CURVE server with our secret key, ZAP domain,
-//  mandatory routing, handover, frame limit; binds it.
+//  mandatory routing, frame limit; binds it. No ZMQ_ROUTER_HANDOVER: with it
+//  a newcomer naming an existing routing id took that pipe over, and anyone
+//  holding the broker's public key and a node's name could cut the node
+//  off. ZeroMQ gives each pipe its own routing id instead, and the core
+//  binds sessions to CURVE keys (broker_core.h).
 static int s_bind_router(broker_server_t *self, const broker_keys_t *keys, char *err, size_t errlen)
 {
     const broker_config_t *config = self->config;
@@ -111,7 +116,6 @@ static int s_bind_router(broker_server_t *self, const broker_keys_t *keys, char 
               zmq_setsockopt(self->router, ZMQ_CURVE_SECRETKEY, keys->secret_z85, 40) == 0 &&
               zmq_setsockopt(self->router, ZMQ_ZAP_DOMAIN, ZAP_DOMAIN, strlen(ZAP_DOMAIN)) == 0 &&
               s_setopt_int(self->router, ZMQ_ROUTER_MANDATORY, 1) == 0 &&
-              s_setopt_int(self->router, ZMQ_ROUTER_HANDOVER, 1) == 0 &&
               zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame) == 0 &&
               s_setopt_int(self->router, ZMQ_SNDHWM, PEER_HWM) == 0 &&
               s_setopt_int(self->router, ZMQ_RCVHWM, PEER_HWM) == 0 &&
@@ -256,9 +260,14 @@ static int s_read_one(broker_server_t *self, int64_t now_ms)
         zmq_msg_close(&extra);
         broker_core_reject(self->core, BROKER_REJECT_MULTIPART, "message of several frames");
     } else {
-        const char *user_id = zmq_msg_gets(&data, "User-Id");
-        if (broker_core_handle(self->core, zmq_msg_data(&rid), zmq_msg_size(&rid), user_id,
-                               zmq_msg_data(&data), zmq_msg_size(&data), now_ms) != 0)
+        broker_sender_t from = {
+            .rid = zmq_msg_data(&rid),
+            .rid_size = zmq_msg_size(&rid),
+            .key = zmq_msg_gets(&data, "User-Id"),          //  ZAP answers the client key
+            .address = zmq_msg_gets(&data, "Peer-Address"), //  NULL on transports without one
+        };
+        if (broker_core_handle(self->core, &from, zmq_msg_data(&data), zmq_msg_size(&data),
+                               now_ms) != 0)
             result = -1;
     }
     zmq_msg_close(&data);

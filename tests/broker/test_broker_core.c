@@ -10,7 +10,10 @@
     - pipelined commit (broker_core_pump): while a commit's WAL sync runs,
       the next batches are taken in, but nothing of them or of the syncing
       commit (STORED, DELIVER) leaves before its own sync returned;
-    - a routing id taken over by another key ends the old session;
+    - sessions are bound to keys: a frame of another key on a session's
+      routing id is refused and never ends the session, however often it
+      comes; the same key's HELLO from a new routing id (a restarted node)
+      replaces its session at once;
     - heartbeats: idle peers are pinged, silent ones dropped;
     - a restart restores connections, bindings and queues from the store.
 */
@@ -477,27 +480,112 @@ static void test_idle_commit_synced_here(void **state)
     core_rig_destroy(&rig);
 }
 
+//  Another key on the private node's routing id (what ZMQ_ROUTER_HANDOVER
+//  allowed anyone knowing a node's name): refused and counted, and the
+//  private node's session stays, still served. Before issue 12 the frame
+//  ended the session (reason routing_id_taken, peer count 1).
 static void test_routing_id_taken_by_other_key(void **state)
 {
     core_rig_t *rig = *state;
     s_joined_pair(rig);
-    //  A frame with the private node's routing id but another key.
     proto_msg_t ping;
     proto_msg_init(&ping, PROTO_PING);
-    proto_buf_t buf;
-    proto_buf_init(&buf);
-    assert_int_equal(proto_msg_encode(&ping, NULL, &buf, NULL), PROTO_OK);
-    assert_int_equal(broker_core_handle(rig->core, rig->rids[RIG_PRIVATE],
-                                        sizeof rig->rids[RIG_PRIVATE], rig->keys[RIG_STRANGER],
-                                        buf.data, buf.size, rig->now_ms),
-                     0);
-    proto_buf_release(&buf);
+    assert_int_equal(core_rig_send_as(rig, RIG_PRIVATE, RIG_STRANGER, &ping), 0);
     assert_int_equal(core_rig_flush(rig), 0);
     const proto_msg_t *error = core_rig_find(rig, RIG_PRIVATE, PROTO_ERROR, 0);
-    assert_non_null(error);
+    assert_non_null(error); //  the answer goes to whoever sent on that routing id
     assert_int_equal(error->error.code, 401);
-    assert_int_equal(broker_core_peer_count(rig->core), 1);
+    assert_int_equal(broker_core_peer_count(rig->core), 2);
     assert_int_equal(broker_core_metrics(rig->core)->rejected[BROKER_REJECT_KEY_MISMATCH], 1);
+    core_rig_clear(rig);
+    s_publish(rig, RIG_PUBLIC, 1);
+    assert_int_equal(core_rig_flush(rig), 0);
+    s_assert_only_delivered(rig, 1);
+}
+
+//  The eviction attack of issue 12, on the bench: for 30 s of the core's
+//  clock a stranger sends HELLO (as node "priv", role private) and PING
+//  every 0.5 s, both on the private node's routing id and on its own,
+//  while the pair keeps talking. The private node's session is never
+//  ended and never replaced, and every message published meanwhile is
+//  delivered to it.
+static void test_impostor_never_ends_a_session(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    proto_msg_t hello, ping, pong;
+    proto_msg_init(&hello, PROTO_HELLO);
+    hello.hello.node = "priv";
+    hello.hello.role = PROTO_ROLE_PRIVATE;
+    proto_msg_init(&ping, PROTO_PING);
+    proto_msg_init(&pong, PROTO_PONG);
+    uint64_t seq = 0;
+    size_t delivered = 0, stranger_welcomed = 0;
+    for (int round = 0; round < 60; round++) {
+        rig->now_ms += 500;
+        assert_int_equal(core_rig_send_as(rig, RIG_PRIVATE, RIG_STRANGER, &hello), 0);
+        assert_int_equal(core_rig_send_as(rig, RIG_PRIVATE, RIG_STRANGER, &ping), 0);
+        assert_int_equal(core_rig_send(rig, RIG_STRANGER, &hello), 0);
+        assert_int_equal(core_rig_send(rig, RIG_STRANGER, &ping), 0);
+        s_publish(rig, RIG_PUBLIC, ++seq);
+        assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &pong), 0); //  the node's heartbeat
+        assert_int_equal(core_rig_send(rig, RIG_PUBLIC, &pong), 0);
+        assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+        //  Nothing the private node could take for its own session's end.
+        assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_WELCOME), 0);
+        for (size_t i = 0; i < core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER); i++) {
+            const proto_msg_t *d = core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, i);
+            assert_int_equal(d->deliver.seq, ++delivered);
+            s_consumed(rig, RIG_PRIVATE, d->deliver.seq);
+        }
+        stranger_welcomed += core_rig_count(rig, RIG_STRANGER, PROTO_WELCOME);
+        assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_ERROR), 0);
+        core_rig_clear(rig);
+    }
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(delivered, seq);
+    assert_true(stranger_welcomed >= 1); //  a session of its own key, never the node's
+    broker_metrics_t *metrics = broker_core_metrics(rig->core);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_KEY_MISMATCH], 120);
+    //  The private node's session is the one of its JOIN: still bound to c1.
+    s_publish(rig, RIG_PRIVATE, 1);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_STORED), 1);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_DELIVER), 1);
+}
+
+//  A node that restarted comes back on a new socket (a new routing id) with
+//  its key. Anything but HELLO from there is told to say HELLO, and leaves
+//  the old session alone; its HELLO replaces the old session at once (no
+//  wait for it to fall silent), and what was not consumed goes to the new
+//  routing id.
+static void test_same_key_new_socket_replaces_session(void **state)
+{
+    core_rig_t *rig = *state;
+    s_delivered_pair(rig, 2);
+    uint8_t old_rid[8];
+    memcpy(old_rid, rig->rids[RIG_PRIVATE], sizeof old_rid);
+    core_rig_reconnect(rig, RIG_PRIVATE);
+
+    proto_msg_t ping;
+    proto_msg_init(&ping, PROTO_PING);
+    assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &ping), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_ERROR, 0)->error.code, 401);
+    assert_int_equal(broker_core_peer_count(rig->core), 2);
+    core_rig_clear(rig);
+
+    s_hello_conns(rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE, true);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_WELCOME), 1);
+    assert_int_equal(broker_core_peer_count(rig->core), 2); //  replaced, not added
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 2);
+    core_rig_clear(rig);
+    s_publish(rig, RIG_PUBLIC, 3);
+    assert_int_equal(core_rig_flush(rig), 0);
+    s_assert_only_delivered(rig, 3);
+    assert_int_equal(core_rig_count_rid(rig, old_rid, sizeof old_rid, PROTO_DELIVER), 0);
+    assert_int_equal(broker_core_metrics(rig->core)->rejected[BROKER_REJECT_KEY_MISMATCH], 0);
 }
 
 static void test_heartbeats(void **state)
@@ -755,9 +843,9 @@ static void test_garbage_answered_and_counted(void **state)
     core_rig_t *rig = *state;
     assert_int_equal(core_rig_raw(rig, RIG_STRANGER, "\x81\xa1v\x01", 4), 0);
     assert_int_equal(core_rig_raw(rig, RIG_STRANGER, "", 0), 0);
-    assert_int_equal(
-        broker_core_handle(rig->core, rig->rids[0], 8, NULL, (const uint8_t *)"x", 1, rig->now_ms),
-        0);
+    broker_sender_t keyless = {rig->rids[0], 8, NULL, NULL};
+    assert_int_equal(broker_core_handle(rig->core, &keyless, (const uint8_t *)"x", 1, rig->now_ms),
+                     0);
     assert_int_equal(core_rig_flush(rig), 0);
     assert_int_equal(core_rig_count(rig, RIG_STRANGER, PROTO_ERROR), 2);
     broker_metrics_t *metrics = broker_core_metrics(rig->core);
@@ -783,6 +871,9 @@ int main(void)
         cmocka_unit_test_teardown(test_pipeline_sync_error_is_fatal, s_release_sync),
         cmocka_unit_test_teardown(test_idle_commit_synced_here, s_release_sync),
         cmocka_unit_test_setup_teardown(test_routing_id_taken_by_other_key, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_impostor_never_ends_a_session, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_same_key_new_socket_replaces_session, s_setup,
+                                        s_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeats, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_restart_restores, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_answered_and_counted, s_setup, s_teardown),
