@@ -7,7 +7,9 @@
               belongs to a session only when key and routing id both match:
               a newer HELLO of the same key (from any routing id) replaces
               the older session, whose deliveries are then made again; a
-              frame of another key never touches it.
+              frame of another key never touches it. Guests (keys bound to
+              no connection) are sessions too, with their own budget and a
+              grace after which they end (see s_on_hello).
       conns   an array of connections (conn_t *), loaded from the store at
               start. Each has two queues, indexed by direction; queue d is
               published by side d and received by side 1 - d, where side 0
@@ -63,6 +65,8 @@ typedef struct {
     char address[ADDRESS_MAX];   //  Network address it came from ("" when unknown)
     char node[PROTO_MAX_ID + 1]; //  Node id from HELLO
     int side;                    //  SIDE_PUBLIC or SIDE_PRIVATE
+    bool guest;                  //  Key bound to no connection: HELLO, JOIN, PING only
+    int64_t since_ms;            //  When its HELLO came (a guest's grace runs from it)
     uint32_t credit;             //  Delivery window the node asked for
     uint32_t batch;              //  Most messages per DELIVER it takes (HELLO.batch, >= 1)
     int64_t last_seen_ms;        //  Last frame received
@@ -496,6 +500,14 @@ size_t broker_core_peer_count(const broker_core_t *self)
     return self->peers_count;
 }
 
+size_t broker_core_guest_count(const broker_core_t *self)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < self->peers_count; i++)
+        count += self->peers[i]->guest;
+    return count;
+}
+
 //  ---------------------------------------------------------------------
 //  Peers
 
@@ -540,8 +552,8 @@ static void s_peer_drop(broker_core_t *self, peer_t *peer, const char *why, int6
     char rid[40];
     ts_log_limited(
         &self->session_log, TS_LOG_INFO, "peer disconnected",
-        "node=%s role=%s key=%s address=%s rid=%s reason=%s idle_ms=%" PRId64, peer->node,
-        s_side_name(peer->side), peer->key, *peer->address ? peer->address : "-",
+        "node=%s role=%s key=%s guest=%d address=%s rid=%s reason=%s idle_ms=%" PRId64, peer->node,
+        s_side_name(peer->side), peer->key, (int)peer->guest, *peer->address ? peer->address : "-",
         s_rid_text(peer->rid, peer->rid_size, rid, sizeof rid), why, now_ms - peer->last_seen_ms);
     for (size_t i = 0; i < self->peers_count; i++) {
         if (self->peers[i] == peer) {
@@ -743,7 +755,7 @@ static void s_remind_joined(broker_core_t *self, const peer_t *peer, const proto
 
 //  Makes a session for a HELLO of from and adds it to the peers. Returns
 //  it, or NULL when out of memory.
-static peer_t *s_peer_new(broker_core_t *self, const broker_sender_t *from,
+static peer_t *s_peer_new(broker_core_t *self, const broker_sender_t *from, bool guest,
                           const proto_hello_t *hello, int64_t now_ms)
 {
     if (!s_grow((void **)&self->peers, &self->peers_cap, self->peers_count, sizeof(peer_t *)))
@@ -755,6 +767,8 @@ static peer_t *s_peer_new(broker_core_t *self, const broker_sender_t *from,
     peer->rid_size = from->rid_size;
     snprintf(peer->key, sizeof peer->key, "%s", from->key);
     snprintf(peer->address, sizeof peer->address, "%s", from->address ? from->address : "");
+    peer->guest = guest;
+    peer->since_ms = now_ms;
     snprintf(peer->node, sizeof peer->node, "%s", hello->node ? hello->node : "");
     peer->side = hello->role == PROTO_ROLE_PUBLIC ? SIDE_PUBLIC : SIDE_PRIVATE;
     peer->credit = hello->credit ? hello->credit : 64;
@@ -786,6 +800,61 @@ static void s_welcome(broker_core_t *self, const peer_t *peer, const proto_hello
     free(behind);
 }
 
+//  True when key is the private node of a joined connection.
+static bool s_key_joined(const broker_core_t *self, const char *key)
+{
+    for (size_t i = 0; i < self->conns_count; i++) {
+        const conn_t *conn = self->conns[i];
+        if (conn->token_used && strcmp(conn->key[SIDE_PRIVATE], key) == 0)
+            return true;
+    }
+    return false;
+}
+
+//  Whether a new session may begin for from: a known key counts against
+//  max_peers, a guest against max_guests and max_guests_per_address (the
+//  guests' own budget, so that a flood of random keys never takes a known
+//  key's place). Refuses (ERROR 429, counted) and returns false when the
+//  budget is spent.
+static bool s_admit(broker_core_t *self, const broker_sender_t *from, bool guest)
+{
+    const char *address = from->address ? from->address : "";
+    size_t known = 0, guests = 0, here = 0;
+    for (size_t i = 0; i < self->peers_count; i++) {
+        const peer_t *peer = self->peers[i];
+        if (!peer->guest) {
+            known++;
+            continue;
+        }
+        guests++;
+        if (strcmp(peer->address, address) == 0)
+            here++;
+    }
+    if (!guest && known >= (size_t)self->config->max_peers) {
+        s_refuse(self, from->rid, from->rid_size, from->key, BROKER_REJECT_TOO_MANY_PEERS,
+                 PROTO_ERR_QUEUE_FULL, NULL, NULL,
+                 "broker has %zu sessions of known keys (max_peers); retry later", known);
+        return false;
+    }
+    if (guest && guests >= (size_t)self->config->max_guests) {
+        s_refuse(self, from->rid, from->rid_size, from->key, BROKER_REJECT_TOO_MANY_GUESTS,
+                 PROTO_ERR_QUEUE_FULL, NULL, NULL,
+                 "broker has %zu sessions of keys bound to no connection (max_guests); retry "
+                 "later",
+                 guests);
+        return false;
+    }
+    if (guest && here >= (size_t)self->config->max_guests_per_addr) {
+        s_refuse(self, from->rid, from->rid_size, from->key, BROKER_REJECT_GUESTS_ADDRESS,
+                 PROTO_ERR_QUEUE_FULL, NULL, NULL,
+                 "address %s has %zu sessions of keys bound to no connection "
+                 "(max_guests_per_address); retry later",
+                 *address ? address : "-", here);
+        return false;
+    }
+    return true;
+}
+
 static int s_on_hello(broker_core_t *self, const broker_sender_t *from, peer_t *peer,
                       const proto_hello_t *hello, int64_t now_ms)
 {
@@ -812,12 +881,10 @@ static int s_on_hello(broker_core_t *self, const broker_sender_t *from, peer_t *
     peer_t *same_key = s_peer_by_key(self, key);
     if (same_key)
         s_peer_drop(self, same_key, "replaced", now_ms);
-    if (self->peers_count >= (size_t)self->config->max_peers) {
-        s_refuse(self, rid, rid_size, key, BROKER_REJECT_TOO_MANY_PEERS, PROTO_ERR_QUEUE_FULL, NULL,
-                 NULL, "broker has %zu sessions (max_peers); retry later", self->peers_count);
+    bool guest = !listed && !s_key_joined(self, key);
+    if (!s_admit(self, from, guest))
         return 0;
-    }
-    peer = s_peer_new(self, from, hello, now_ms);
+    peer = s_peer_new(self, from, guest, hello, now_ms);
     if (!peer) {
         s_refuse(self, rid, rid_size, key, BROKER_REJECT_TOO_MANY_PEERS, PROTO_ERR_INTERNAL, NULL,
                  NULL, "broker out of memory; retry later");
@@ -827,11 +894,11 @@ static int s_on_hello(broker_core_t *self, const broker_sender_t *from, peer_t *
         return -1;
 
     char rid_text[40];
-    ts_log_limited(&self->session_log, TS_LOG_INFO, "peer connected",
-                   "node=%s role=%s key=%s address=%s rid=%s credit=%u conns=%zu", peer->node,
-                   s_side_name(peer->side), key, *peer->address ? peer->address : "-",
-                   s_rid_text(rid, rid_size, rid_text, sizeof rid_text), peer->credit,
-                   hello->conns_count);
+    ts_log_limited(
+        &self->session_log, TS_LOG_INFO, "peer connected",
+        "node=%s role=%s key=%s guest=%d address=%s rid=%s credit=%u conns=%zu", peer->node,
+        s_side_name(peer->side), key, (int)guest, *peer->address ? peer->address : "-",
+        s_rid_text(rid, rid_size, rid_text, sizeof rid_text), peer->credit, hello->conns_count);
     s_welcome(self, peer, hello);
     s_remind_joined(self, peer, hello);
     return 0;
@@ -963,6 +1030,7 @@ static int s_on_join(broker_core_t *self, peer_t *peer, const proto_join_t *join
         return 0;
     conn->token_used = true;
     conn->peer[SIDE_PRIVATE] = peer;
+    peer->guest = false; //  Its key is bound now: no grace, no guest budget
     peer->ready_batch = self->batch;
     conn->last_seen_ms[SIDE_PRIVATE] = now_ms;
     s_queue_rewind(self, &conn->queue[BROKER_DIR_TO_PRIVATE]);
@@ -1171,6 +1239,28 @@ static broker_reject_t s_decode_reason(proto_status_t status, proto_err_code_t *
     }
 }
 
+//  Refuses what a guest (a key bound to no connection) may not send:
+//  anything but HELLO, JOIN and PING (and the PONG and ERROR that answer
+//  the broker). PUBLISH and CONSUMED are refused as naming a connection the
+//  key is not bound to, whichever connection they name (so a guest cannot
+//  tell which connection ids exist); INVITE is left to its handler, which
+//  refuses it from any private-side key. Returns true when refused.
+static bool s_guest_refused(broker_core_t *self, const peer_t *peer, const proto_msg_t *msg)
+{
+    if (!peer->guest)
+        return false;
+    const proto_data_t *data = msg->type == PROTO_PUBLISH ? &msg->publish : NULL;
+    const proto_ack_t *ack = msg->type == PROTO_CONSUMED ? &msg->consumed : NULL;
+    if (!data && !ack)
+        return false;
+    const char *conn = data ? data->conn : ack->conn;
+    uint64_t seq = data ? data->seq : ack->seq;
+    s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_FOREIGN_CONN,
+             PROTO_ERR_FORBIDDEN, conn, &seq,
+             "key %s is bound to no connection: it may only HELLO, JOIN and PING", peer->key);
+    return true;
+}
+
 static int s_dispatch(broker_core_t *self, const broker_sender_t *from, peer_t *peer,
                       const proto_msg_t *msg, int64_t now_ms)
 {
@@ -1199,6 +1289,8 @@ static int s_dispatch(broker_core_t *self, const broker_sender_t *from, peer_t *
                  NULL, "unknown session (broker restarted?): send HELLO");
         return 0;
     }
+    if (s_guest_refused(self, peer, msg))
+        return 0;
     switch (msg->type) {
     case PROTO_PING: {
         proto_msg_t pong;
@@ -1711,6 +1803,13 @@ int broker_core_tick(broker_core_t *self, int64_t now_ms)
             s_peer_drop(self, peer, "silent", now_ms); //  peers[i] now holds another peer
             continue;
         }
+        if (peer->guest && now_ms - peer->since_ms >= self->config->guest_grace_ms) {
+            //  A key that did not bind itself by JOIN in time: its slot goes
+            //  back to the guests' budget (it may say HELLO again).
+            self->metrics.guests_expired++;
+            s_peer_drop(self, peer, "guest_grace", now_ms);
+            continue;
+        }
         i++;
         if (now_ms - peer->last_sent_ms < interval)
             continue;
@@ -1886,8 +1985,18 @@ static void s_write_broker_metrics(broker_core_t *self, proto_buf_t *out)
     broker_prom_sample(out, name, "state=\"pending\"", (double)(self->conns_count - joined));
     broker_prom_sample(out, name, "state=\"active\"", (double)joined);
     name = "twinsync_broker_peers";
-    broker_prom_family(out, name, "gauge", "Node sessions (peers that said HELLO and are alive).");
+    broker_prom_family(out, name, "gauge",
+                       "Node sessions (peers that said HELLO and are alive), guests included.");
     broker_prom_sample(out, name, NULL, (double)self->peers_count);
+    name = "twinsync_broker_guests";
+    broker_prom_family(out, name, "gauge",
+                       "Sessions of keys bound to no connection yet (guests: HELLO, JOIN, PING "
+                       "only, for guest_grace_ms).");
+    broker_prom_sample(out, name, NULL, (double)broker_core_guest_count(self));
+    name = "twinsync_broker_guests_expired_total";
+    broker_prom_family(out, name, "counter",
+                       "Guest sessions ended because guest_grace_ms passed without a JOIN.");
+    broker_prom_sample(out, name, NULL, (double)self->metrics.guests_expired);
     name = "twinsync_broker_replies_dropped_total";
     broker_prom_family(out, name, "counter",
                        "Replies not sent because the peer's queue was full (the node re-sends).");

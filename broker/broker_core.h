@@ -35,6 +35,12 @@
     another key is refused, key_mismatch); the same key's HELLO from a new
     routing id (a node that restarted or reconnected) replaces its own
     session at once.
+    Admission: a key bound to no connection (not a listed public key, not
+    the key of a joined private node) is a guest. A guest may HELLO, JOIN
+    and PING; its session ends guest_grace_ms after its HELLO unless a JOIN
+    bound its key; guests have a budget of their own (max_guests, and
+    max_guests_per_address per sender address), so that max_peers counts
+    known keys only and a flood of random keys never keeps a node out.
     Every refusal is counted by reason (broker_metrics_t) and logged with a
     rate limit.
 */
@@ -117,8 +123,8 @@ void broker_core_set_idle(broker_core_t *self, bool (*idle)(void *arg), void *ar
 bool broker_core_syncing(const broker_core_t *self);
 
 //  Heartbeats: PINGs idle peers, drops peers silent for liveness
-//  heartbeats (their deliveries will be made again), and commits what
-//  flush left uncommitted. Call at least every heartbeat_ms / 2. Returns
+//  heartbeats (their deliveries will be made again) and guests whose grace
+//  is over, and commits what flush left uncommitted. Call at least every heartbeat_ms / 2. Returns
 //  0, or -1 as broker_core_flush.
 int broker_core_tick(broker_core_t *self, int64_t now_ms);
 
@@ -137,7 +143,10 @@ broker_metrics_t *broker_core_metrics(broker_core_t *self);
 //  Why the last fatal failure happened.
 const char *broker_core_error(const broker_core_t *self);
 
-//  Number of live sessions.
+//  Number of live sessions, guests included.
 size_t broker_core_peer_count(const broker_core_t *self);
+
+//  Number of live guest sessions (keys bound to no connection).
+size_t broker_core_guest_count(const broker_core_t *self);
 
 #endif

@@ -8,6 +8,10 @@
     - A node that restarts (a new socket, the same key) gets in at once: its
       HELLO replaces its old session without waiting for the old one to
       fall silent, and what it had not consumed comes to the new socket.
+    - Guests (keys bound to no connection) draw from their own budget:
+      max_guests_per_address refuses the surplus from one address with 429,
+      counted by reason, while the known keys still get their sessions; a
+      guest's session ends guest_grace_ms after its HELLO.
     - The store's files are 0600 under umask 022.
 */
 #include <setjmp.h>
@@ -47,6 +51,13 @@ static int s_setup_with(void **state, const char *const *args)
 static int s_setup(void **state)
 {
     return s_setup_with(state, NULL);
+}
+
+static int s_setup_guests(void **state)
+{
+    static const char *const args[] = {
+        "--max-guests-per-address", "3", "--guest-grace-ms", "1000", "--heartbeat-ms", "200", NULL};
+    return s_setup_with(state, args);
 }
 
 static int s_teardown(void **state)
@@ -165,6 +176,49 @@ static void test_restarted_node_replaces_its_session_at_once(void **state)
     assert_int_equal(s_rejected(f, "key_mismatch"), 0);
 }
 
+static void test_guests_budget_and_grace(void **state)
+{
+    fixture_t *f = *state;
+    enum { STRANGERS = 5 };
+    th_client_t strangers[STRANGERS];
+    size_t welcomed = 0, refused = 0;
+    for (int i = 0; i < STRANGERS; i++) {
+        th_client_init(&strangers[i], &f->broker);
+        proto_msg_t reply;
+        th_hello_reply(&strangers[i], "stranger", PROTO_ROLE_PRIVATE, &reply);
+        if (reply.type == PROTO_WELCOME)
+            welcomed++;
+        else if (reply.type == PROTO_ERROR && reply.error.code == 429)
+            refused++;
+        proto_msg_clear(&reply);
+    }
+    assert_int_equal(welcomed, 3); //  max_guests_per_address, all from 127.0.0.1
+    assert_int_equal(refused, 2);
+    assert_int_equal(s_rejected(f, "too_many_guests_from_address"), 2);
+    assert_int_equal(th_metric(&f->broker, "twinsync_broker_guests", NULL), 3);
+
+    //  The known keys restart meanwhile and get in.
+    th_client_reconnect(&f->pair.pub);
+    th_client_reconnect(&f->pair.priv);
+    th_hello(&f->pair.pub, "node-public", PROTO_ROLE_PUBLIC, "conn-a", 0, 0);
+    th_hello(&f->pair.priv, "node-private", PROTO_ROLE_PRIVATE, "conn-a", 0, 0);
+
+    //  The guests keep pinging; their grace (1 s) ends anyway.
+    int64_t end = th_now_ms() + 1600;
+    while (th_now_ms() < end) {
+        for (int i = 0; i < STRANGERS; i++)
+            s_send_empty(&strangers[i], PROTO_PING);
+        th_sync(&f->pair.pub); //  and so do the nodes (heartbeat 200 ms here)
+        th_sync(&f->pair.priv);
+        usleep(100 * 1000);
+    }
+    assert_int_equal(th_metric(&f->broker, "twinsync_broker_guests", NULL), 0);
+    assert_true(th_metric(&f->broker, "twinsync_broker_guests_expired_total", NULL) >= 3);
+    assert_int_equal(th_metric(&f->broker, "twinsync_broker_peers", NULL), 2); //  the nodes'
+    for (int i = 0; i < STRANGERS; i++)
+        th_client_close(&strangers[i]);
+}
+
 //  The integration test's own umask is 022 (set in main) and the broker
 //  inherits it.
 static void test_store_files_private(void **state)
@@ -191,6 +245,7 @@ int main(int argc, char **argv)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_restarted_node_replaces_its_session_at_once, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_guests_budget_and_grace, s_setup_guests, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_files_private, s_setup, s_teardown),
     };
     return TH_MAIN(tests);
