@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -41,6 +42,7 @@ struct broker_server_t {
     char endpoint[512];            //  Endpoint bound (for unbind)
     char public_key[41];           //  Our CURVE public key (Z85)
     bool keys_created;             //  The key pair was made by this start
+    rlim_t fd_limit;               //  Open files allowed (raised to the hard limit at start)
 };
 
 //  Self-pipe: the signal handler writes a byte, the loop polls the read end.
@@ -136,6 +138,23 @@ static int s_bind_router(broker_server_t *self, const broker_keys_t *keys, char 
     return 0;
 }
 
+//  Raises the soft limit of open files to the hard limit: every peer's
+//  connection is a descriptor, and a flood of connections must not leave
+//  none for the nodes (nor for the store). Returns the soft limit in force.
+static rlim_t s_raise_fd_limit(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return 0;
+    if (limit.rlim_cur < limit.rlim_max) {
+        rlim_t before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+            return before;
+    }
+    return limit.rlim_cur;
+}
+
 //  Puts "KEY: " before the reason in err: a start-up failure names the
 //  configuration key the operator has to look at. Returns -1.
 static int s_blame_key(const char *key, char *err, size_t errlen)
@@ -178,6 +197,7 @@ broker_server_t *broker_server_new(const broker_config_t *config, char *err, siz
         return NULL;
     }
     self->config = config;
+    self->fd_limit = s_raise_fd_limit();
     proto_buf_init(&self->metrics);
     broker_keys_t keys;
     int rc = s_install_signals(err, errlen);
@@ -318,8 +338,9 @@ int broker_server_run(broker_server_t *self)
 {
     const broker_config_t *config = self->config;
     ts_log(TS_LOG_INFO, "broker started",
-           "endpoint=%s public_key=%s state_dir=%s metrics_port=%ld pid=%d", self->endpoint,
-           self->public_key, config->state_dir, config->metrics_port, (int)getpid());
+           "endpoint=%s public_key=%s state_dir=%s metrics_port=%ld fd_limit=%llu pid=%d",
+           self->endpoint, self->public_key, config->state_dir, config->metrics_port,
+           (unsigned long long)self->fd_limit, (int)getpid());
     int64_t tick_every = config->heartbeat_ms / 2 > 0 ? config->heartbeat_ms / 2 : 1;
     int64_t next_tick = ts_mono_ms() + tick_every;
     while (true) {
