@@ -18,13 +18,16 @@
             answer to its first HELLO (or after 20 s), so that a test knows
             the flood is in place.
 
-    At the end it prints one line of key=value counts: hellos sent, WELCOMEs,
-    ERRORs by code, sockets. Exit 0, or 2 on a usage error.
+    SIGTERM or SIGINT end the attack before SECONDS have passed (a test
+    stops it once it has seen what it needed). At the end it prints one line
+    of key=value counts: hellos sent, WELCOMEs, ERRORs by code, sockets.
+    Exit 0, or 2 on a usage error.
 
     Not a test itself (CTest does not run it); single-threaded, one ZeroMQ
     context, the open-files limit raised to the hard limit.
 */
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,6 +61,14 @@ typedef struct {
     uint64_t errors[6];  //  ERRORs: 401, 403, 429, other 4xx, 5xx, unknown
     uint64_t send_fails; //  Sends refused by the socket (HWM, not connected)
 } counts_t;
+
+static volatile sig_atomic_t s_stop; //  Set by SIGTERM / SIGINT
+
+static void s_on_signal(int signo)
+{
+    (void)signo;
+    s_stop = 1;
+}
 
 static int64_t s_now_ms(void)
 {
@@ -200,7 +211,7 @@ static void s_run(peer_t *peers, size_t count, bool flood, long seconds, const c
         items[i] = (zmq_pollitem_t){peers[i].socket, 0, ZMQ_POLLIN, 0};
     int64_t start = s_now_ms(), end = start + seconds * 1000;
     bool ready_told = !flood;
-    for (int64_t now = start; now < end; now = s_now_ms()) {
+    for (int64_t now = start; now < end && !s_stop; now = s_now_ms()) {
         for (size_t i = 0; i < count; i++) {
             peer_t *peer = &peers[i];
             if (now < peer->due_ms)
@@ -272,6 +283,10 @@ int main(int argc, char **argv)
         return s_usage();
 
     s_raise_fd_limit();
+    struct sigaction action = {.sa_handler = s_on_signal};
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, NULL);
+    sigaction(SIGINT, &action, NULL);
     void *ctx = zmq_ctx_new();
     zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, (int)sessions + 16);
     peer_t *peers = calloc((size_t)sessions, sizeof *peers);

@@ -5,14 +5,15 @@ connection used to get a session like any node's. 1,100 random-key sessions fill
 and a real node that restarted meanwhile was refused (`ERROR 429`) until the flood stopped.
 
 Here tests/broker/broker_attacker.c opens 2,000 sessions, each with its own random key, saying
-HELLO and keeping its session as a node would (PING every 0.5 s, HELLO again when refused). Once
-every one of them had its first answer, both nodes are killed and, 3 s later (past the broker's
-session timeout, so that their old sessions are gone), started again. Proven: both
-nodes are READY again while the flood still runs, neither has a HELLO refused, and an incident
-raised on each side gets its twin, still during the flood. The time from each restart to READY is
-printed (`figure ...` lines), a figure for docs/security.md, not a limit. On the code before issue
-12 the restarted nodes' HELLOs were refused with 429 for as long as the flood ran and the test
-fails at the first wait.
+HELLO and keeping its session as a node would (PING every 0.5 s, HELLO again when refused), for
+as long as the test runs (it stops the flood at the end). Once every one of them had its first
+answer (or 20 s passed), both nodes are killed and, 3 s later (past the broker's session
+timeout, so that their old sessions are gone), started again. Proven: both nodes are READY again
+while the flood still runs, neither has a HELLO refused, and an incident raised on each side gets
+its twin, still during the flood. The time from each restart to READY is printed (`figure ...`
+lines), a figure for docs/security.md, not a limit. On the code before issue 12 the restarted
+nodes' HELLOs were refused with 429 for as long as the flood ran and the test fails at the wait
+for READY (30 s).
 
 TWINSYNC_ATTACKER names the tool (CTest sets it).
 """
@@ -28,8 +29,9 @@ from harness import ConnectedTest, wait_until
 
 ATTACKER = os.environ.get("TWINSYNC_ATTACKER", "broker_attacker")
 SESSIONS = 2000
-FLOOD_SECONDS = 40
+FLOOD_MAX_SECONDS = 300  # the test stops the flood once it has seen what it needs
 DOWN_SECONDS = 3
+READY_WAIT_SECONDS = 30
 
 
 def log_since(path, offset):
@@ -51,12 +53,11 @@ class FloodTest(ConnectedTest):
     def test_random_keys_never_keep_nodes_out(self):
         w = self.world
         flood = subprocess.Popen([ATTACKER, "flood", w.broker_endpoint, w.broker_key,
-                                  str(SESSIONS), str(FLOOD_SECONDS)],
+                                  str(SESSIONS), str(FLOOD_MAX_SECONDS)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines = queue.Queue()
         reader = threading.Thread(target=lambda: [lines.put(l) for l in flood.stdout], daemon=True)
         reader.start()
-        flood_started = time.monotonic()
         try:
             # The flood is in place once every socket had an answer to its first HELLO (or
             # 20 s passed): more of them than the default max_peers (1024).
@@ -85,25 +86,25 @@ class FloodTest(ConnectedTest):
                     ready_after[node.role] = time.monotonic() - restarted[node.role]
                 return node.role in ready_after
 
-            left = FLOOD_SECONDS - (time.monotonic() - flood_started) - 15
-            wait_until(lambda: ready(w.pub) and ready(w.priv), timeout=left, interval=0.05,
-                       what="both nodes READY during the flood\n" + w.logs())
+            wait_until(lambda: ready(w.pub) and ready(w.priv), timeout=READY_WAIT_SECONDS,
+                       interval=0.05, what="both nodes READY during the flood\n" + w.logs())
             for role, seconds in sorted(ready_after.items()):
                 print("figure flood_sessions=%d node=%s restart_to_ready_s=%.2f"
                       % (SESSIONS, role, seconds))
-            self.assertIsNone(flood.poll(), "the flood ended before the nodes were READY")
+            self.assertIsNone(flood.poll(), "the flood died before the nodes were READY")
 
             # The sync goes on, still during the flood.
             a = w.acme.create(short_description="during the flood", urgency="1")
             g = w.globex.create(short_description="during the flood too", urgency="1")
             self.twin(w.globex, a["sys_id"])
             self.twin(w.acme, g["sys_id"])
-            self.assertIsNone(flood.poll(), "the flood ended before the twins came")
+            self.assertIsNone(flood.poll(), "the flood died before the twins came")
             for node in (w.pub, w.priv):
                 text = log_since(node.log_path, marks[node.role])
                 self.assertNotIn("refused HELLO", text, "%s refused during the flood" % node.role)
 
-            flood.wait(timeout=FLOOD_SECONDS + 30)
+            flood.terminate()  # it prints its counts and exits
+            flood.wait(timeout=30)
         finally:
             if flood.poll() is None:
                 flood.kill()
