@@ -30,7 +30,10 @@ typedef struct {
     long publish_credit;      //  PUBLISHes a node may have un-STORED (WELCOME)
     long max_frame;           //  Largest frame accepted (bytes)
     long max_queue_bytes;     //  Payload bytes held per connection/direction
-    long max_peers;           //  Sessions at once
+    long max_peers;           //  Sessions of known keys at once (guests not counted)
+    long max_guests;          //  Sessions of guests (keys bound to no connection) at once
+    long max_guests_per_addr; //  Guest sessions from one network address at once
+    long guest_grace_ms;      //  A guest's session ends this long after its HELLO
     long max_connections;     //  Connections (INVITEd ids) in the store
     long batch;               //  Frames read per group commit at most
     long cache_kib;           //  SQLite page cache bound (KiB)

@@ -2,9 +2,14 @@
     (see broker_core.h for the contract).
 
     Layout of the state:
-      peers   an array of sessions (peer_t *), one per routing id that said
-              HELLO; a key has at most one session (a newer HELLO replaces
-              the older one, whose deliveries are then made again).
+      peers   an array of sessions (peer_t *), one per CURVE key that said
+              HELLO, each with the routing id its replies go to. A frame
+              belongs to a session only when key and routing id both match:
+              a newer HELLO of the same key (from any routing id) replaces
+              the older session, whose deliveries are then made again; a
+              frame of another key never touches it. Guests (keys bound to
+              no connection) are sessions too, with their own budget and a
+              grace after which they end (see s_on_hello).
       conns   an array of connections (conn_t *), loaded from the store at
               start. Each has two queues, indexed by direction; queue d is
               published by side d and received by side 1 - d, where side 0
@@ -51,12 +56,17 @@
 #define DEFER_BATCHES_MAX 64  //  Batches of CONSUMED only that may share one commit
 #define BROKER_BATCH_MAX  256 //  Most messages per PUBLISH / DELIVER frame (WELCOME.batch)
 
+#define ADDRESS_MAX 64 //  Longest peer address kept (an IPv6 text is at most 45)
+
 typedef struct {
-    uint8_t rid[RID_MAX];        //  Routing id
+    uint8_t rid[RID_MAX];        //  Routing id: where its frames go, not who it is
     size_t rid_size;             //  Bytes in rid
-    char key[41];                //  CURVE key (Z85) of the session
+    char key[41];                //  CURVE key (Z85) of the session: who it is
+    char address[ADDRESS_MAX];   //  Network address it came from ("" when unknown)
     char node[PROTO_MAX_ID + 1]; //  Node id from HELLO
     int side;                    //  SIDE_PUBLIC or SIDE_PRIVATE
+    bool guest;                  //  Key bound to no connection: HELLO, JOIN, PING only
+    int64_t since_ms;            //  When its HELLO came (a guest's grace runs from it)
     uint32_t credit;             //  Delivery window the node asked for
     uint32_t batch;              //  Most messages per DELIVER it takes (HELLO.batch, >= 1)
     int64_t last_seen_ms;        //  Last frame received
@@ -490,6 +500,14 @@ size_t broker_core_peer_count(const broker_core_t *self)
     return self->peers_count;
 }
 
+size_t broker_core_guest_count(const broker_core_t *self)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < self->peers_count; i++)
+        count += self->peers[i]->guest;
+    return count;
+}
+
 //  ---------------------------------------------------------------------
 //  Peers
 
@@ -532,11 +550,11 @@ static void s_peer_drop(broker_core_t *self, peer_t *peer, const char *why, int6
         }
     }
     char rid[40];
-    ts_log_limited(&self->session_log, TS_LOG_INFO, "peer disconnected",
-                   "node=%s role=%s key=%s rid=%s reason=%s idle_ms=%" PRId64, peer->node,
-                   s_side_name(peer->side), peer->key,
-                   s_rid_text(peer->rid, peer->rid_size, rid, sizeof rid), why,
-                   now_ms - peer->last_seen_ms);
+    ts_log_limited(
+        &self->session_log, TS_LOG_INFO, "peer disconnected",
+        "node=%s role=%s key=%s guest=%d address=%s rid=%s reason=%s idle_ms=%" PRId64, peer->node,
+        s_side_name(peer->side), peer->key, (int)peer->guest, *peer->address ? peer->address : "-",
+        s_rid_text(peer->rid, peer->rid_size, rid, sizeof rid), why, now_ms - peer->last_seen_ms);
     for (size_t i = 0; i < self->peers_count; i++) {
         if (self->peers[i] == peer) {
             self->peers[i] = self->peers[--self->peers_count];
@@ -735,9 +753,9 @@ static void s_remind_joined(broker_core_t *self, const peer_t *peer, const proto
     }
 }
 
-//  Makes a session for a HELLO and adds it to the peers. Returns it, or
-//  NULL when out of memory.
-static peer_t *s_peer_new(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
+//  Makes a session for a HELLO of from and adds it to the peers. Returns
+//  it, or NULL when out of memory.
+static peer_t *s_peer_new(broker_core_t *self, const broker_sender_t *from, bool guest,
                           const proto_hello_t *hello, int64_t now_ms)
 {
     if (!s_grow((void **)&self->peers, &self->peers_cap, self->peers_count, sizeof(peer_t *)))
@@ -745,9 +763,12 @@ static peer_t *s_peer_new(broker_core_t *self, const uint8_t *rid, size_t rid_si
     peer_t *peer = calloc(1, sizeof *peer);
     if (!peer)
         return NULL;
-    memcpy(peer->rid, rid, rid_size);
-    peer->rid_size = rid_size;
-    snprintf(peer->key, sizeof peer->key, "%s", key);
+    memcpy(peer->rid, from->rid, from->rid_size);
+    peer->rid_size = from->rid_size;
+    snprintf(peer->key, sizeof peer->key, "%s", from->key);
+    snprintf(peer->address, sizeof peer->address, "%s", from->address ? from->address : "");
+    peer->guest = guest;
+    peer->since_ms = now_ms;
     snprintf(peer->node, sizeof peer->node, "%s", hello->node ? hello->node : "");
     peer->side = hello->role == PROTO_ROLE_PUBLIC ? SIDE_PUBLIC : SIDE_PRIVATE;
     peer->credit = hello->credit ? hello->credit : 64;
@@ -779,9 +800,67 @@ static void s_welcome(broker_core_t *self, const peer_t *peer, const proto_hello
     free(behind);
 }
 
-static int s_on_hello(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
-                      peer_t *peer, const proto_hello_t *hello, int64_t now_ms)
+//  True when key is the private node of a joined connection.
+static bool s_key_joined(const broker_core_t *self, const char *key)
 {
+    for (size_t i = 0; i < self->conns_count; i++) {
+        const conn_t *conn = self->conns[i];
+        if (conn->token_used && strcmp(conn->key[SIDE_PRIVATE], key) == 0)
+            return true;
+    }
+    return false;
+}
+
+//  Whether a new session may begin for from: a known key counts against
+//  max_peers, a guest against max_guests and max_guests_per_address (the
+//  guests' own budget, so that a flood of random keys never takes a known
+//  key's place). Refuses (ERROR 429, counted) and returns false when the
+//  budget is spent.
+static bool s_admit(broker_core_t *self, const broker_sender_t *from, bool guest)
+{
+    const char *address = from->address ? from->address : "";
+    size_t known = 0, guests = 0, here = 0;
+    for (size_t i = 0; i < self->peers_count; i++) {
+        const peer_t *peer = self->peers[i];
+        if (!peer->guest) {
+            known++;
+            continue;
+        }
+        guests++;
+        if (strcmp(peer->address, address) == 0)
+            here++;
+    }
+    if (!guest && known >= (size_t)self->config->max_peers) {
+        s_refuse(self, from->rid, from->rid_size, from->key, BROKER_REJECT_TOO_MANY_PEERS,
+                 PROTO_ERR_QUEUE_FULL, NULL, NULL,
+                 "broker has %zu sessions of known keys (max_peers); retry later", known);
+        return false;
+    }
+    if (guest && guests >= (size_t)self->config->max_guests) {
+        s_refuse(self, from->rid, from->rid_size, from->key, BROKER_REJECT_TOO_MANY_GUESTS,
+                 PROTO_ERR_QUEUE_FULL, NULL, NULL,
+                 "broker has %zu sessions of keys bound to no connection (max_guests); retry "
+                 "later",
+                 guests);
+        return false;
+    }
+    if (guest && here >= (size_t)self->config->max_guests_per_addr) {
+        s_refuse(self, from->rid, from->rid_size, from->key, BROKER_REJECT_GUESTS_ADDRESS,
+                 PROTO_ERR_QUEUE_FULL, NULL, NULL,
+                 "address %s has %zu sessions of keys bound to no connection "
+                 "(max_guests_per_address); retry later",
+                 *address ? address : "-", here);
+        return false;
+    }
+    return true;
+}
+
+static int s_on_hello(broker_core_t *self, const broker_sender_t *from, peer_t *peer,
+                      const proto_hello_t *hello, int64_t now_ms)
+{
+    const uint8_t *rid = from->rid;
+    size_t rid_size = from->rid_size;
+    const char *key = from->key;
     bool listed = broker_config_is_public_key(self->config, key);
     if (hello->role == PROTO_ROLE_PUBLIC && !listed) {
         s_refuse(self, rid, rid_size, key, BROKER_REJECT_UNKNOWN_KEY, PROTO_ERR_FORBIDDEN, NULL,
@@ -793,18 +872,19 @@ static int s_on_hello(broker_core_t *self, const uint8_t *rid, size_t rid_size, 
                  NULL, "key %s is configured as a public node; it cannot act as private", key);
         return 0;
     }
-    //  One session per routing id and per key: a new HELLO replaces both.
+    //  One session per key: a new HELLO replaces the key's session, whether
+    //  it came on the same routing id or on a new one (a node that restarted
+    //  or reconnected gets in at once, without waiting for its old session to
+    //  fall silent). Only the key's own HELLO can end it.
     if (peer)
         s_peer_drop(self, peer, "hello_again", now_ms);
     peer_t *same_key = s_peer_by_key(self, key);
     if (same_key)
         s_peer_drop(self, same_key, "replaced", now_ms);
-    if (self->peers_count >= (size_t)self->config->max_peers) {
-        s_refuse(self, rid, rid_size, key, BROKER_REJECT_TOO_MANY_PEERS, PROTO_ERR_QUEUE_FULL, NULL,
-                 NULL, "broker has %zu sessions (max_peers); retry later", self->peers_count);
+    bool guest = !listed && !s_key_joined(self, key);
+    if (!s_admit(self, from, guest))
         return 0;
-    }
-    peer = s_peer_new(self, rid, rid_size, key, hello, now_ms);
+    peer = s_peer_new(self, from, guest, hello, now_ms);
     if (!peer) {
         s_refuse(self, rid, rid_size, key, BROKER_REJECT_TOO_MANY_PEERS, PROTO_ERR_INTERNAL, NULL,
                  NULL, "broker out of memory; retry later");
@@ -814,11 +894,11 @@ static int s_on_hello(broker_core_t *self, const uint8_t *rid, size_t rid_size, 
         return -1;
 
     char rid_text[40];
-    ts_log_limited(&self->session_log, TS_LOG_INFO, "peer connected",
-                   "node=%s role=%s key=%s rid=%s credit=%u conns=%zu", peer->node,
-                   s_side_name(peer->side), key,
-                   s_rid_text(rid, rid_size, rid_text, sizeof rid_text), peer->credit,
-                   hello->conns_count);
+    ts_log_limited(
+        &self->session_log, TS_LOG_INFO, "peer connected",
+        "node=%s role=%s key=%s guest=%d address=%s rid=%s credit=%u conns=%zu", peer->node,
+        s_side_name(peer->side), key, (int)guest, *peer->address ? peer->address : "-",
+        s_rid_text(rid, rid_size, rid_text, sizeof rid_text), peer->credit, hello->conns_count);
     s_welcome(self, peer, hello);
     s_remind_joined(self, peer, hello);
     return 0;
@@ -950,6 +1030,7 @@ static int s_on_join(broker_core_t *self, peer_t *peer, const proto_join_t *join
         return 0;
     conn->token_used = true;
     conn->peer[SIDE_PRIVATE] = peer;
+    peer->guest = false; //  Its key is bound now: no grace, no guest budget
     peer->ready_batch = self->batch;
     conn->last_seen_ms[SIDE_PRIVATE] = now_ms;
     s_queue_rewind(self, &conn->queue[BROKER_DIR_TO_PRIVATE]);
@@ -1158,9 +1239,33 @@ static broker_reject_t s_decode_reason(proto_status_t status, proto_err_code_t *
     }
 }
 
-static int s_dispatch(broker_core_t *self, const uint8_t *rid, size_t rid_size, const char *key,
-                      peer_t *peer, const proto_msg_t *msg, int64_t now_ms)
+//  Refuses what a guest (a key bound to no connection) may not send:
+//  anything but HELLO, JOIN and PING (and the PONG and ERROR that answer
+//  the broker). PUBLISH and CONSUMED are refused as naming a connection the
+//  key is not bound to, whichever connection they name (so a guest cannot
+//  tell which connection ids exist); INVITE is left to its handler, which
+//  refuses it from any private-side key. Returns true when refused.
+static bool s_guest_refused(broker_core_t *self, const peer_t *peer, const proto_msg_t *msg)
 {
+    if (!peer->guest)
+        return false;
+    const proto_data_t *data = msg->type == PROTO_PUBLISH ? &msg->publish : NULL;
+    const proto_ack_t *ack = msg->type == PROTO_CONSUMED ? &msg->consumed : NULL;
+    if (!data && !ack)
+        return false;
+    const char *conn = data ? data->conn : ack->conn;
+    uint64_t seq = data ? data->seq : ack->seq;
+    s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_FOREIGN_CONN,
+             PROTO_ERR_FORBIDDEN, conn, &seq,
+             "key %s is bound to no connection: it may only HELLO, JOIN and PING", peer->key);
+    return true;
+}
+
+static int s_dispatch(broker_core_t *self, const broker_sender_t *from, peer_t *peer,
+                      const proto_msg_t *msg, int64_t now_ms)
+{
+    const uint8_t *rid = from->rid;
+    size_t rid_size = from->rid_size;
     //  Noted removals take effect before anything that looks at or resets a
     //  queue's delivery state (HELLO, JOIN, INVITE); PUBLISH and CONSUMED
     //  do not need them.
@@ -1168,22 +1273,24 @@ static int s_dispatch(broker_core_t *self, const uint8_t *rid, size_t rid_size, 
         msg->type != PROTO_PONG && s_apply_consumes(self) != 0)
         return -1;
     if (msg->type == PROTO_HELLO)
-        return s_on_hello(self, rid, rid_size, key, peer, &msg->hello, now_ms);
+        return s_on_hello(self, from, peer, &msg->hello, now_ms);
     //  What a node may send is the protocol's table; which node may send
     //  INVITE and JOIN is checked by their handlers, once the session says
     //  which side the peer is.
     if (!proto_msg_may_send(msg->type, PROTO_SENDER_NODE)) {
-        s_refuse(self, rid, rid_size, key, BROKER_REJECT_UNEXPECTED_TYPE, PROTO_ERR_BAD_FRAME, NULL,
-                 NULL, "a node may not send %s to the broker", proto_type_name(msg->type));
+        s_refuse(self, rid, rid_size, from->key, BROKER_REJECT_UNEXPECTED_TYPE, PROTO_ERR_BAD_FRAME,
+                 NULL, NULL, "a node may not send %s to the broker", proto_type_name(msg->type));
         return 0;
     }
     if (!peer) {
         if (msg->type == PROTO_ERROR)
             return 0; //  Never answer an ERROR with an ERROR
-        s_refuse(self, rid, rid_size, key, BROKER_REJECT_NOT_HELLO, PROTO_ERR_NOT_HELLO, NULL, NULL,
-                 "unknown session (broker restarted?): send HELLO");
+        s_refuse(self, rid, rid_size, from->key, BROKER_REJECT_NOT_HELLO, PROTO_ERR_NOT_HELLO, NULL,
+                 NULL, "unknown session (broker restarted?): send HELLO");
         return 0;
     }
+    if (s_guest_refused(self, peer, msg))
+        return 0;
     switch (msg->type) {
     case PROTO_PING: {
         proto_msg_t pong;
@@ -1212,15 +1319,39 @@ static int s_dispatch(broker_core_t *self, const uint8_t *rid, size_t rid_size, 
     }
 }
 
-int broker_core_handle(broker_core_t *self, const uint8_t *rid, size_t rid_size,
-                       const char *user_id, const uint8_t *data, size_t size, int64_t now_ms)
+//  A frame of one key on the routing id of another key's session. ZeroMQ
+//  gives a routing id to one live pipe at a time (the ROUTER has no
+//  handover), so that session's pipe is gone or the id was chosen to
+//  collide; either way the session is the other key's and is left alone:
+//  it ends only by its own HELLO, its silence or an unreachable send. The
+//  frame is refused (an ERROR is not answered) and counted.
+static void s_refuse_mismatch(broker_core_t *self, const broker_sender_t *from,
+                              const peer_t *holder, const proto_msg_t *msg)
+{
+    if (msg->type == PROTO_ERROR) {
+        broker_core_reject(self, BROKER_REJECT_KEY_MISMATCH, "ERROR on another key's routing id");
+        return;
+    }
+    bool hello = msg->type == PROTO_HELLO;
+    s_refuse(self, from->rid, from->rid_size, from->key, BROKER_REJECT_KEY_MISMATCH,
+             hello ? PROTO_ERR_FORBIDDEN : PROTO_ERR_NOT_HELLO, NULL, NULL,
+             "this routing id is the session of key %s; a session is bound to its key "
+             "(connect without a routing id of your own)",
+             holder->key);
+}
+
+int broker_core_handle(broker_core_t *self, const broker_sender_t *from, const uint8_t *data,
+                       size_t size, int64_t now_ms)
 {
     if (self->fatal)
         return -1;
+    const uint8_t *rid = from->rid;
+    size_t rid_size = from->rid_size;
     if (rid_size == 0 || rid_size >= RID_MAX) {
         broker_core_reject(self, BROKER_REJECT_BAD_FRAME, "routing id of a bad size");
         return 0;
     }
+    const char *user_id = from->key;
     if (!user_id || strlen(user_id) != 40) {
         s_refuse(self, rid, rid_size, NULL, BROKER_REJECT_NO_USER_ID, PROTO_ERR_FORBIDDEN, NULL,
                  NULL, "message without a CURVE key");
@@ -1236,17 +1367,22 @@ int broker_core_handle(broker_core_t *self, const uint8_t *rid, size_t rid_size,
                  proto_error_str(&perr));
         return 0;
     }
-    peer_t *peer = s_peer_by_rid(self, rid, rid_size);
-    if (peer && strcmp(peer->key, user_id) != 0) {
-        //  The routing id was handed over to a connection with another key:
-        //  the old session cannot be reached any more.
-        self->metrics.rejected[BROKER_REJECT_KEY_MISMATCH]++;
-        s_peer_drop(self, peer, "routing_id_taken", now_ms);
+    //  The frame is of the key's session only when it came on that session's
+    //  routing id. The same key on another routing id is the node on a new
+    //  pipe (restarted, reconnected): its HELLO replaces the old session,
+    //  anything else is told to say HELLO.
+    peer_t *peer = s_peer_by_key(self, user_id);
+    if (peer && (peer->rid_size != rid_size || memcmp(peer->rid, rid, rid_size) != 0))
         peer = NULL;
+    peer_t *holder = peer ? NULL : s_peer_by_rid(self, rid, rid_size);
+    if (holder) {
+        s_refuse_mismatch(self, from, holder, &msg);
+        proto_msg_clear(&msg);
+        return 0;
     }
     if (peer)
         peer->last_seen_ms = now_ms;
-    int rc = s_dispatch(self, rid, rid_size, user_id, peer, &msg, now_ms);
+    int rc = s_dispatch(self, from, peer, &msg, now_ms);
     proto_msg_clear(&msg);
     return rc;
 }
@@ -1667,6 +1803,13 @@ int broker_core_tick(broker_core_t *self, int64_t now_ms)
             s_peer_drop(self, peer, "silent", now_ms); //  peers[i] now holds another peer
             continue;
         }
+        if (peer->guest && now_ms - peer->since_ms >= self->config->guest_grace_ms) {
+            //  A key that did not bind itself by JOIN in time: its slot goes
+            //  back to the guests' budget (it may say HELLO again).
+            self->metrics.guests_expired++;
+            s_peer_drop(self, peer, "guest_grace", now_ms);
+            continue;
+        }
         i++;
         if (now_ms - peer->last_sent_ms < interval)
             continue;
@@ -1842,8 +1985,18 @@ static void s_write_broker_metrics(broker_core_t *self, proto_buf_t *out)
     broker_prom_sample(out, name, "state=\"pending\"", (double)(self->conns_count - joined));
     broker_prom_sample(out, name, "state=\"active\"", (double)joined);
     name = "twinsync_broker_peers";
-    broker_prom_family(out, name, "gauge", "Node sessions (peers that said HELLO and are alive).");
+    broker_prom_family(out, name, "gauge",
+                       "Node sessions (peers that said HELLO and are alive), guests included.");
     broker_prom_sample(out, name, NULL, (double)self->peers_count);
+    name = "twinsync_broker_guests";
+    broker_prom_family(out, name, "gauge",
+                       "Sessions of keys bound to no connection yet (guests: HELLO, JOIN, PING "
+                       "only, for guest_grace_ms).");
+    broker_prom_sample(out, name, NULL, (double)broker_core_guest_count(self));
+    name = "twinsync_broker_guests_expired_total";
+    broker_prom_family(out, name, "counter",
+                       "Guest sessions ended because guest_grace_ms passed without a JOIN.");
+    broker_prom_sample(out, name, NULL, (double)self->metrics.guests_expired);
     name = "twinsync_broker_replies_dropped_total";
     broker_prom_family(out, name, "counter",
                        "Replies not sent because the peer's queue was full (the node re-sends).");

@@ -1,7 +1,8 @@
 /*  broker_core.h: the broker's protocol engine, without sockets.
 
-    The core knows peers (sessions, keyed by ZeroMQ routing id), connections
-    (who owns and who joined them) and their two queues, one per direction.
+    The core knows peers (sessions, one per CURVE key; the ZeroMQ routing id
+    is only where its replies go), connections (who owns and who joined
+    them) and their two queues, one per direction.
     It takes frames in (broker_core_handle), and gives frames out through a
     send callback, so that the daemon (broker_server.c), the tests and the
     fuzzer drive the same code.
@@ -28,6 +29,18 @@
       - the direction of a PUBLISH/CONSUMED follows from the sender's role
         on that connection; a key that names a connection it is not bound to
         gets ERROR 403.
+    Sessions are bound to keys: a frame is of a session only when both its
+    key and its routing id are the session's. Another key can neither take
+    a session over nor end it (a frame on a session's routing id with
+    another key is refused, key_mismatch); the same key's HELLO from a new
+    routing id (a node that restarted or reconnected) replaces its own
+    session at once.
+    Admission: a key bound to no connection (not a listed public key, not
+    the key of a joined private node) is a guest. A guest may HELLO, JOIN
+    and PING; its session ends guest_grace_ms after its HELLO unless a JOIN
+    bound its key; guests have a budget of their own (max_guests, and
+    max_guests_per_address per sender address), so that max_peers counts
+    known keys only and a flood of random keys never keeps a node out.
     Every refusal is counted by reason (broker_metrics_t) and logged with a
     rate limit.
 */
@@ -58,6 +71,14 @@ typedef int (*broker_send_fn)(void *arg, const uint8_t *rid, size_t rid_size, co
 
 typedef struct broker_core_t broker_core_t;
 
+//  Who sent a frame, as the socket tells it.
+typedef struct {
+    const uint8_t *rid;  //  ZeroMQ routing id of the pipe it came on: where replies go
+    size_t rid_size;     //  Bytes in rid
+    const char *key;     //  CURVE key (ZAP User-Id, Z85), NULL when the message carried none
+    const char *address; //  Network address (ZeroMQ Peer-Address), NULL when unknown
+} broker_sender_t;
+
 //  Makes a core over store (borrowed, must outlive the core) and config
 //  (borrowed), loading connections and queue counters from the store.
 //  Returns NULL with a reason in err.
@@ -67,12 +88,12 @@ broker_core_t *broker_core_new(broker_store_t *store, const broker_config_t *con
 //  Frees the core and sets *self_p to NULL; accepts NULL. Does not commit.
 void broker_core_destroy(broker_core_t **self_p);
 
-//  Handles one frame from routing id rid, sent by CURVE key user_id (Z85,
-//  NULL when the message carried none). now_ms is CLOCK_REALTIME in ms.
-//  Replies wait for broker_core_flush. Returns 0, or -1 when the store
-//  failed (fatal: stop without flushing; broker_core_error says why).
-int broker_core_handle(broker_core_t *self, const uint8_t *rid, size_t rid_size,
-                       const char *user_id, const uint8_t *data, size_t size, int64_t now_ms);
+//  Handles one frame from sender from (borrowed for the call). now_ms is
+//  CLOCK_REALTIME in ms. Replies wait for broker_core_flush. Returns 0, or
+//  -1 when the store failed (fatal: stop without flushing;
+//  broker_core_error says why).
+int broker_core_handle(broker_core_t *self, const broker_sender_t *from, const uint8_t *data,
+                       size_t size, int64_t now_ms);
 
 //  Counts (and logs, rate-limited) a frame the caller refused before it
 //  reached broker_core_handle, e.g. a multipart message.
@@ -102,9 +123,9 @@ void broker_core_set_idle(broker_core_t *self, bool (*idle)(void *arg), void *ar
 bool broker_core_syncing(const broker_core_t *self);
 
 //  Heartbeats: PINGs idle peers, drops peers silent for liveness
-//  heartbeats (their deliveries will be made again), and commits what
-//  flush left uncommitted. Call at least every heartbeat_ms / 2. Returns 0,
-//  or -1 as broker_core_flush.
+//  heartbeats (their deliveries will be made again) and guests whose grace
+//  is over, and commits what flush left uncommitted. Call at least every heartbeat_ms / 2. Returns
+//  0, or -1 as broker_core_flush.
 int broker_core_tick(broker_core_t *self, int64_t now_ms);
 
 //  Commits whatever flush left uncommitted (removals of CONSUMED messages;
@@ -122,7 +143,10 @@ broker_metrics_t *broker_core_metrics(broker_core_t *self);
 //  Why the last fatal failure happened.
 const char *broker_core_error(const broker_core_t *self);
 
-//  Number of live sessions.
+//  Number of live sessions, guests included.
 size_t broker_core_peer_count(const broker_core_t *self);
+
+//  Number of live guest sessions (keys bound to no connection).
+size_t broker_core_guest_count(const broker_core_t *self);
 
 #endif

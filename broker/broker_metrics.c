@@ -28,6 +28,8 @@ static const char *s_reject_names[BROKER_REJECT_COUNT] = {
     [BROKER_REJECT_SEQUENCE_GAP] = "sequence_gap",
     [BROKER_REJECT_TOO_MANY_PEERS] = "too_many_peers",
     [BROKER_REJECT_TOO_MANY_CONNS] = "too_many_connections",
+    [BROKER_REJECT_TOO_MANY_GUESTS] = "too_many_guests",
+    [BROKER_REJECT_GUESTS_ADDRESS] = "too_many_guests_from_address",
 };
 
 static const char *s_handshake_names[BROKER_HANDSHAKE_COUNT] = {

@@ -35,6 +35,8 @@ typedef enum {
     BROKER_REJECT_SEQUENCE_GAP,    //  PUBLISH seq beyond last stored + 1
     BROKER_REJECT_TOO_MANY_PEERS,  //  max_peers reached
     BROKER_REJECT_TOO_MANY_CONNS,  //  max_connections reached
+    BROKER_REJECT_TOO_MANY_GUESTS, //  max_guests reached (a key bound to nothing said HELLO)
+    BROKER_REJECT_GUESTS_ADDRESS,  //  max_guests_per_address reached for the sender's address
     BROKER_REJECT_COUNT
 } broker_reject_t;
 
@@ -56,7 +58,8 @@ typedef struct {
     uint64_t replies_dropped;                     //  Replies a full peer queue refused
     uint64_t handshakes_failed[BROKER_HANDSHAKE_COUNT]; //  Failed handshakes, by reason
     uint64_t hello_ahead;                               //  HELLOs claiming a STORED seq we lack
-    uint64_t hello_behind; //  HELLO connections whose node state is older than the queues
+    uint64_t hello_behind;   //  HELLO connections whose node state is older than the queues
+    uint64_t guests_expired; //  Guest sessions ended by guest_grace_ms
 } broker_metrics_t;
 
 //  The label value of a reason ("bad_frame").

@@ -1,6 +1,7 @@
 /*  broker_server.c: sockets and the main loop of twinsync-broker (see
     broker_server.h). Everything about the protocol is in broker_core.c;
-    this file moves frames between ZeroMQ and the core.
+    this file moves frames between ZeroMQ and the core, each with the CURVE
+    key and network address ZeroMQ tells for it.
 */
 #include "broker_server.h"
 
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -40,6 +42,7 @@ struct broker_server_t {
     char endpoint[512];            //  Endpoint bound (for unbind)
     char public_key[41];           //  Our CURVE public key (Z85)
     bool keys_created;             //  The key pair was made by this start
+    rlim_t fd_limit;               //  Open files allowed (raised to the hard limit at start)
 };
 
 //  Self-pipe: the signal handler writes a byte, the loop polls the read end.
@@ -97,7 +100,11 @@ static int s_setopt_int(void *socket, int option, int value)
 }
 
 //  Makes the ROUTER socket: CURVE server with our secret key, ZAP domain,
-//  mandatory routing, handover, frame limit; binds it.
+//  mandatory routing, frame limit; binds it. No ZMQ_ROUTER_HANDOVER: with it
+//  a newcomer naming an existing routing id took that pipe over, and anyone
+//  holding the broker's public key and a node's name could cut the node
+//  off. ZeroMQ gives each pipe its own routing id instead, and the core
+//  binds sessions to CURVE keys (broker_core.h).
 static int s_bind_router(broker_server_t *self, const broker_keys_t *keys, char *err, size_t errlen)
 {
     const broker_config_t *config = self->config;
@@ -111,7 +118,6 @@ static int s_bind_router(broker_server_t *self, const broker_keys_t *keys, char 
               zmq_setsockopt(self->router, ZMQ_CURVE_SECRETKEY, keys->secret_z85, 40) == 0 &&
               zmq_setsockopt(self->router, ZMQ_ZAP_DOMAIN, ZAP_DOMAIN, strlen(ZAP_DOMAIN)) == 0 &&
               s_setopt_int(self->router, ZMQ_ROUTER_MANDATORY, 1) == 0 &&
-              s_setopt_int(self->router, ZMQ_ROUTER_HANDOVER, 1) == 0 &&
               zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame) == 0 &&
               s_setopt_int(self->router, ZMQ_SNDHWM, PEER_HWM) == 0 &&
               s_setopt_int(self->router, ZMQ_RCVHWM, PEER_HWM) == 0 &&
@@ -130,6 +136,23 @@ static int s_bind_router(broker_server_t *self, const broker_keys_t *keys, char 
     if (zmq_getsockopt(self->router, ZMQ_LAST_ENDPOINT, self->endpoint, &size) != 0)
         snprintf(self->endpoint, sizeof self->endpoint, "%s", config->endpoint);
     return 0;
+}
+
+//  Raises the soft limit of open files to the hard limit: every peer's
+//  connection is a descriptor, and a flood of connections must not leave
+//  none for the nodes (nor for the store). Returns the soft limit in force.
+static rlim_t s_raise_fd_limit(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return 0;
+    if (limit.rlim_cur < limit.rlim_max) {
+        rlim_t before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+            return before;
+    }
+    return limit.rlim_cur;
 }
 
 //  Puts "KEY: " before the reason in err: a start-up failure names the
@@ -174,6 +197,7 @@ broker_server_t *broker_server_new(const broker_config_t *config, char *err, siz
         return NULL;
     }
     self->config = config;
+    self->fd_limit = s_raise_fd_limit();
     proto_buf_init(&self->metrics);
     broker_keys_t keys;
     int rc = s_install_signals(err, errlen);
@@ -256,9 +280,14 @@ static int s_read_one(broker_server_t *self, int64_t now_ms)
         zmq_msg_close(&extra);
         broker_core_reject(self->core, BROKER_REJECT_MULTIPART, "message of several frames");
     } else {
-        const char *user_id = zmq_msg_gets(&data, "User-Id");
-        if (broker_core_handle(self->core, zmq_msg_data(&rid), zmq_msg_size(&rid), user_id,
-                               zmq_msg_data(&data), zmq_msg_size(&data), now_ms) != 0)
+        broker_sender_t from = {
+            .rid = zmq_msg_data(&rid),
+            .rid_size = zmq_msg_size(&rid),
+            .key = zmq_msg_gets(&data, "User-Id"),          //  ZAP answers the client key
+            .address = zmq_msg_gets(&data, "Peer-Address"), //  NULL on transports without one
+        };
+        if (broker_core_handle(self->core, &from, zmq_msg_data(&data), zmq_msg_size(&data),
+                               now_ms) != 0)
             result = -1;
     }
     zmq_msg_close(&data);
@@ -309,8 +338,9 @@ int broker_server_run(broker_server_t *self)
 {
     const broker_config_t *config = self->config;
     ts_log(TS_LOG_INFO, "broker started",
-           "endpoint=%s public_key=%s state_dir=%s metrics_port=%ld pid=%d", self->endpoint,
-           self->public_key, config->state_dir, config->metrics_port, (int)getpid());
+           "endpoint=%s public_key=%s state_dir=%s metrics_port=%ld fd_limit=%llu pid=%d",
+           self->endpoint, self->public_key, config->state_dir, config->metrics_port,
+           (unsigned long long)self->fd_limit, (int)getpid());
     int64_t tick_every = config->heartbeat_ms / 2 > 0 ? config->heartbeat_ms / 2 : 1;
     int64_t next_tick = ts_mono_ms() + tick_every;
     while (true) {

@@ -2,8 +2,10 @@
 
     broker_server_new opens the store, loads or makes the CURVE key pair,
     starts the ZAP handler, binds the ROUTER socket (CURVE server,
-    ROUTER_MANDATORY, ROUTER_HANDOVER, MAXMSGSIZE = max_frame) and the metrics
-    endpoint. broker_server_run is the single-threaded main loop:
+    ROUTER_MANDATORY, MAXMSGSIZE = max_frame; no handover: routing ids are
+    ZeroMQ's, sessions are bound to CURVE keys) and the metrics endpoint,
+    after raising the open-files limit to its hard limit.
+    broker_server_run is the single-threaded main loop:
 
         poll (ROUTER, ZAP, metrics wake-up, signal pipe; timeout: heartbeat/2)
         answer ZAP requests

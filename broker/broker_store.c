@@ -38,6 +38,12 @@
     while the sync does) fsyncs the WAL before it copies frames into the
     database and fsyncs the database before the WAL can be reset, so no
     frame is overwritten before it is durable somewhere.
+
+    Files: broker.db holds every queued payload and each connection's
+    keys, so it is made 0600 before SQLite opens it, whatever the umask;
+    SQLite gives the WAL and the shared-memory file the mode of broker.db
+    when it creates them. Files an older broker left readable by others are
+    made 0600 at open.
 */
 #include "broker_store.h"
 
@@ -279,6 +285,45 @@ static int s_start_syncer(broker_store_t *self, const char *dir, broker_sync_fn 
     return self->syncer ? 0 : -1;
 }
 
+//  Makes path a file only its owner may read and write: created 0600
+//  when create is set and it is missing, its group and other bits taken
+//  away when it exists. Called before SQLite opens the store, so that
+//  closing our descriptor drops no lock of SQLite's. Returns 0 (a missing
+//  file without create is no failure), or -1 with errno set.
+static int s_private_file(const char *path, bool create)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0), 0600);
+    if (fd < 0)
+        return !create && errno == ENOENT ? 0 : -1;
+    struct stat st;
+    int rc = fstat(fd, &st);
+    if (rc == 0 && (st.st_mode & 077))
+        rc = fchmod(fd, st.st_mode & 0700);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+//  broker.db created (or made) 0600 before SQLite sees it, and the WAL and
+//  shared memory a crash left behind made 0600 too (SQLite sets the mode
+//  of those it creates, not of those it finds). Returns 0, or -1 with the
+//  reason in err.
+static int s_private_files(const char *path, char *err, size_t errlen)
+{
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        char file[PATH_MAX];
+        snprintf(file, sizeof file, "%s%s", path, suffixes[i]);
+        if (s_private_file(file, i == 0) != 0) {
+            snprintf(err, errlen, "cannot %s %s: %s", i == 0 ? "open" : "make private (0600)", file,
+                     strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 //  SQLite calls this after every commit with the pages now in the WAL.
 static int s_on_wal(void *arg, sqlite3 *db, const char *name, int pages)
 {
@@ -301,6 +346,10 @@ broker_store_t *broker_store_open(const char *dir, const broker_store_options_t 
     if (!self || asprintf(&self->path, "%s/%s", dir, BROKER_STORE_FILE) < 0) {
         free(self);
         snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (s_private_files(self->path, err, errlen) != 0) {
+        broker_store_destroy(&self);
         return NULL;
     }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;

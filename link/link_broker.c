@@ -345,14 +345,16 @@ static void s_hello(link_t *self, const char *reason)
     s_set_state(self, LINK_HELLO, reason);
 }
 
-//  Sets the options of a new DEALER. Returns 0 or -1.
+//  Sets the options of a new DEALER. Returns 0 or -1. No ZMQ_ROUTING_ID:
+//  the broker's ROUTER gives each connection its own id and knows the node
+//  by its CURVE key. A fixed id (the node id, as before) let anyone who knew
+//  a node's name and the broker's public key take the node's routing id.
 static int s_configure(link_t *self, void *socket)
 {
     int zero = 0;
     const link_config_t *c = &self->config;
     if (zmq_setsockopt(socket, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_setsockopt(socket, ZMQ_SNDHWM, &zero, sizeof zero) != 0 ||
-        zmq_setsockopt(socket, ZMQ_ROUTING_ID, self->node_id, strlen(self->node_id)) != 0 ||
         zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, c->broker_key, PROTO_KEY_SIZE) != 0 ||
         zmq_setsockopt(socket, ZMQ_CURVE_PUBLICKEY, c->public_key, PROTO_KEY_SIZE) != 0 ||
         zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, c->secret_key, PROTO_KEY_SIZE) != 0)

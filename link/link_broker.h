@@ -1,7 +1,8 @@
 /*  link_broker.h: the node's side of the broker link.
 
-    One link_t is one DEALER socket to twinsync-broker (CURVE client, routing
-    id = node id) and the session on it, as docs/protocol.md §4 describes:
+    One link_t is one DEALER socket to twinsync-broker (CURVE client; no
+    routing id of its own: the broker knows the node by its CURVE key) and
+    the session on it, as docs/protocol.md §4 describes:
 
     - Session: HELLO (with, per connection, the highest own sequence seen
       STORED and the highest inbound sequence applied) -> WELCOME. ERROR 401
@@ -140,7 +141,7 @@ typedef struct {
 
 typedef struct {
     const char *endpoint;               //  Broker endpoint, tcp://host:port
-    const char *node_id;                //  Node id, also the ZMQ_ROUTING_ID
+    const char *node_id;                //  Node id, sent in HELLO
     proto_role_t role;                  //  Public or private
     uint8_t public_key[PROTO_KEY_SIZE]; //  Node's CURVE public key (raw)
     uint8_t secret_key[PROTO_KEY_SIZE]; //  Node's CURVE secret key (raw)

@@ -39,6 +39,8 @@ static int s_rig_send(void *arg, const uint8_t *rid, size_t rid_size, const uint
     }
     rig_out_t *out = &rig->out[rig->out_count++];
     out->id = -1;
+    out->rid_size = rid_size < RIG_RID_MAX ? rid_size : RIG_RID_MAX;
+    memcpy(out->rid, rid, out->rid_size);
     for (int i = 0; i < RIG_IDS; i++) {
         if (rid_size == sizeof rig->rids[i] && memcmp(rid, rig->rids[i], rid_size) == 0)
             out->id = i;
@@ -77,6 +79,7 @@ int core_rig_init(core_rig_t *rig, const char *const *extra_args, bool fast, con
         snprintf(rig->keys[i], sizeof rig->keys[i], "%s", s_keys[i]);
         memcpy(rig->rids[i], "\0rid-id", 8);
         rig->rids[i][7] = (uint8_t)('0' + i);
+        snprintf(rig->addresses[i], sizeof rig->addresses[i], "192.0.2.%d", 1 + i);
     }
     const char *argv[64] = {"twinsync-broker",      "run",
                             "--broker.state_dir",   rig->dir,
@@ -131,21 +134,57 @@ int core_rig_restart(core_rig_t *rig)
     return s_open(rig, false, NULL);
 }
 
-int core_rig_raw(core_rig_t *rig, int id, const void *data, size_t size)
+//  The sender with identity rid_id's routing id and address and key_id's key.
+static broker_sender_t s_sender(const core_rig_t *rig, int rid_id, int key_id)
 {
-    return broker_core_handle(rig->core, rig->rids[id], sizeof rig->rids[id], rig->keys[id], data,
-                              size, rig->now_ms);
+    return (broker_sender_t){rig->rids[rid_id], sizeof rig->rids[rid_id], rig->keys[key_id],
+                             rig->addresses[rid_id]};
 }
 
-int core_rig_send(core_rig_t *rig, int id, const proto_msg_t *msg)
+int core_rig_raw(core_rig_t *rig, int id, const void *data, size_t size)
+{
+    broker_sender_t from = s_sender(rig, id, id);
+    return broker_core_handle(rig->core, &from, data, size, rig->now_ms);
+}
+
+int core_rig_send_from(core_rig_t *rig, const broker_sender_t *from, const proto_msg_t *msg)
 {
     proto_buf_t buf;
     proto_buf_init(&buf);
     int rc = -1;
     if (proto_msg_encode(msg, NULL, &buf, NULL) == PROTO_OK)
-        rc = core_rig_raw(rig, id, buf.data, buf.size);
+        rc = broker_core_handle(rig->core, from, buf.data, buf.size, rig->now_ms);
     proto_buf_release(&buf);
     return rc;
+}
+
+int core_rig_send_as(core_rig_t *rig, int rid_id, int key_id, const proto_msg_t *msg)
+{
+    broker_sender_t from = s_sender(rig, rid_id, key_id);
+    return core_rig_send_from(rig, &from, msg);
+}
+
+int core_rig_send(core_rig_t *rig, int id, const proto_msg_t *msg)
+{
+    return core_rig_send_as(rig, id, id, msg);
+}
+
+void core_rig_reconnect(core_rig_t *rig, int id)
+{
+    rig->rids[id][6]++; //  'd' -> 'e' -> ...: never an id this rig used before
+}
+
+size_t core_rig_count_rid(const core_rig_t *rig, const uint8_t *rid, size_t rid_size,
+                          proto_type_t type)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < rig->out_count; i++) {
+        const rig_out_t *out = &rig->out[i];
+        if (out->rid_size == rid_size && memcmp(out->rid, rid, rid_size) == 0 && out->decoded &&
+            out->msg.type == type)
+            count++;
+    }
+    return count;
 }
 
 int core_rig_flush(core_rig_t *rig)

@@ -10,7 +10,14 @@
     - pipelined commit (broker_core_pump): while a commit's WAL sync runs,
       the next batches are taken in, but nothing of them or of the syncing
       commit (STORED, DELIVER) leaves before its own sync returned;
-    - a routing id taken over by another key ends the old session;
+    - sessions are bound to keys: a frame of another key on a session's
+      routing id is refused and never ends the session, however often it
+      comes; the same key's HELLO from a new routing id (a restarted node)
+      replaces its session at once;
+    - guests (keys bound to no connection): HELLO, JOIN and PING only, a
+      grace after which the session ends unless a JOIN bound the key, a
+      budget of their own (max_guests, max_guests_per_address) that known
+      keys never draw from;
     - heartbeats: idle peers are pinged, silent ones dropped;
     - a restart restores connections, bindings and queues from the store.
 */
@@ -22,6 +29,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <openssl/sha.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +64,10 @@ static void test_config(void **state)
     assert_int_equal(config.max_frame, 1048576);
     assert_int_equal(config.metrics_port, 9570);
     assert_int_equal(config.public_keys_count, 0);
+    assert_int_equal(config.max_peers, 1024);
+    assert_int_equal(config.max_guests, 64);
+    assert_int_equal(config.max_guests_per_addr, 8);
+    assert_int_equal(config.guest_grace_ms, 5000);
     broker_config_release(&config);
 
     char path[] = "/tmp/broker-config-XXXXXX";
@@ -85,6 +97,9 @@ static void test_config(void **state)
     const char *badkey[] = {"b", "run", "--broker.public_keys", "not-a-key", NULL};
     assert_int_equal(s_load(&config, badkey, err, sizeof err), -1);
     assert_non_null(strstr(err, "not-a-key"));
+    const char *grace[] = {"b", "run", "--broker.guest_grace_ms", "10", NULL};
+    assert_int_equal(s_load(&config, grace, err, sizeof err), -1);
+    assert_non_null(strstr(err, "guest_grace_ms"));
     const char *badid[] = {"b", "run", "--broker.id", "has space", NULL};
     assert_int_equal(s_load(&config, badid, err, sizeof err), -1);
     assert_non_null(strstr(err, "id"));
@@ -477,27 +492,319 @@ static void test_idle_commit_synced_here(void **state)
     core_rig_release(&rig);
 }
 
+//  Another key on the private node's routing id (what ZMQ_ROUTER_HANDOVER
+//  allowed anyone knowing a node's name): refused and counted, and the
+//  private node's session stays, still served. Before issue 12 the frame
+//  ended the session (reason routing_id_taken, peer count 1).
 static void test_routing_id_taken_by_other_key(void **state)
 {
     core_rig_t *rig = *state;
     s_joined_pair(rig);
-    //  A frame with the private node's routing id but another key.
     proto_msg_t ping;
     proto_msg_init(&ping, PROTO_PING);
-    proto_buf_t buf;
-    proto_buf_init(&buf);
-    assert_int_equal(proto_msg_encode(&ping, NULL, &buf, NULL), PROTO_OK);
-    assert_int_equal(broker_core_handle(rig->core, rig->rids[RIG_PRIVATE],
-                                        sizeof rig->rids[RIG_PRIVATE], rig->keys[RIG_STRANGER],
-                                        buf.data, buf.size, rig->now_ms),
-                     0);
-    proto_buf_release(&buf);
+    assert_int_equal(core_rig_send_as(rig, RIG_PRIVATE, RIG_STRANGER, &ping), 0);
     assert_int_equal(core_rig_flush(rig), 0);
     const proto_msg_t *error = core_rig_find(rig, RIG_PRIVATE, PROTO_ERROR, 0);
-    assert_non_null(error);
+    assert_non_null(error); //  the answer goes to whoever sent on that routing id
     assert_int_equal(error->error.code, 401);
-    assert_int_equal(broker_core_peer_count(rig->core), 1);
+    assert_int_equal(broker_core_peer_count(rig->core), 2);
     assert_int_equal(broker_core_metrics(rig->core)->rejected[BROKER_REJECT_KEY_MISMATCH], 1);
+    core_rig_clear(rig);
+    s_publish(rig, RIG_PUBLIC, 1);
+    assert_int_equal(core_rig_flush(rig), 0);
+    s_assert_only_delivered(rig, 1);
+}
+
+//  The eviction attack of issue 12, on the bench: for 30 s of the core's
+//  clock a stranger sends HELLO (as node "priv", role private) and PING
+//  every 0.5 s, both on the private node's routing id and on its own,
+//  while the pair keeps talking. The private node's session is never
+//  ended and never replaced, and every message published meanwhile is
+//  delivered to it.
+static void test_impostor_never_ends_a_session(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    proto_msg_t hello, ping, pong;
+    proto_msg_init(&hello, PROTO_HELLO);
+    hello.hello.node = "priv";
+    hello.hello.role = PROTO_ROLE_PRIVATE;
+    proto_msg_init(&ping, PROTO_PING);
+    proto_msg_init(&pong, PROTO_PONG);
+    uint64_t seq = 0;
+    size_t delivered = 0, stranger_welcomed = 0;
+    for (int round = 0; round < 60; round++) {
+        rig->now_ms += 500;
+        assert_int_equal(core_rig_send_as(rig, RIG_PRIVATE, RIG_STRANGER, &hello), 0);
+        assert_int_equal(core_rig_send_as(rig, RIG_PRIVATE, RIG_STRANGER, &ping), 0);
+        assert_int_equal(core_rig_send(rig, RIG_STRANGER, &hello), 0);
+        assert_int_equal(core_rig_send(rig, RIG_STRANGER, &ping), 0);
+        s_publish(rig, RIG_PUBLIC, ++seq);
+        assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &pong), 0); //  the node's heartbeat
+        assert_int_equal(core_rig_send(rig, RIG_PUBLIC, &pong), 0);
+        assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+        //  Nothing the private node could take for its own session's end.
+        assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_WELCOME), 0);
+        for (size_t i = 0; i < core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER); i++) {
+            const proto_msg_t *d = core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, i);
+            assert_int_equal(d->deliver.seq, ++delivered);
+            s_consumed(rig, RIG_PRIVATE, d->deliver.seq);
+        }
+        stranger_welcomed += core_rig_count(rig, RIG_STRANGER, PROTO_WELCOME);
+        assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_ERROR), 0);
+        core_rig_clear(rig);
+    }
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(delivered, seq);
+    assert_true(stranger_welcomed >= 1); //  a guest in its own right, never as the node
+    broker_metrics_t *metrics = broker_core_metrics(rig->core);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_KEY_MISMATCH], 120);
+    //  The private node's session is the one of its JOIN: still bound to c1.
+    s_publish(rig, RIG_PRIVATE, 1);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_STORED), 1);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_DELIVER), 1);
+}
+
+//  A node that restarted comes back on a new socket (a new routing id) with
+//  its key. Anything but HELLO from there is told to say HELLO, and leaves
+//  the old session alone; its HELLO replaces the old session at once (no
+//  wait for it to fall silent), and what was not consumed goes to the new
+//  routing id.
+static void test_same_key_new_socket_replaces_session(void **state)
+{
+    core_rig_t *rig = *state;
+    s_delivered_pair(rig, 2);
+    uint8_t old_rid[8];
+    memcpy(old_rid, rig->rids[RIG_PRIVATE], sizeof old_rid);
+    core_rig_reconnect(rig, RIG_PRIVATE);
+
+    proto_msg_t ping;
+    proto_msg_init(&ping, PROTO_PING);
+    assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &ping), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_find(rig, RIG_PRIVATE, PROTO_ERROR, 0)->error.code, 401);
+    assert_int_equal(broker_core_peer_count(rig->core), 2);
+    core_rig_clear(rig);
+
+    s_hello_conns(rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE, true);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_WELCOME), 1);
+    assert_int_equal(broker_core_peer_count(rig->core), 2); //  replaced, not added
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 2);
+    core_rig_clear(rig);
+    s_publish(rig, RIG_PUBLIC, 3);
+    assert_int_equal(core_rig_flush(rig), 0);
+    s_assert_only_delivered(rig, 3);
+    assert_int_equal(core_rig_count_rid(rig, old_rid, sizeof old_rid, PROTO_DELIVER), 0);
+    assert_int_equal(broker_core_metrics(rig->core)->rejected[BROKER_REJECT_KEY_MISMATCH], 0);
+}
+
+//  A key with no connection said HELLO: a guest. Past guest_grace_ms its
+//  session ends (counted) and it is told to HELLO again; the joined
+//  private node and the public node stay whatever the time. A guest that
+//  JOINs within its grace is bound and stays too.
+static void test_guest_grace(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    static const uint8_t token[32] = "second connection's token, 32 !";
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_INVITE);
+    msg.invite.conn = "c2";
+    SHA256(token, sizeof token, msg.invite.token_hash);
+    msg.invite.expires = (uint64_t)(rig->now_ms / 1000 + 600);
+    assert_int_equal(core_rig_send(rig, RIG_PUBLIC, &msg), 0);
+    s_hello(rig, RIG_STRANGER, PROTO_ROLE_PRIVATE);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_STRANGER, PROTO_WELCOME), 1);
+    assert_int_equal(broker_core_guest_count(rig->core), 1);
+
+    //  Just before the grace ends nothing happens.
+    proto_msg_t pong;
+    proto_msg_init(&pong, PROTO_PONG);
+    int64_t grace = rig->config.guest_grace_ms;
+    int64_t start = rig->now_ms;
+    rig->now_ms = start + grace - 1;
+    for (int id = 0; id < RIG_IDS; id++)
+        assert_int_equal(core_rig_send(rig, id, &pong), 0);
+    assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+    assert_int_equal(broker_core_peer_count(rig->core), 3);
+    //  Then the guest goes, however alive it is.
+    rig->now_ms = start + grace;
+    for (int id = 0; id < RIG_IDS; id++)
+        assert_int_equal(core_rig_send(rig, id, &pong), 0);
+    assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+    assert_int_equal(broker_core_peer_count(rig->core), 2);
+    assert_int_equal(broker_core_guest_count(rig->core), 0);
+    assert_int_equal(broker_core_metrics(rig->core)->guests_expired, 1);
+    core_rig_clear(rig);
+    proto_msg_t ping;
+    proto_msg_init(&ping, PROTO_PING);
+    assert_int_equal(core_rig_send(rig, RIG_STRANGER, &ping), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_find(rig, RIG_STRANGER, PROTO_ERROR, 0)->error.code, 401);
+
+    //  It says HELLO again, and JOINs c2 before its new grace ends: bound.
+    core_rig_clear(rig);
+    s_hello(rig, RIG_STRANGER, PROTO_ROLE_PRIVATE);
+    rig->now_ms += grace - 1;
+    proto_msg_init(&msg, PROTO_JOIN);
+    msg.join.conn = "c2";
+    memcpy(msg.join.token, token, sizeof token);
+    msg.join.description = "C";
+    assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_count(rig, RIG_STRANGER, PROTO_JOINED), 1);
+    assert_int_equal(broker_core_guest_count(rig->core), 0);
+    for (int round = 0; round < 4; round++) {
+        rig->now_ms += grace;
+        for (int id = 0; id < RIG_IDS; id++)
+            assert_int_equal(core_rig_send(rig, id, &pong), 0);
+        assert_int_equal(broker_core_tick(rig->core, rig->now_ms), 0);
+    }
+    assert_int_equal(broker_core_peer_count(rig->core), 3);
+    assert_int_equal(broker_core_metrics(rig->core)->guests_expired, 1);
+}
+
+//  What a guest may not do: PUBLISH and CONSUMED are refused as naming a
+//  connection it is not bound to, existing or not (403: nothing tells a
+//  guest which connection ids exist), INVITE as from a private key; it may
+//  PING, and JOIN (a wrong token is refused as ever). Nothing is stored.
+static void test_guest_may_only_hello_join_ping(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    s_hello(rig, RIG_STRANGER, PROTO_ROLE_PRIVATE);
+    assert_int_equal(core_rig_flush(rig), 0);
+    core_rig_clear(rig);
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish = (proto_data_t){"c1", 1, (const uint8_t *)"x", 1, NULL, 0};
+    assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
+    msg.publish.conn = "no-such-conn";
+    assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
+    proto_msg_init(&msg, PROTO_CONSUMED);
+    msg.consumed = (proto_ack_t){"c1", 1};
+    assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
+    proto_msg_init(&msg, PROTO_INVITE);
+    msg.invite.conn = "c9";
+    msg.invite.expires = (uint64_t)(rig->now_ms / 1000 + 600);
+    assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
+    proto_msg_init(&msg, PROTO_JOIN);
+    msg.join.conn = "c1";
+    msg.join.description = "guess";
+    assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
+    proto_msg_init(&msg, PROTO_PING);
+    assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+
+    assert_int_equal(core_rig_count(rig, RIG_STRANGER, PROTO_ERROR), 5);
+    const proto_msg_t *e = core_rig_find(rig, RIG_STRANGER, PROTO_ERROR, 0);
+    assert_int_equal(e->error.code, 403);
+    assert_string_equal(e->error.conn, "c1");
+    assert_true(e->error.has_seq);
+    assert_int_equal(core_rig_find(rig, RIG_STRANGER, PROTO_ERROR, 1)->error.code, 403);
+    assert_int_equal(core_rig_find(rig, RIG_STRANGER, PROTO_ERROR, 2)->error.code, 403);
+    assert_int_equal(core_rig_find(rig, RIG_STRANGER, PROTO_ERROR, 3)->error.code, 403);
+    assert_int_equal(core_rig_find(rig, RIG_STRANGER, PROTO_ERROR, 4)->error.code, 409);
+    assert_int_equal(core_rig_count(rig, RIG_STRANGER, PROTO_PONG), 1);
+    assert_int_equal(core_rig_count(rig, RIG_PUBLIC, PROTO_DELIVER), 0);
+    assert_int_equal(core_rig_count(rig, RIG_PRIVATE, PROTO_DELIVER), 0);
+    broker_metrics_t *metrics = broker_core_metrics(rig->core);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_FOREIGN_CONN], 3);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_UNKNOWN_KEY], 1);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_JOIN_REUSED], 1);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_UNKNOWN_CONN], 0);
+}
+
+//  A HELLO of the n-th flood key from routing id "flood-n" and address.
+static int s_flood_hello(core_rig_t *rig, int n, const char *address)
+{
+    char key[41], rid[16];
+    snprintf(key, sizeof key, "rigFLOOD%04dkey0000000000000000000000000", n);
+    int rid_size = snprintf(rid, sizeof rid, "flood-%d", n);
+    broker_sender_t from = {(const uint8_t *)rid, (size_t)rid_size, key, address};
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_HELLO);
+    msg.hello.node = "flood";
+    msg.hello.role = PROTO_ROLE_PRIVATE;
+    return core_rig_send_from(rig, &from, &msg);
+}
+
+//  The filling attack of issue 12, on the bench: guests draw from their own
+//  budget (max_guests, and max_guests_per_address per address), each
+//  refusal answered 429 and counted; the known keys (the listed public
+//  node, the joined private node) get their sessions whatever the guests
+//  hold, also when they come back on new sockets. A guest gone makes room
+//  for the next.
+static void test_guests_never_keep_known_keys_out(void **state)
+{
+    (void)state;
+    core_rig_t rig;
+    const char *args[] = {"--broker.max_peers",
+                          "2",
+                          "--broker.max_guests",
+                          "4",
+                          "--broker.max_guests_per_address",
+                          "2",
+                          NULL};
+    assert_int_equal(core_rig_init(&rig, args, false, NULL), 0);
+    assert_int_equal(core_rig_join(&rig), 0);
+    const char *addresses[] = {"198.51.100.1", "198.51.100.1", "198.51.100.1", "198.51.100.2",
+                               "198.51.100.3", "198.51.100.3", "198.51.100.4"};
+    for (int n = 0; n < 7; n++)
+        assert_int_equal(s_flood_hello(&rig, n, addresses[n]), 0);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    size_t welcomed = 0, refused = 0;
+    for (size_t i = 0; i < rig.out_count; i++) {
+        welcomed += rig.out[i].msg.type == PROTO_WELCOME;
+        if (rig.out[i].msg.type == PROTO_ERROR) {
+            assert_int_equal(rig.out[i].msg.error.code, 429);
+            refused++;
+        }
+    }
+    assert_int_equal(welcomed, 4);
+    assert_int_equal(refused, 3);
+    assert_int_equal(broker_core_guest_count(rig.core), 4);
+    broker_metrics_t *metrics = broker_core_metrics(rig.core);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_GUESTS_ADDRESS], 1); //  the third of .1
+    assert_int_equal(metrics->rejected[BROKER_REJECT_TOO_MANY_GUESTS], 2);
+    assert_int_equal(metrics->rejected[BROKER_REJECT_TOO_MANY_PEERS], 0);
+    core_rig_clear(&rig);
+
+    //  Both nodes restart (new sockets) while the guests fill their budget.
+    core_rig_reconnect(&rig, RIG_PUBLIC);
+    core_rig_reconnect(&rig, RIG_PRIVATE);
+    s_hello_conns(&rig, RIG_PUBLIC, PROTO_ROLE_PUBLIC, true);
+    s_hello_conns(&rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE, true);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(core_rig_count(&rig, RIG_PUBLIC, PROTO_WELCOME), 1);
+    assert_int_equal(core_rig_count(&rig, RIG_PRIVATE, PROTO_WELCOME), 1);
+    assert_int_equal(core_rig_count(&rig, RIG_PUBLIC, PROTO_ERROR), 0);
+    assert_int_equal(core_rig_count(&rig, RIG_PRIVATE, PROTO_ERROR), 0);
+    assert_int_equal(broker_core_peer_count(rig.core), 6);
+    //  A third known key would be over max_peers; the listed public key
+    //  saying HELLO again is not a third one.
+    s_hello(&rig, RIG_PUBLIC, PROTO_ROLE_PUBLIC);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(core_rig_count(&rig, RIG_PUBLIC, PROTO_WELCOME), 2);
+
+    //  The guests are gone (silent, or their grace over): their slots are
+    //  free again.
+    core_rig_clear(&rig);
+    proto_msg_t pong;
+    proto_msg_init(&pong, PROTO_PONG);
+    rig.now_ms += rig.config.guest_grace_ms;
+    assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &pong), 0);
+    assert_int_equal(core_rig_send(&rig, RIG_PRIVATE, &pong), 0);
+    assert_int_equal(broker_core_tick(rig.core, rig.now_ms), 0);
+    assert_int_equal(broker_core_guest_count(rig.core), 0);
+    assert_int_equal(broker_core_peer_count(rig.core), 2);
+    assert_int_equal(s_flood_hello(&rig, 6, "198.51.100.4"), 0);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(broker_core_guest_count(rig.core), 1);
+    core_rig_release(&rig);
 }
 
 static void test_heartbeats(void **state)
@@ -755,9 +1062,9 @@ static void test_garbage_answered_and_counted(void **state)
     core_rig_t *rig = *state;
     assert_int_equal(core_rig_raw(rig, RIG_STRANGER, "\x81\xa1v\x01", 4), 0);
     assert_int_equal(core_rig_raw(rig, RIG_STRANGER, "", 0), 0);
-    assert_int_equal(
-        broker_core_handle(rig->core, rig->rids[0], 8, NULL, (const uint8_t *)"x", 1, rig->now_ms),
-        0);
+    broker_sender_t keyless = {rig->rids[0], 8, NULL, NULL};
+    assert_int_equal(broker_core_handle(rig->core, &keyless, (const uint8_t *)"x", 1, rig->now_ms),
+                     0);
     assert_int_equal(core_rig_flush(rig), 0);
     assert_int_equal(core_rig_count(rig, RIG_STRANGER, PROTO_ERROR), 2);
     broker_metrics_t *metrics = broker_core_metrics(rig->core);
@@ -783,6 +1090,12 @@ int main(void)
         cmocka_unit_test_teardown(test_pipeline_sync_error_is_fatal, s_release_sync),
         cmocka_unit_test_teardown(test_idle_commit_synced_here, s_release_sync),
         cmocka_unit_test_setup_teardown(test_routing_id_taken_by_other_key, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_impostor_never_ends_a_session, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_same_key_new_socket_replaces_session, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_guest_grace, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_guest_may_only_hello_join_ping, s_setup, s_teardown),
+        cmocka_unit_test(test_guests_never_keep_known_keys_out),
         cmocka_unit_test_setup_teardown(test_heartbeats, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_restart_restores, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_answered_and_counted, s_setup, s_teardown),

@@ -5,7 +5,10 @@
     - a batch of many appends costs one commit's syncs (group commit);
     - a torn or garbled WAL tail loses exactly the last transaction, never
       loads it as data, and leaves the earlier ones whole;
-    - an fsync error makes the commit fail (the broker then stops).
+    - an fsync error makes the commit fail (the broker then stops);
+    - broker.db, its WAL and its shared-memory file are 0600 whatever the
+      umask, and a store an older version left readable by others is made
+      0600 when opened (issue 12: they were 0644 under umask 022).
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "broker_store.h"
@@ -362,6 +366,57 @@ static void test_fsync_error_fails_commit(void **state)
     broker_store_destroy(&store);
 }
 
+//  The mode bits (0777) of dir/name, or -1 when it does not exist.
+static int s_mode(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 0777) : -1;
+}
+
+//  Under umask 022 (what a shell or a service outside systemd usually has)
+//  every file of the store is 0600, the WAL and the shared memory included;
+//  and the files a crashed older broker left at 0644 are made 0600 when the
+//  store is opened again.
+static void test_files_private_whatever_umask(void **state)
+{
+    const char *dir = *state;
+    mode_t old_umask = umask(022);
+    const char *names[] = {"broker.db", "broker.db-wal", "broker.db-shm"};
+    //  A broker that writes and dies without closing: all three files stay.
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        broker_store_t *store = s_open(dir, NULL);
+        int64_t qid = 0;
+        bool ok = broker_store_queue_create(store, "c1", 0, &qid) == 0;
+        for (uint64_t seq = 1; ok && seq <= 3; seq++)
+            ok = broker_store_append(store, qid, seq, "x", 1, 1000) == 0;
+        ok = ok && broker_store_commit(store) == 0;
+        for (int i = 0; ok && i < 3; i++)
+            ok = s_mode(dir, names[i]) == 0600;
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0); //  0600 while it ran
+    for (int i = 0; i < 3; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        assert_int_equal(chmod(path, 0644), 0); //  as an older broker left them
+    }
+    broker_store_t *store = s_open(dir, NULL);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(s_mode(dir, names[i]), 0600);
+    collected_t *c = s_read_all(store, 1);
+    assert_int_equal(c->count, 3); //  and the data is there
+    free(c);
+    broker_store_destroy(&store);
+    umask(old_umask);
+}
+
 static void test_open_fails_cleanly(void **state)
 {
     (void)state;
@@ -382,6 +437,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_wal_tail_is_cut, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbled_wal_tail_is_cut, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_fsync_error_fails_commit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_files_private_whatever_umask, s_setup, s_teardown),
         cmocka_unit_test(test_open_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
