@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "node_keys.h"
+#include "node_rekey.h"
 
 #define S_DAEMON_FRESH 5   //  Seconds after which the daemon's heartbeat is stale
 #define S_POLL_MS      200 //  How often a wait looks at the database
@@ -219,6 +220,7 @@ int node_admin_conn_delete(node_admin_t *self, const char *which, node_conn_t *o
     if (node_state_conn_delete(self->state, out->id) < 0)
         return s_db_fail(self, err, errlen);
     node_keys_remove(self->cfg->state_dir, out->id);
+    node_rekey_remove(self->cfg->state_dir, out->id);
     return 0;
 }
 
@@ -260,16 +262,15 @@ void node_admin_wait_conn(node_admin_t *self, node_conn_t *conn, node_conn_statu
     }
 }
 
-int node_admin_sync_start(node_admin_t *self, const char *which, const char *number, long wait_ms,
-                          node_admin_sync_t *out, char *err, size_t errlen)
+//  Queues a request of kind for the daemon on out->conn (arg: its argument)
+//  and waits at most wait_ms for its answer, into *out. failed names what
+//  was asked, for the error. Returns 0 or -1 with err.
+static int s_request(node_admin_t *self, node_req_kind_t kind, const char *arg, long wait_ms,
+                     const char *failed, node_admin_sync_t *out, char *err, size_t errlen)
 {
-    memset(out, 0, sizeof *out);
-    if (s_conn_or_only(self, which, &out->conn, err, errlen))
-        return -1;
-    snprintf(out->number, sizeof out->number, "%s", number);
-    node_request_t req = {.kind = NODE_REQ_EXALATE};
+    node_request_t req = {.kind = kind};
     snprintf(req.conn, sizeof req.conn, "%s", out->conn.id);
-    snprintf(req.arg, sizeof req.arg, "%s", number);
+    snprintf(req.arg, sizeof req.arg, "%s", arg);
     if (node_state_request_add(self->state, &req))
         return s_db_fail(self, err, errlen);
     for (long waited = 0; waited < wait_ms && req.status == NODE_REQ_QUEUED; waited += S_POLL_MS) {
@@ -278,13 +279,39 @@ int node_admin_sync_start(node_admin_t *self, const char *which, const char *num
             break;
     }
     if (req.status == NODE_REQ_FAILED) {
-        snprintf(err, errlen, "cannot start the sync of %s: %s", req.arg, req.result);
+        snprintf(err, errlen, "%s: %s", failed, req.result);
         return -1;
     }
     out->done = req.status == NODE_REQ_DONE;
     out->daemon_running = out->done || node_admin_daemon_running(self);
     snprintf(out->result, sizeof out->result, "%s", out->done ? req.result : "");
     return 0;
+}
+
+int node_admin_sync_start(node_admin_t *self, const char *which, const char *number, long wait_ms,
+                          node_admin_sync_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (s_conn_or_only(self, which, &out->conn, err, errlen))
+        return -1;
+    snprintf(out->number, sizeof out->number, "%s", number);
+    char failed[128];
+    snprintf(failed, sizeof failed, "cannot start the sync of %s", number);
+    return s_request(self, NODE_REQ_EXALATE, number, wait_ms, failed, out, err, errlen);
+}
+
+int node_admin_conn_rekey(node_admin_t *self, const char *which, long wait_ms,
+                          node_admin_sync_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (s_conn_or_only(self, which, &out->conn, err, errlen))
+        return -1;
+    if (out->conn.status != NODE_CONN_ACTIVE) {
+        snprintf(err, errlen, "connection %s is %s: only an active connection is rekeyed",
+                 out->conn.name, node_conn_status_name(out->conn.status));
+        return -1;
+    }
+    return s_request(self, NODE_REQ_REKEY, "", wait_ms, "cannot rekey", out, err, errlen);
 }
 
 //  The state of a twin for a person: synced, waiting for the other side,

@@ -151,6 +151,13 @@ void node_admin_wait_conn(node_admin_t *self, node_conn_t *conn, node_conn_statu
 int node_admin_sync_start(node_admin_t *self, const char *which, const char *number, long wait_ms,
                           node_admin_sync_t *out, char *err, size_t errlen);
 
+//  Starts a rekey of connection which (NULL: the only one; it must be
+//  active) and waits at most wait_ms for the daemon to send its REKEY
+//  (docs/protocol.md §8.3; the other side completes it). Returns 0 with
+//  out->done telling whether the daemon has started it, or -1 with err.
+int node_admin_conn_rekey(node_admin_t *self, const char *which, long wait_ms,
+                          node_admin_sync_t *out, char *err, size_t errlen);
+
 //  Stops syncing the twin whose local or remote number is number on
 //  connection which (NULL: the only one); both incidents keep their data.
 //  *conn and *twin describe what was stopped. Returns 0 or -1 with err.

@@ -319,6 +319,28 @@ static void s_conn_and_number(const node_cli_t *cli, const char **which, const c
     *number = cli->args[cli->nargs - 1];
 }
 
+static int s_cmd_rekey(node_cli_t *cli)
+{
+    int status = node_cli_open(cli);
+    if (status)
+        return status;
+    node_admin_sync_t rekey;
+    char err[1536];
+    if (node_admin_conn_rekey(cli->admin, cli->nargs ? cli->args[0] : NULL, cli->opts.wait_s * 1000,
+                              &rekey, err, sizeof err))
+        return node_cli_fail(cli, "%s", err);
+    if (!rekey.done)
+        return node_cli_fail(cli, "rekey of %s queued; %s", rekey.conn.name,
+                             rekey.daemon_running ? "the daemon has not started it yet"
+                                                  : "the daemon is not running: it starts it "
+                                                    "at start");
+    if (cli->opts.json)
+        return node_cli_json_out(
+            json_pack("{s:s,s:s}", "connection", rekey.conn.name, "result", rekey.result));
+    printf("%s\n", rekey.result);
+    return TS_EXIT_OK;
+}
+
 static int s_cmd_sync_start(node_cli_t *cli)
 {
     int status = node_cli_open(cli);
@@ -621,6 +643,9 @@ static const node_cli_command_t s_commands[] = {
     {{"connection delete", "CONN", 1, 1, "json",
       "forget a connection and its twins (ServiceNow data stays)"},
      s_cmd_delete},
+    {{"connection rekey", "[CONN]", 0, 1, "json wait",
+      "rotate the connection's keys now (new X25519 exchange; the old keys are wiped)"},
+     s_cmd_rekey},
     {{"trigger set", "CONN QUERY", 2, 2, "json",
       "encoded query whose incidents start syncing (\"\" for none)"},
      s_cmd_trigger_set},

@@ -31,6 +31,7 @@ typedef struct {
     char *name;               //  [node] name: node id at the broker
     char *state_dir;          //  [node] state_dir
     long poll_interval_ms;    //  [node] poll_interval_ms
+    long rekey_interval_ms;   //  [node] rekey_interval (public node; 0: never)
     long lookback_s;          //  [node] lookback_s
     long invite_ttl_s;        //  [node] invite_ttl_s (public)
     char *log_level;          //  [node] log_level

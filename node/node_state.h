@@ -125,6 +125,7 @@ typedef struct {
 
 typedef enum {
     NODE_REQ_EXALATE = 1, //  Start syncing incident NUMBER (needs ServiceNow)
+    NODE_REQ_REKEY = 2,   //  Start a rekey of the connection (docs/protocol.md §8.3)
 } node_req_kind_t;
 
 typedef enum {

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "node_keys.h"
+#include "node_rekey.h"
 #include "node_replica.h"
 #include "proto_seal.h"
 #include "proto_sync.h"
@@ -49,6 +50,7 @@ node_sync_t *node_sync_new(const node_sync_config_t *cfg)
     self->instance = strdup(cfg->instance);
     self->sync_user = strdup(cfg->sync_user);
     self->lookback_s = cfg->lookback_s > 0 ? cfg->lookback_s : S_DEFAULT_LOOKBACK;
+    self->rekey_interval_s = cfg->rekey_interval_s;
     if (!self->state_dir || !self->instance || !self->sync_user)
         node_sync_destroy(&self);
     return self;
@@ -105,37 +107,91 @@ static void s_trace_seal(const uint8_t key_id[PROTO_SEAL_KEY_ID_SIZE],
     fclose(f);
 }
 
-//  The memory of connection conn, loading its key file the first time.
-//  NULL when the key file is missing or unreadable (logged).
+int node_sync_gens_load(node_sync_t *self, const char *conn, node_rekey_gens_t *gens, char *err,
+                        size_t errlen)
+{
+    int rc = node_rekey_read(self->state_dir, conn, gens, err, errlen);
+    if (rc != 1)
+        return rc;
+    node_keys_t keys;
+    rc = node_keys_read(self->state_dir, conn, &keys, err, errlen);
+    if (rc == 1)
+        snprintf(err, errlen, "key file missing");
+    if (rc)
+        return -1;
+    memset(gens, 0, sizeof *gens);
+    gens->count = 1;
+    memcpy(gens->roots[0].root, keys.secret, PROTO_KEY_SIZE);
+    node_keys_wipe(&keys);
+    node_conn_t c;
+    gens->rotated_at = node_state_conn_get(self->state, conn, &c) == 0 ? c.joined_at : 0;
+    return 0;
+}
+
+int node_sync_gens_save(node_sync_t *self, const char *conn, const node_rekey_gens_t *gens,
+                        char *err, size_t errlen)
+{
+    if (node_rekey_write(self->state_dir, conn, gens, err, errlen))
+        return -1;
+    //  The generations file holds every root still needed: the join's key
+    //  file (generation 0) goes, so that a later leak of it opens nothing
+    if (node_keys_remove(self->state_dir, conn)) {
+        snprintf(err, errlen, "cannot remove the key file of %s", conn);
+        return -1;
+    }
+    return 0;
+}
+
+//  Makes ctx's sealer hold the roots of gens and seal in its current one.
+static int s_ctx_seal(node_sync_ctx_t *ctx, const node_rekey_gens_t *gens)
+{
+    ctx->seal = proto_seal_new(gens->roots[0].root, ctx->id);
+    if (!ctx->seal)
+        return -1;
+    for (size_t i = 0; i < gens->count; i++)
+        if (proto_seal_add_generation(ctx->seal, gens->roots[i].generation, gens->roots[i].root) !=
+            PROTO_OK)
+            return -1;
+    if (proto_seal_use_generation(ctx->seal, gens->current) != PROTO_OK)
+        return -1;
+    proto_seal_forget_before(ctx->seal,
+                             gens->count == 2 ? gens->roots[1].generation : gens->current);
+    ctx->current = gens->current;
+    ctx->has_previous = gens->count == 2;
+    ctx->rekey_pending = gens->pending != 0;
+    ctx->rotated_at = gens->rotated_at;
+    return 0;
+}
+
+//  The memory of connection conn, loading its keys the first time.
+//  NULL when the keys are missing or unreadable (logged).
 node_sync_ctx_t *node_sync_ctx(node_sync_t *self, const char *conn)
 {
     for (size_t i = 0; i < self->ctx_count; i++)
         if (!strcmp(self->ctx[i].id, conn))
             return &self->ctx[i];
-    node_keys_t keys;
+    node_rekey_gens_t gens;
     char err[512];
-    int rc = node_keys_read(self->state_dir, conn, &keys, err, sizeof err);
-    if (rc) {
-        ts_log(TS_LOG_ERROR, "cannot load connection secret", "conn=%s reason=\"%s\"", conn,
-               rc == 1 ? "key file missing" : err);
+    if (node_sync_gens_load(self, conn, &gens, err, sizeof err)) {
+        ts_log(TS_LOG_ERROR, "cannot load connection secret", "conn=%s reason=\"%s\"", conn, err);
         return NULL;
     }
     node_sync_ctx_t *grown = realloc(self->ctx, (self->ctx_count + 1) * sizeof(node_sync_ctx_t));
     if (!grown) {
-        node_keys_wipe(&keys);
+        node_rekey_wipe(&gens);
         return NULL;
     }
     self->ctx = grown;
     node_sync_ctx_t *ctx = &self->ctx[self->ctx_count];
     memset(ctx, 0, sizeof *ctx);
     snprintf(ctx->id, sizeof ctx->id, "%s", conn);
-    ctx->seal = proto_seal_new(keys.secret, conn);
+    int rc = s_ctx_seal(ctx, &gens);
+    node_rekey_wipe(&gens);
     ctx->seen = sn_seen_new();
-    node_keys_wipe(&keys);
     const char *trace = getenv("TWINSYNC_SEAL_TRACE");
     if (ctx->seal && trace && *trace)
         proto_seal_set_trace(ctx->seal, s_trace_seal, (void *)trace);
-    if (!ctx->seal || !ctx->seen) {
+    if (rc || !ctx->seal || !ctx->seen) {
         s_ctx_clear(ctx);
         return NULL;
     }
@@ -437,6 +493,64 @@ node_sync_rc_t node_sync_force_send(node_sync_t *self, const node_conn_t *conn,
     return rc;
 }
 
+//  --- rekeying (docs/protocol.md §8.3; the answers are in node_sync_apply.c)
+
+node_sync_rc_t node_sync_rekey(node_sync_t *self, const char *conn_id, char *text, size_t size)
+{
+    node_conn_t conn;
+    int found = node_state_conn_get(self->state, conn_id, &conn);
+    if (found) {
+        snprintf(text, size, "no connection %s", conn_id);
+        return found < 0 ? node_sync_fatal(self, "rekey") : NODE_SYNC_OK;
+    }
+    if (conn.status != NODE_CONN_ACTIVE) {
+        snprintf(text, size, "connection %s is %s: only an active connection is rekeyed", conn.name,
+                 node_conn_status_name(conn.status));
+        return NODE_SYNC_OK;
+    }
+    node_sync_ctx_t *ctx = node_sync_ctx(self, conn.id);
+    if (!ctx) {
+        snprintf(text, size, "the keys of %s cannot be read (see the log)", conn.name);
+        return NODE_SYNC_OK;
+    }
+    node_rekey_gens_t gens;
+    char err[512];
+    if (node_sync_gens_load(self, conn.id, &gens, err, sizeof err)) {
+        snprintf(text, size, "%s", err);
+        return NODE_SYNC_OK;
+    }
+    if (gens.pending) {
+        snprintf(text, size, "a rekey of %s to key generation %" PRIu32 " is under way", conn.name,
+                 gens.pending);
+        node_rekey_wipe(&gens);
+        return NODE_SYNC_OK;
+    }
+    proto_payload_t payload;
+    proto_payload_init(&payload, PROTO_REKEY);
+    payload.rekey.generation = gens.current + 1;
+    gens.pending = gens.current + 1;
+    int rc = node_rekey_keypair(gens.pending_key, payload.rekey.kx);
+    //  The private key is on disk before the REKEY can leave
+    if (rc == 0)
+        rc = node_sync_gens_save(self, conn.id, &gens, err, sizeof err);
+    node_rekey_wipe(&gens);
+    if (rc) {
+        snprintf(text, size, "cannot start a rekey of %s: %s", conn.name, err);
+        return NODE_SYNC_OK;
+    }
+    uint64_t seq = 0;
+    proto_error_t perr;
+    if (node_state_begin(self->state) || node_sync_queue(self, &conn, ctx, &payload, &seq, &perr) ||
+        node_state_commit(self->state))
+        return node_sync_fatal(self, "rekey");
+    ctx->rekey_pending = true;
+    ts_log(TS_LOG_INFO, "rekey started", "conn=%s generation=%" PRIu32 " seq=%" PRIu64, conn.id,
+           payload.rekey.generation, seq);
+    snprintf(text, size, "rekey of %s to key generation %" PRIu32 " started", conn.name,
+             payload.rekey.generation);
+    return NODE_SYNC_OK;
+}
+
 //  --- admin requests
 
 //  Starts syncing incident number on conn. Returns the result for the
@@ -511,6 +625,10 @@ node_sync_rc_t node_sync_requests(node_sync_t *self)
         node_sync_rc_t rc = NODE_SYNC_OK;
         if (req.kind == NODE_REQ_EXALATE)
             rc = s_exalate(self, &req, &status, text, sizeof text);
+        else if (req.kind == NODE_REQ_REKEY) {
+            rc = node_sync_rekey(self, req.conn, text, sizeof text);
+            status = strstr(text, " started") ? NODE_REQ_DONE : NODE_REQ_FAILED;
+        }
         if (rc == NODE_SYNC_CONN_ERROR) {
             node_conn_t conn;
             if (node_state_conn_get(self->state, req.conn, &conn) == 0)

@@ -49,12 +49,13 @@ typedef enum {
 } node_sync_rc_t;
 
 typedef struct {
-    node_state_t *state;   //  State store, used by this object only (not owned)
-    sn_client_t *sn;       //  ServiceNow client (not owned)
-    const char *state_dir; //  Where key files live (node_keys.h)
-    const char *instance;  //  Our instance's short name, e.g. "acme"
-    const char *sync_user; //  The integration user's user_name (echo prevention)
-    int lookback_s;        //  Poll look-back, seconds (0: 10)
+    node_state_t *state;      //  State store, used by this object only (not owned)
+    sn_client_t *sn;          //  ServiceNow client (not owned)
+    const char *state_dir;    //  Where key files live (node_keys.h)
+    const char *instance;     //  Our instance's short name, e.g. "acme"
+    const char *sync_user;    //  The integration user's user_name (echo prevention)
+    int lookback_s;           //  Poll look-back, seconds (0: 10)
+    int64_t rekey_interval_s; //  The public node starts a rekey this often (0: never)
 } node_sync_config_t;
 
 typedef struct {
@@ -71,6 +72,12 @@ node_sync_t *node_sync_new(const node_sync_config_t *cfg);
 
 //  Frees the worker (sealers, de-duplication sets); sets *self_p to NULL.
 void node_sync_destroy(node_sync_t **self_p);
+
+//  Starts a rekey of connection conn (docs/protocol.md §8.3): a new X25519
+//  share in a REKEY, queued in the outbox. text (size bytes) says what
+//  happened for the admin. Returns OK (also when conn cannot be rekeyed now:
+//  not active, a rekey under way; text says so), or FATAL.
+node_sync_rc_t node_sync_rekey(node_sync_t *self, const char *conn, char *text, size_t size);
 
 //  Polls connection conn once (it must be active or in error: a successful
 //  poll of a connection in error makes it active again). report may be

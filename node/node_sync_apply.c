@@ -17,6 +17,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <time.h>
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -512,6 +513,159 @@ static node_sync_rc_t s_applied_before(node_sync_t *self, const node_conn_t *con
                           "is not honest; not applied");
 }
 
+//  --- rekeying (docs/protocol.md §8.3; the start is node_sync_rekey)
+
+//  Queues the REKEY_ACK of generation with share kx, sealed in the
+//  generation before it (the other side does not hold the new one yet),
+//  inside the caller's transaction. Returns 0 or -1.
+static int s_rekey_answer(node_sync_t *self, const node_conn_t *conn, node_sync_ctx_t *ctx,
+                          uint32_t generation, const uint8_t kx[PROTO_KEY_SIZE])
+{
+    proto_payload_t ack;
+    proto_payload_init(&ack, PROTO_REKEY_ACK);
+    ack.rekey.generation = generation;
+    memcpy(ack.rekey.kx, kx, PROTO_KEY_SIZE);
+    uint64_t seq = 0;
+    proto_error_t perr;
+    if (proto_seal_use_generation(ctx->seal, generation - 1) != PROTO_OK)
+        return -1;
+    int rc = node_sync_queue(self, conn, ctx, &ack, &seq, &perr);
+    if (proto_seal_use_generation(ctx->seal, generation) != PROTO_OK)
+        return -1;
+    return rc;
+}
+
+//  Makes the sealer of ctx hold generation's root and seal in it.
+static int s_rekey_switch(node_sync_ctx_t *ctx, uint32_t generation,
+                          const uint8_t root[PROTO_KEY_SIZE])
+{
+    if (proto_seal_add_generation(ctx->seal, generation, root) != PROTO_OK ||
+        proto_seal_use_generation(ctx->seal, generation) != PROTO_OK)
+        return -1;
+    ctx->current = generation;
+    ctx->has_previous = true;
+    ctx->rekey_pending = false;
+    ctx->rotated_at = (int64_t)time(NULL);
+    return 0;
+}
+
+//  A REKEY from the other side, inside the caller's transaction: answer it
+//  with a share of ours and seal in the new generation from now on. Returns
+//  0 (also when it is ignored: stale, or crossing our own as the public
+//  node), or -1.
+static int s_rekey_in(node_sync_t *self, const node_conn_t *conn, node_sync_ctx_t *ctx,
+                      const proto_rekey_t *r)
+{
+    node_rekey_gens_t gens;
+    char err[512];
+    if (node_sync_gens_load(self, conn->id, &gens, err, sizeof err)) {
+        ts_log(TS_LOG_ERROR, "rekey failed", "conn=%s reason=\"%s\"", conn->id, err);
+        return -1;
+    }
+    uint32_t g = r->generation;
+    int rc = 0;
+    if (g == gens.current + 1 && gens.pending == g && conn->role == PROTO_ROLE_PUBLIC) {
+        ts_log(TS_LOG_INFO, "rekey crossed", "conn=%s generation=%" PRIu32 " kept=ours", conn->id,
+               g);
+    } else if (g == gens.current + 1) {
+        uint8_t secret[PROTO_KEY_SIZE], share[PROTO_KEY_SIZE], root[PROTO_KEY_SIZE];
+        rc = node_rekey_keypair(secret, share) || node_rekey_root(secret, r->kx, gens.roots[0].root,
+                                                                  conn->id, g, r->kx, share, root)
+                 ? -1
+                 : 0;
+        OPENSSL_cleanse(secret, sizeof secret);
+        if (rc == 0) {
+            //  Ours, if any, gives way (the public node's wins)
+            node_rekey_advance(&gens, g, root, (int64_t)time(NULL));
+            gens.answered = g;
+            memcpy(gens.answered_kx, share, PROTO_KEY_SIZE);
+            rc = node_sync_gens_save(self, conn->id, &gens, err, sizeof err) ||
+                         s_rekey_switch(ctx, g, root) || s_rekey_answer(self, conn, ctx, g, share)
+                     ? -1
+                     : 0;
+        }
+        OPENSSL_cleanse(root, sizeof root);
+        if (rc == 0)
+            ts_log(TS_LOG_INFO, "rekey answered", "conn=%s generation=%" PRIu32, conn->id, g);
+    } else if (g == gens.current && gens.answered == g) {
+        //  Answered before a crash took the commit: the same share again
+        rc = s_rekey_answer(self, conn, ctx, g, gens.answered_kx);
+    } else {
+        ts_log(TS_LOG_WARN, "rekey ignored", "conn=%s generation=%" PRIu32 " current=%" PRIu32,
+               conn->id, g, gens.current);
+    }
+    if (rc)
+        ts_log(TS_LOG_ERROR, "rekey failed", "conn=%s generation=%" PRIu32 " reason=\"%s\"",
+               conn->id, g, err);
+    node_rekey_wipe(&gens);
+    return rc;
+}
+
+//  The REKEY_ACK of a rekey started here: the new generation is made.
+//  Returns 0 (also when it is stale), or -1.
+static int s_rekey_ack_in(node_sync_t *self, const node_conn_t *conn, node_sync_ctx_t *ctx,
+                          const proto_rekey_t *r)
+{
+    node_rekey_gens_t gens;
+    char err[512] = "crypto failure";
+    if (node_sync_gens_load(self, conn->id, &gens, err, sizeof err))
+        return -1;
+    uint32_t g = r->generation;
+    int rc = 0;
+    if (gens.pending == g && gens.current + 1 == g) {
+        uint8_t own[PROTO_KEY_SIZE], root[PROTO_KEY_SIZE];
+        rc = node_rekey_public(gens.pending_key, own) ||
+                     node_rekey_root(gens.pending_key, r->kx, gens.roots[0].root, conn->id, g, own,
+                                     r->kx, root)
+                 ? -1
+                 : 0;
+        if (rc == 0) {
+            node_rekey_advance(&gens, g, root, (int64_t)time(NULL));
+            rc = node_sync_gens_save(self, conn->id, &gens, err, sizeof err) ||
+                         s_rekey_switch(ctx, g, root)
+                     ? -1
+                     : 0;
+        }
+        OPENSSL_cleanse(root, sizeof root);
+        if (rc == 0)
+            ts_log(TS_LOG_INFO, "rekey done", "conn=%s generation=%" PRIu32, conn->id, g);
+        else
+            ts_log(TS_LOG_ERROR, "rekey failed", "conn=%s generation=%" PRIu32 " reason=\"%s\"",
+                   conn->id, g, err);
+    } else {
+        ts_log(TS_LOG_WARN, "rekey answer ignored",
+               "conn=%s generation=%" PRIu32 " pending=%" PRIu32, conn->id, g, gens.pending);
+    }
+    node_rekey_wipe(&gens);
+    return rc;
+}
+
+//  A payload sealed in the current generation came from the other side:
+//  everything it sealed in the one before has arrived, so that one is wiped
+//  (forward secrecy). Returns 0 or -1.
+static int s_rekey_settled(node_sync_t *self, node_sync_ctx_t *ctx, const uint8_t *sealed,
+                           size_t size)
+{
+    if (!ctx->has_previous || proto_seal_generation_of(sealed, size) != (int64_t)ctx->current)
+        return 0;
+    node_rekey_gens_t gens;
+    char err[512];
+    int rc = node_sync_gens_load(self, ctx->id, &gens, err, sizeof err);
+    if (rc == 0 && node_rekey_drop_previous(&gens))
+        rc = node_sync_gens_save(self, ctx->id, &gens, err, sizeof err);
+    node_rekey_wipe(&gens);
+    if (rc) {
+        ts_log(TS_LOG_ERROR, "cannot wipe the old key generation", "conn=%s reason=\"%s\"", ctx->id,
+               err);
+        return -1;
+    }
+    proto_seal_forget_before(ctx->seal, ctx->current);
+    ctx->has_previous = false;
+    ts_log(TS_LOG_INFO, "old key generation wiped", "conn=%s generation=%" PRIu32, ctx->id,
+           ctx->current);
+    return 0;
+}
+
 node_sync_rc_t node_sync_apply(node_sync_t *self, const char *conn_id, uint64_t seq,
                                const uint8_t *sealed, size_t size)
 {
@@ -537,11 +691,22 @@ node_sync_rc_t node_sync_apply(node_sync_t *self, const char *conn_id, uint64_t 
                         "payload does not open (altered, replayed, or sealed with another "
                         "connection's secret)");
     }
+    if (s_rekey_settled(self, ctx, sealed, size)) {
+        proto_buf_wipe(&plain);
+        return node_sync_fatal(self, "rekey");
+    }
     proto_payload_t payload;
     proto_error_t perr;
     node_sync_rc_t rc;
     if (proto_payload_decode(plain.data, plain.size, NULL, &payload, &perr) != PROTO_OK) {
         rc = s_reject(self, conn.id, seq, "invalid", proto_error_str(&perr));
+    } else if (payload.type == PROTO_REKEY || payload.type == PROTO_REKEY_ACK) {
+        rc = node_state_begin(self->state)
+                 ? node_sync_fatal(self, "rekey")
+                 : s_finish(self, conn.id, seq,
+                            payload.type == PROTO_REKEY
+                                ? s_rekey_in(self, &conn, ctx, &payload.rekey)
+                                : s_rekey_ack_in(self, &conn, ctx, &payload.rekey));
     } else if (payload.type == PROTO_RECEIPT) {
         rc = node_state_begin(self->state)
                  ? node_sync_fatal(self, "receipt")

@@ -16,11 +16,16 @@
 #include "proto_sync.h"
 #include "sn_client.h"
 #include "sn_seen.h"
+#include "node_rekey.h"
 
 typedef struct {
     char id[PROTO_MAX_ID + 1]; //  Connection id
-    proto_seal_t *seal;        //  Sealer from the key file
+    proto_seal_t *seal;        //  Sealer from the key files
     sn_seen_t *seen;           //  Poll de-duplication set
+    uint32_t current;          //  Key generation sealed in
+    bool has_previous;         //  The one before is still held (node_rekey.h)
+    bool rekey_pending;        //  A rekey started here awaits its REKEY_ACK
+    int64_t rotated_at;        //  Unix seconds current came into use
 } node_sync_ctx_t;
 
 struct node_sync {
@@ -30,6 +35,7 @@ struct node_sync {
     char *instance;                   //  Owned copy
     char *sync_user;                  //  Owned copy
     int lookback_s;                   //  Poll look-back
+    int64_t rekey_interval_s;         //  The public node rekeys this often (0: never)
     node_sync_ctx_t *ctx;             //  Per-connection memory, owned
     size_t ctx_count;                 //  Entries in ctx
     uint8_t digest[NODE_DIGEST_SIZE]; //  SHA-256 of the inbound payload being applied
@@ -85,5 +91,15 @@ int node_sync_send(node_sync_t *self, const node_conn_t *conn, node_sync_ctx_t *
 //  of the other side's refusal) in its own transaction.
 node_sync_rc_t node_sync_force_send(node_sync_t *self, const node_conn_t *conn,
                                     node_sync_ctx_t *ctx, json_t *record, node_twin_t *twin);
+
+//  The key generations of conn: its generations file, or generation 0 from
+//  the join's key file. Returns 0 or -1 with a reason in err.
+int node_sync_gens_load(node_sync_t *self, const char *conn, node_rekey_gens_t *gens, char *err,
+                        size_t errlen);
+
+//  Writes the generations of conn and removes the join's key file. Returns
+//  0 or -1 with a reason in err.
+int node_sync_gens_save(node_sync_t *self, const char *conn, const node_rekey_gens_t *gens,
+                        char *err, size_t errlen);
 
 #endif

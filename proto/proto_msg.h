@@ -54,6 +54,8 @@ typedef enum {
     PROTO_INVITED = 13,   //  INVITE registered durably
     PROTO_SYNC = 32,      //  Sealed payload: one replica (proto_sync.h)
     PROTO_RECEIPT = 33,   //  Sealed payload: result of applying a SYNC
+    PROTO_REKEY = 34,     //  Sealed payload: start a new key generation (X25519 share)
+    PROTO_REKEY_ACK = 35, //  Sealed payload: the answer that completes it
     PROTO_INVITATION = 48 //  Body of an invitation code (proto_invite.h)
 } proto_type_t;
 

@@ -1,5 +1,5 @@
-/*  proto_sync.c: the sealed payload plaintexts SYNC and RECEIPT (see
-    proto_sync.h).
+/*  proto_sync.c: the sealed payload plaintexts SYNC, RECEIPT, REKEY and
+    REKEY_ACK (see proto_sync.h).
 
     Like proto_msg.c, each type is one table over its C struct (the model,
     proto_model.h) and proto_codec.c does the work. RECEIPT has one rule a
@@ -107,7 +107,21 @@ static const proto_schema_t s_receipt = PROTO_S_MESSAGE(
     "RECEIPT", PROTO_RECEIPT, proto_receipt_t, s_receipt_fields, s_receipt_rule, S_NODE, S_NODE,
     "The result of applying a SYNC, sent back as a normal PUBLISH in the other direction");
 
-static const proto_schema_t *const s_schemas[] = {&s_sync, &s_receipt};
+static const proto_fdef_t s_rekey_fields[] = {
+    PROTO_S_FIELD(proto_rekey_t, generation, PROTO_K_U32, PROTO_F_REQ, 1, 0,
+                  "The key generation being made: the sender's current one + 1"),
+    PROTO_S_FIELD(proto_rekey_t, kx, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
+                  "The sender's X25519 public key for this generation (32 bytes)"),
+};
+static const proto_schema_t s_rekey =
+    PROTO_S_MESSAGE("REKEY", PROTO_REKEY, proto_rekey_t, s_rekey_fields, NULL, S_NODE, S_NODE,
+                    "Starts a new key generation: an X25519 share, sealed in the current one");
+static const proto_schema_t s_rekey_ack = PROTO_S_MESSAGE(
+    "REKEY_ACK", PROTO_REKEY_ACK, proto_rekey_t, s_rekey_fields, NULL, S_NODE, S_NODE,
+    "Completes a new key generation: the other X25519 share, sealed in the old one; the "
+    "sender seals in the new generation from its next message on");
+
+static const proto_schema_t *const s_schemas[] = {&s_sync, &s_receipt, &s_rekey, &s_rekey_ack};
 static const proto_dialect_t s_dialect = {PROTO_S_ARR(s_schemas)};
 
 const proto_dialect_t *proto_sync_model(void)

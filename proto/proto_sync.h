@@ -65,12 +65,20 @@ typedef struct {
     const char *error_text;  //  Error: ServiceNow's or the receiver's message
 } proto_receipt_t;
 
+//  REKEY and REKEY_ACK: one side's X25519 public key for key generation
+//  `generation` (docs/protocol.md §8.3).
 typedef struct {
-    proto_type_t type; //  PROTO_SYNC or PROTO_RECEIPT
+    uint32_t generation;        //  The generation being made (current + 1)
+    uint8_t kx[PROTO_KEY_SIZE]; //  The sender's X25519 public key for it
+} proto_rekey_t;
+
+typedef struct {
+    proto_type_t type; //  PROTO_SYNC, PROTO_RECEIPT, PROTO_REKEY or PROTO_REKEY_ACK
     uint16_t version;  //  Decoded "v"
     union {
         proto_sync_t sync;       //  PROTO_SYNC
         proto_receipt_t receipt; //  PROTO_RECEIPT
+        proto_rekey_t rekey;     //  PROTO_REKEY, PROTO_REKEY_ACK
     };
     proto_mem_t *mem; //  Memory owned after decode; private
 } proto_payload_t;

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "node_keys.h"
+#include "node_rekey.h"
 #include "node_state.h"
 #include "node_sync.h"
 #include "sn_incident.h"
@@ -707,6 +708,89 @@ static void test_new_message_under_an_applied_seq_is_reported(void **state)
     json_decref(a);
 }
 
+//  Reads the key generations of side; asserts they are there.
+static node_rekey_gens_t s_gens(const s_side_t *side)
+{
+    node_rekey_gens_t gens;
+    char err[256];
+    if (node_rekey_read(side->dir, S_CONN, &gens, err, sizeof err))
+        fail_msg("no key generations on %s: %s", side->dir, err);
+    return gens;
+}
+
+//  A rekey started while both sides change their incidents: every change and
+//  comment crosses once, both sides end in generation 1 with generation 0
+//  and the join's key file gone, and a second rekey works the same way.
+static void test_rekey_during_changes_loses_nothing(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"before\",\"urgency\":\"1\"}");
+    const char *a_id = sn_field(a, "sys_id");
+    s_settle(w);
+    json_t *b = s_twin_of(&w->priv, a_id);
+    const char *b_id = sn_field(b, "sys_id");
+    char text[256];
+    assert_int_equal(node_sync_rekey(w->pub.sync, S_CONN, text, sizeof text), NODE_SYNC_OK);
+    assert_non_null(strstr(text, "started"));
+    //  A second start while the first is under way is refused
+    assert_int_equal(node_sync_rekey(w->pub.sync, S_CONN, text, sizeof text), NODE_SYNC_OK);
+    assert_non_null(strstr(text, "under way"));
+    //  Both sides change things while the REKEY is on its way
+    s_next_second();
+    s_update(&w->pub, a_id, "{\"comments\":\"public during rekey\"}");
+    s_update(&w->priv, b_id, "{\"comments\":\"private during rekey\"}");
+    s_next_second();
+    assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+    assert_int_equal(node_sync_poll(w->priv.sync, S_CONN, NULL), NODE_SYNC_OK);
+    s_settle(w);
+    //  And after it
+    s_update(&w->pub, a_id, "{\"comments\":\"public after rekey\"}");
+    s_update(&w->priv, b_id, "{\"comments\":\"private after rekey\"}");
+    s_settle(w);
+    json_t *ja = s_journal(&w->pub, a_id, false), *jb = s_journal(&w->priv, b_id, false);
+    const char *said[] = {"public during rekey", "private during rekey", "public after rekey",
+                          "private after rekey"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(s_count_text(ja, said[i]), 1);
+        assert_int_equal(s_count_text(jb, said[i]), 1);
+    }
+    json_decref(ja);
+    json_decref(jb);
+    //  Both sides in generation 1, generation 0 wiped, no join key file left
+    s_side_t *sides[] = {&w->pub, &w->priv};
+    for (size_t i = 0; i < 2; i++) {
+        node_rekey_gens_t gens = s_gens(sides[i]);
+        assert_int_equal(gens.current, 1);
+        assert_int_equal(gens.count, 1);
+        assert_int_equal(gens.pending, 0);
+        node_rekey_wipe(&gens);
+        node_keys_t keys;
+        char err[256];
+        assert_int_equal(node_keys_read(sides[i]->dir, S_CONN, &keys, err, sizeof err), 1);
+    }
+    //  A second rotation, started by the private side this time
+    assert_int_equal(node_sync_rekey(w->priv.sync, S_CONN, text, sizeof text), NODE_SYNC_OK);
+    s_settle(w);
+    s_update(&w->pub, a_id, "{\"short_description\":\"after two\"}");
+    s_settle(w);
+    s_update(&w->priv, b_id, "{\"comments\":\"last word\"}");
+    s_settle(w);
+    json_t *b2 = s_twin_of(&w->priv, a_id);
+    assert_string_equal(sn_field(b2, "short_description"), "after two");
+    json_decref(b2);
+    ja = s_journal(&w->pub, a_id, false);
+    assert_int_equal(s_count_text(ja, "last word"), 1);
+    json_decref(ja);
+    for (size_t i = 0; i < 2; i++) {
+        node_rekey_gens_t gens = s_gens(sides[i]);
+        assert_int_equal(gens.current, 2);
+        assert_int_equal(gens.count, 1);
+        node_rekey_wipe(&gens);
+    }
+    json_decref(a);
+    json_decref(b);
+}
+
 static void test_crash_between_write_and_commit_applies_once(void **state)
 {
     s_world_t *w = *state;
@@ -814,6 +898,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rate_limit_and_outage_delay_only, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_seal_rejected_and_reported, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_new_message_under_an_applied_seq_is_reported, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_during_changes_loses_nothing, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_crash_between_write_and_commit_applies_once, s_setup,
                                         s_teardown),

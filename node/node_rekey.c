@@ -1,0 +1,273 @@
+/*  node_rekey.c: key generations file and the X25519 exchange of a rekey
+    (see node_rekey.h). The file is read through ts_secret_read, which
+    refuses a file others can read, and written with ts_file_write_private.
+*/
+#include "node_rekey.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+
+#include "ts_secret.h"
+
+static void s_path(const char *state_dir, const char *conn, char *path, size_t size)
+{
+    snprintf(path, size, "%s/keys/%s.gens", state_dir, conn);
+}
+
+static void s_hex(const uint8_t *data, size_t size, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < size; i++) {
+        out[2 * i] = digits[data[i] >> 4];
+        out[2 * i + 1] = digits[data[i] & 15];
+    }
+    out[2 * size] = 0;
+}
+
+//  Parses "G:<64 hex digits>" into *generation and key. Returns 0 or -1.
+static int s_parse_keyed(const char *text, uint32_t *generation, uint8_t key[PROTO_KEY_SIZE])
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || end == text || *end != ':' || value > UINT32_MAX || strlen(end + 1) != 64)
+        return -1;
+    for (size_t i = 0; i < 64; i++) {
+        char c = end[1 + i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return -1;
+        key[i / 2] = (uint8_t)(i % 2 ? (key[i / 2] | v) : v << 4);
+    }
+    *generation = (uint32_t)value;
+    return 0;
+}
+
+//  Parses a whole number line value. Returns 0 or -1.
+static int s_parse_number(const char *text, int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno || end == text || *end || value < 0 || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+//  Reads the lines of text into *out. Returns 0 or -1.
+static int s_parse(char *text, node_rekey_gens_t *out)
+{
+    bool has_current = false;
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        int64_t number = 0;
+        int rc = 0;
+        if (!strncmp(line, "current=", 8)) {
+            rc = s_parse_number(line + 8, UINT32_MAX, &number);
+            out->current = (uint32_t)number;
+            has_current = true;
+        } else if (!strncmp(line, "root=", 5)) {
+            if (out->count == 2)
+                return -1;
+            node_rekey_root_t *root = &out->roots[out->count++];
+            rc = s_parse_keyed(line + 5, &root->generation, root->root);
+        } else if (!strncmp(line, "pending=", 8)) {
+            rc = s_parse_keyed(line + 8, &out->pending, out->pending_key);
+        } else if (!strncmp(line, "answered=", 9)) {
+            rc = s_parse_keyed(line + 9, &out->answered, out->answered_kx);
+        } else if (!strncmp(line, "rotated_at=", 11)) {
+            rc = s_parse_number(line + 11, INT64_MAX, &out->rotated_at);
+        } else if (*line) {
+            return -1;
+        }
+        if (rc)
+            return -1;
+    }
+    //  The current generation's root comes first
+    if (!has_current || out->count == 0 || out->roots[0].generation != out->current)
+        return -1;
+    return 0;
+}
+
+int node_rekey_read(const char *state_dir, const char *conn, node_rekey_gens_t *out, char *err,
+                    size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    char path[4200];
+    s_path(state_dir, conn, path, sizeof path);
+    if (access(path, F_OK) != 0 && errno == ENOENT)
+        return 1;
+    char *text = ts_secret_read(path, err, errlen);
+    if (!text)
+        return -1;
+    int rc = s_parse(text, out);
+    ts_secret_free(&text);
+    if (rc) {
+        node_rekey_wipe(out);
+        snprintf(err, errlen, "key generations file %s is damaged", path);
+    }
+    return rc;
+}
+
+int node_rekey_write(const char *state_dir, const char *conn, const node_rekey_gens_t *gens,
+                     char *err, size_t errlen)
+{
+    char text[1024], hex[2 * PROTO_KEY_SIZE + 1];
+    size_t n = (size_t)snprintf(text, sizeof text, "current=%" PRIu32 "\n", gens->current);
+    for (size_t i = 0; i < gens->count; i++) {
+        s_hex(gens->roots[i].root, PROTO_KEY_SIZE, hex);
+        n += (size_t)snprintf(text + n, sizeof text - n, "root=%" PRIu32 ":%s\n",
+                              gens->roots[i].generation, hex);
+    }
+    if (gens->pending) {
+        s_hex(gens->pending_key, PROTO_KEY_SIZE, hex);
+        n += (size_t)snprintf(text + n, sizeof text - n, "pending=%" PRIu32 ":%s\n", gens->pending,
+                              hex);
+    }
+    if (gens->answered) {
+        s_hex(gens->answered_kx, PROTO_KEY_SIZE, hex);
+        n += (size_t)snprintf(text + n, sizeof text - n, "answered=%" PRIu32 ":%s\n",
+                              gens->answered, hex);
+    }
+    n += (size_t)snprintf(text + n, sizeof text - n, "rotated_at=%" PRId64 "\n", gens->rotated_at);
+    char path[4200];
+    s_path(state_dir, conn, path, sizeof path);
+    int rc = ts_file_write_private(path, text, n, err, errlen);
+    OPENSSL_cleanse(text, sizeof text);
+    OPENSSL_cleanse(hex, sizeof hex);
+    return rc;
+}
+
+int node_rekey_remove(const char *state_dir, const char *conn)
+{
+    char path[4200];
+    s_path(state_dir, conn, path, sizeof path);
+    return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+void node_rekey_wipe(node_rekey_gens_t *gens)
+{
+    OPENSSL_cleanse(gens, sizeof *gens);
+}
+
+int node_rekey_public(const uint8_t secret[PROTO_KEY_SIZE], uint8_t public_key[PROTO_KEY_SIZE])
+{
+    EVP_PKEY *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, secret, PROTO_KEY_SIZE);
+    size_t len = PROTO_KEY_SIZE;
+    int rc = key && EVP_PKEY_get_raw_public_key(key, public_key, &len) == 1 && len == PROTO_KEY_SIZE
+                 ? 0
+                 : -1;
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+int node_rekey_keypair(uint8_t secret[PROTO_KEY_SIZE], uint8_t public_key[PROTO_KEY_SIZE])
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_X25519, NULL);
+    EVP_PKEY *key = NULL;
+    size_t len = PROTO_KEY_SIZE;
+    int rc = ctx && EVP_PKEY_keygen_init(ctx) == 1 && EVP_PKEY_keygen(ctx, &key) == 1 &&
+                     EVP_PKEY_get_raw_private_key(key, secret, &len) == 1 &&
+                     len == PROTO_KEY_SIZE && node_rekey_public(secret, public_key) == 0
+                 ? 0
+                 : -1;
+    EVP_PKEY_free(key);
+    EVP_PKEY_CTX_free(ctx);
+    return rc;
+}
+
+//  shared = X25519(secret, peer). Returns 0, or -1 (crypto failure or an
+//  all-zero result: a peer key of small order).
+static int s_x25519(const uint8_t secret[PROTO_KEY_SIZE], const uint8_t peer[PROTO_KEY_SIZE],
+                    uint8_t shared[PROTO_KEY_SIZE])
+{
+    EVP_PKEY *own = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, secret, PROTO_KEY_SIZE);
+    EVP_PKEY *other = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, peer, PROTO_KEY_SIZE);
+    EVP_PKEY_CTX *ctx = own ? EVP_PKEY_CTX_new(own, NULL) : NULL;
+    size_t len = PROTO_KEY_SIZE;
+    int rc = ctx && other && EVP_PKEY_derive_init(ctx) == 1 &&
+                     EVP_PKEY_derive_set_peer(ctx, other) == 1 &&
+                     EVP_PKEY_derive(ctx, shared, &len) == 1 && len == PROTO_KEY_SIZE
+                 ? 0
+                 : -1;
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(own);
+    EVP_PKEY_free(other);
+    static const uint8_t zero[PROTO_KEY_SIZE] = {0};
+    if (rc == 0 && CRYPTO_memcmp(shared, zero, PROTO_KEY_SIZE) == 0)
+        rc = -1;
+    return rc;
+}
+
+int node_rekey_root(const uint8_t secret[PROTO_KEY_SIZE], const uint8_t peer[PROTO_KEY_SIZE],
+                    const uint8_t previous[PROTO_KEY_SIZE], const char *conn, uint32_t generation,
+                    const uint8_t kx_rekey[PROTO_KEY_SIZE], const uint8_t kx_ack[PROTO_KEY_SIZE],
+                    uint8_t root[PROTO_KEY_SIZE])
+{
+    uint8_t shared[PROTO_KEY_SIZE], info[256];
+    static const char label[] = "twinsync rekey v1";
+    size_t conn_len = strlen(conn), n = 0;
+    if (conn_len > PROTO_MAX_ID || s_x25519(secret, peer, shared))
+        return -1;
+    memcpy(info + n, label, sizeof label - 1);
+    n += sizeof label - 1;
+    memcpy(info + n, conn, conn_len);
+    n += conn_len;
+    for (int i = 3; i >= 0; i--)
+        info[n++] = (uint8_t)(generation >> (8 * i));
+    memcpy(info + n, kx_rekey, PROTO_KEY_SIZE);
+    n += PROTO_KEY_SIZE;
+    memcpy(info + n, kx_ack, PROTO_KEY_SIZE);
+    n += PROTO_KEY_SIZE;
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    EVP_KDF_free(kdf);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, shared, PROTO_KEY_SIZE),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)previous, PROTO_KEY_SIZE),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n),
+        OSSL_PARAM_construct_end(),
+    };
+    int rc = ctx && EVP_KDF_derive(ctx, root, PROTO_KEY_SIZE, params) == 1 ? 0 : -1;
+    EVP_KDF_CTX_free(ctx);
+    OPENSSL_cleanse(shared, sizeof shared);
+    return rc;
+}
+
+void node_rekey_advance(node_rekey_gens_t *gens, uint32_t generation,
+                        const uint8_t root[PROTO_KEY_SIZE], int64_t now)
+{
+    gens->roots[1] = gens->roots[0];
+    gens->roots[0].generation = generation;
+    memcpy(gens->roots[0].root, root, PROTO_KEY_SIZE);
+    gens->count = 2;
+    gens->current = generation;
+    gens->rotated_at = now;
+    if (gens->pending <= generation) {
+        gens->pending = 0;
+        OPENSSL_cleanse(gens->pending_key, sizeof gens->pending_key);
+    }
+}
+
+bool node_rekey_drop_previous(node_rekey_gens_t *gens)
+{
+    if (gens->count < 2)
+        return false;
+    OPENSSL_cleanse(&gens->roots[1], sizeof gens->roots[1]);
+    gens->count = 1;
+    gens->answered = 0;
+    memset(gens->answered_kx, 0, sizeof gens->answered_kx);
+    return true;
+}
