@@ -883,7 +883,8 @@ static void test_invite_join(void **state)
     assert_int_equal(link_state(env->link), LINK_READY);
     //  JOINED (also unasked) reaches s_on_joined.
     proto_msg_init(&answer, PROTO_JOINED);
-    answer.joined = (proto_joined_t){"c8", "the other side"};
+    answer.joined.conn = "c8";
+    answer.joined.description = "the other side";
     s_send(env, &answer);
     assert_string_equal(s_last(env, 'J')->text, "the other side");
     s_send_error(env, PROTO_ERR_NOT_HELLO, NULL, false, 0);
