@@ -11,6 +11,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 struct node_state {
     sqlite3 *db;     //  Connection to node.db
@@ -308,6 +310,36 @@ static int s_wal(node_state_t *self)
     return -1;
 }
 
+//  Makes path (node.db) mode 0600 before SQLite opens it, whatever the
+//  umask: SQLite would create it 0644 less the umask, and it gives -wal and
+//  -shm the database file's mode when it creates them. Files an older
+//  twinsync left readable by others (node.db, -wal, -shm) lose those bits.
+//  A file that exists is changed by path, never opened: closing any
+//  descriptor of node.db would drop the POSIX locks SQLite holds on it in
+//  this process (the daemon opens two handles). Returns 0, or -1 with a
+//  reason in err.
+static int s_private_files(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd); //  New: nobody holds a lock on it yet
+    else if (errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < 3; i++) {
+        char file[4200];
+        snprintf(file, sizeof file, "%s%s", path, i == 0 ? "" : i == 1 ? "-wal" : "-shm");
+        struct stat st;
+        if (stat(file, &st) == 0 && (st.st_mode & 077))
+            rc = chmod(file, st.st_mode & 0700);
+    }
+    if (rc)
+        snprintf(err, errlen, "cannot make %s private (0600): %s", path, strerror(errno));
+    return rc;
+}
+
 node_state_t *node_state_open(const char *dir, char *err, size_t errlen)
 {
     if (s_mkdir(dir, err, errlen))
@@ -316,6 +348,11 @@ node_state_t *node_state_open(const char *dir, char *err, size_t errlen)
     char *path = NULL;
     if (!self || asprintf(&path, "%s/%s", dir, NODE_STATE_FILE) < 0) {
         snprintf(err, errlen, "out of memory");
+        free(self);
+        return NULL;
+    }
+    if (s_private_files(path, err, errlen)) {
+        free(path);
         free(self);
         return NULL;
     }

@@ -18,7 +18,10 @@
       requests     admin requests the daemon carries out (exalate, retry)
 
     Secrets (join tokens, end-to-end secrets) are not in the database: they
-    live in key files (node_keys.h).
+    live in key files (node_keys.h). node.db, node.db-wal and node.db-shm
+    are created 0600 whatever the umask (node_state_open makes the file
+    before SQLite does; SQLite gives -wal and -shm its mode): they hold every
+    synced incident.
 
     Concurrency: the daemon's threads and the admin commands each open their
     own node_state_t on the same file; WAL lets readers run beside the one

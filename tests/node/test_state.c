@@ -2,7 +2,8 @@
     node_keys (key files): schema and WAL, connections and their counters, twins
     with their field sets, the outbox and its transaction with the seq counter,
     intents, comments, blocked messages, errors, admin requests, a second handle
-    reading beside a writer, and key file permissions.
+    reading beside a writer, key file permissions, and node.db, -wal and
+    -shm 0600 under umask 022.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -457,6 +458,43 @@ static void test_second_handle_reads_beside_writer(void **state)
     node_state_destroy(&admin);
 }
 
+//  node.db and its -wal and -shm are the owner's alone, whatever the umask:
+//  they hold every synced incident.
+static void test_state_files_private_under_umask_022(void **state)
+{
+    s_fixture_t *f = *state;
+    char dir[128], path[160], err[256];
+    snprintf(dir, sizeof dir, "%s/fresh", f->dir);
+    mode_t old = umask(022);
+    node_state_t *st = node_state_open(dir, err, sizeof err);
+    assert_non_null(st);
+    node_conn_t conn;
+    memset(&conn, 0, sizeof conn);
+    snprintf(conn.id, sizeof conn.id, "c1");
+    snprintf(conn.name, sizeof conn.name, "one");
+    snprintf(conn.mode, sizeof conn.mode, "basic");
+    conn.role = PROTO_ROLE_PUBLIC;
+    assert_int_equal(node_state_conn_insert(st, &conn), 0); //  the WAL holds it
+    const char *files[] = {"node.db", "node.db-wal", "node.db-shm"};
+    struct stat sb;
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        assert_int_equal(stat(path, &sb), 0);
+        if ((sb.st_mode & 0777) != 0600)
+            fail_msg("%s has mode %03o", files[i], (unsigned)(sb.st_mode & 0777));
+    }
+    node_state_destroy(&st);
+    //  Files an older twinsync left readable by others are made private.
+    snprintf(path, sizeof path, "%s/node.db", dir);
+    assert_int_equal(chmod(path, 0644), 0);
+    st = node_state_open(dir, err, sizeof err);
+    assert_non_null(st);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    node_state_destroy(&st);
+    umask(old);
+}
+
 static void test_key_files(void **state)
 {
     s_fixture_t *f = *state;
@@ -523,6 +561,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_handle_reads_beside_writer, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_key_files, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_state_files_private_under_umask_022, s_setup,
+                                        s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
