@@ -222,7 +222,7 @@ static void s_request(node_engine_t *self, s_known_t *known, const node_conn_t *
         proto_invite_token_hash(keys.join_token, hash);
         rc = link_invite(self->link, conn->id, hash, (uint64_t)conn->expires, self->description);
     } else {
-        rc = link_join(self->link, conn->id, keys.join_token, self->description);
+        rc = link_join(self->link, conn->id, keys.join_token, NULL, NULL, self->description);
         known->in_link = rc == LINK_OK;
     }
     node_keys_wipe(&keys);
@@ -236,7 +236,7 @@ static void s_on_stored(const char *conn, uint64_t seq, void *arg);
 static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
                         void *arg);
 static void s_on_invited(const char *conn, uint64_t expires, void *arg);
-static void s_on_joined(const char *conn, const char *description, void *arg);
+static void s_on_joined(const proto_joined_t *joined, void *arg);
 static void s_on_error(const link_error_t *error, void *arg);
 static void s_on_behind(const char *conn, uint64_t stored, uint64_t consumed, void *arg);
 
@@ -459,9 +459,10 @@ static void s_on_invited(const char *conn, uint64_t expires, void *arg)
         s_log_state_error(self, "invited");
 }
 
-static void s_on_joined(const char *conn, const char *description, void *arg)
+static void s_on_joined(const proto_joined_t *joined, void *arg)
 {
     node_engine_t *self = arg;
+    const char *conn = joined->conn, *description = joined->description;
     node_conn_t c;
     if (node_state_conn_get(self->state, conn, &c))
         return;
