@@ -115,9 +115,12 @@ node_sync_ctx_t *node_sync_ctx(node_sync_t *self, const char *conn)
     node_keys_t keys;
     char err[512];
     int rc = node_keys_read(self->state_dir, conn, &keys, err, sizeof err);
-    if (rc) {
+    if (rc || !keys.has_root) {
         ts_log(TS_LOG_ERROR, "cannot load connection secret", "conn=%s reason=\"%s\"", conn,
-               rc == 1 ? "key file missing" : err);
+               rc == 1 ? "key file missing"
+               : rc    ? err
+                       : "no root yet (the join is not done)");
+        node_keys_wipe(&keys);
         return NULL;
     }
     node_sync_ctx_t *grown = realloc(self->ctx, (self->ctx_count + 1) * sizeof(node_sync_ctx_t));
@@ -129,7 +132,7 @@ node_sync_ctx_t *node_sync_ctx(node_sync_t *self, const char *conn)
     node_sync_ctx_t *ctx = &self->ctx[self->ctx_count];
     memset(ctx, 0, sizeof *ctx);
     snprintf(ctx->id, sizeof ctx->id, "%s", conn);
-    ctx->seal = proto_seal_new(keys.secret, conn);
+    ctx->seal = proto_seal_new(keys.root, conn);
     ctx->seen = sn_seen_new();
     node_keys_wipe(&keys);
     const char *trace = getenv("TWINSYNC_SEAL_TRACE");

@@ -1,11 +1,14 @@
 """End to end: the invitation handshake (docs/sync.md §1), with a real broker and both nodes.
 
-initiate -> accept -> active on both sides; wrong, truncated, altered, expired and reused codes
-are refused with one clear line and a non-zero status, and nothing is written; the private node
-listens on no TCP port.
+initiate -> accept -> active on both sides; both admins see the same fingerprint (initiate,
+accept, connection show on each side); once joined the public node no longer gives the code
+(connection show --code refused with one line, status 1); wrong, truncated, altered, expired and
+reused codes are refused with one clear line and a non-zero status, and nothing is written; the
+private node listens on no TCP port.
 """
 
 import os
+import re
 import time
 import unittest
 
@@ -51,6 +54,8 @@ class HandshakeTest(unittest.TestCase):
         self.assertTrue(doc["registered"], "the daemon registered the INVITE before printing")
         code = doc["code"]
         self.assertTrue(code.startswith("tsi1."))
+        fingerprint = doc["fingerprint"]
+        self.assertRegex(fingerprint, r"^\d{5}( \d{5}){4}$")
         self.assertEqual(w.pub.cli_json("connection", "show", "first")["status"], "pending")
 
         # Refusals before the good accept: garbage, truncated, altered.
@@ -63,12 +68,29 @@ class HandshakeTest(unittest.TestCase):
         out = w.priv.cli("connection", "accept", code, "--wait", "20")
         self.assertEqual(out.returncode, 0, out.stderr + w.logs())
         self.assertIn("is active", out.stdout)
+        # The private admin reads the same fingerprint as the public admin.
+        shown = re.search(r"fingerprint: (\d{5}( \d{5}){4})", out.stdout)
+        self.assertIsNotNone(shown, out.stdout)
+        self.assertEqual(shown.group(1), fingerprint)
         wait_until(lambda: w.pub.cli_json("connection", "show", "first")["status"] == "active",
                    what="public side active")
         priv = w.priv.cli_json("connection", "show", "first")
         self.assertEqual(priv["status"], "active")
         self.assertIn("acme-node", priv["peer"])
         self.assertIn("globex-node", w.pub.cli_json("connection", "show", "first")["peer"])
+        # connection show, text and JSON, on both sides: the same fingerprint.
+        for node in (w.pub, w.priv):
+            self.assertEqual(node.cli_json("connection", "show", "first")["fingerprint"],
+                             fingerprint)
+            out = node.cli("connection", "show", "first")
+            self.assertRegex(out.stdout, r"(?m)^fingerprint +%s$" % re.escape(fingerprint))
+        # Joined: the code's secrets are gone, so is the code.
+        out = w.pub.cli("connection", "show", "first", "--code")
+        self.assertEqual(out.returncode, 1, out.stdout)
+        self.assertEqual(out.stdout, "")
+        lines = out.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, out.stderr)
+        self.assertIn("exists only while the connection is pending", lines[0])
 
         # The same code again on the same node: already accepted, nothing changes.
         self.assert_refused(code, "accepted already")
