@@ -45,7 +45,7 @@ typedef struct {
 struct node_engine {
     const node_config_t *cfg;             //  Configuration (not owned)
     proto_role_t role;                    //  Our role
-    char description[PROTO_MAX_NAME + 1]; //  Shown to the other node
+    char description[PROTO_MAX_NAME + 1]; //  Shown to the other node: our name, no URL
     sn_client_t *sn;                      //  Used by the worker only
     uint8_t public_key[PROTO_KEY_SIZE];   //  Node's CURVE pair
     uint8_t secret_key[PROTO_KEY_SIZE];   //  (secret wiped on destroy)
@@ -646,7 +646,9 @@ node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errle
     }
     self->cfg = cfg;
     self->role = cfg->role;
-    snprintf(self->description, sizeof self->description, "%s (%s)", cfg->name, cfg->url);
+    //  INVITE and JOIN descriptions end up in the broker's store: the node's
+    //  name only, never the instance URL (docs/security.md).
+    snprintf(self->description, sizeof self->description, "%s", cfg->name);
     if (node_config_check_run(cfg, err, errlen))
         goto fail;
     self->state = node_state_open(cfg->state_dir, err, errlen);

@@ -66,9 +66,10 @@ int private_accept(node_admin_t *admin, const char *code, const char *trigger, l
     snprintf(conn->id, sizeof conn->id, "%s", invite.conn);
     snprintf(conn->name, sizeof conn->name, "%s", invite.name);
     snprintf(conn->mode, sizeof conn->mode, "%s", invite.mode);
+    //  The public side's URL stays here (the code carried it by hand); the
+    //  broker only ever hears node names.
     snprintf(conn->peer_url, sizeof conn->peer_url, "%s", invite.instance_url);
-    snprintf(conn->peer_description, sizeof conn->peer_description, "%s (%s)", invite.node_name,
-             invite.instance_url);
+    snprintf(conn->peer_description, sizeof conn->peer_description, "%s", invite.node_name);
     //  From the code as received, before a configured endpoint replaces its
     //  own: what the public admin reads out is what the code said.
     proto_invite_fingerprint(&invite, conn->fingerprint);
