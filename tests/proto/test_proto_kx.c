@@ -255,6 +255,16 @@ static void test_leaked_code_opens_nothing(void **state)
         assert_true(s_opens(root, leaked.conn, dir, seq, &sealed[i]));
         proto_buf_wipe(&sealed[i]);
     }
+    //  Nor blind to the old scheme: when the code's secret was the root
+    //  (before 1.2), the first candidate opens what was sealed under it.
+    proto_seal_t *old = proto_seal_new(leaked.secret, leaked.conn);
+    proto_buf_t then;
+    proto_buf_init(&then);
+    assert_int_equal(
+        proto_seal_box(old, PROTO_DIR_PUB_TO_PRIV, 1, (const uint8_t *)"old", 3, &then), PROTO_OK);
+    assert_true(s_opens(tries[0].root, leaked.conn, PROTO_DIR_PUB_TO_PRIV, 1, &then));
+    proto_buf_wipe(&then);
+    proto_seal_destroy(&old);
     proto_invite_clear(&leaked);
     proto_buf_wipe(&code);
     proto_seal_destroy(&pub);
