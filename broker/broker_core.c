@@ -105,6 +105,9 @@ typedef struct {
     char *id;                //  Connection id
     char *key[2];            //  Public and private node keys ("" if none)
     char *desc[2];           //  Public and private node descriptions
+    bool has_kx;             //  JOIN brought the key exchange: kx and auth below
+    uint8_t kx[32];          //  JOIN's kx, relayed to the public node (opaque)
+    uint8_t auth[32];        //  JOIN's auth, relayed to the public node (opaque)
     uint8_t token_hash[32];  //  SHA-256 of the join token
     int64_t expires;         //  Unix seconds
     bool token_used;         //  Joined
@@ -302,8 +305,11 @@ static int s_conn_save(broker_core_t *self, const conn_t *conn)
         .public_desc = conn->desc[SIDE_PUBLIC],
         .private_desc = conn->desc[SIDE_PRIVATE],
         .created = conn->created,
+        .has_kx = conn->has_kx,
     };
     memcpy(row.token_hash, conn->token_hash, sizeof row.token_hash);
+    memcpy(row.kx, conn->kx, sizeof row.kx);
+    memcpy(row.auth, conn->auth, sizeof row.auth);
     return broker_store_conn_save(self->store, &row) == 0 ? 0 : s_fatal(self);
 }
 
@@ -373,6 +379,9 @@ static int s_load_conn(const broker_store_conn_t *row, void *arg)
     conn->expires = row->expires;
     conn->token_used = row->token_used;
     conn->created = row->created;
+    conn->has_kx = row->has_kx;
+    memcpy(conn->kx, row->kx, sizeof conn->kx);
+    memcpy(conn->auth, row->auth, sizeof conn->auth);
     return 0;
 }
 
@@ -736,6 +745,15 @@ static size_t s_behind(broker_core_t *self, const peer_t *peer, const proto_hell
     return n;
 }
 
+//  JOIN's key exchange goes to the public node only, byte for byte: the
+//  broker relays it and reads nothing in it (docs/protocol.md §8.3).
+static void s_joined_kx(const conn_t *conn, int side, proto_joined_t *joined)
+{
+    joined->has_kx = joined->has_auth = conn->has_kx && side == SIDE_PUBLIC;
+    memcpy(joined->kx, conn->kx, sizeof joined->kx);
+    memcpy(joined->auth, conn->auth, sizeof joined->auth);
+}
+
 //  Sends JOINED for every connection listed in HELLO that is joined and
 //  bound to the peer, so that a node that missed the first JOINED learns it
 //  (docs/protocol.md §4.1).
@@ -749,6 +767,7 @@ static void s_remind_joined(broker_core_t *self, const peer_t *peer, const proto
         proto_msg_init(&msg, PROTO_JOINED);
         msg.joined.conn = conn->id;
         msg.joined.description = conn->desc[1 - peer->side];
+        s_joined_kx(conn, peer->side, &msg.joined);
         s_reply(self, peer->rid, peer->rid_size, &msg);
     }
 }
@@ -979,6 +998,7 @@ static void s_joined_both(broker_core_t *self, const conn_t *conn)
         proto_msg_init(&msg, PROTO_JOINED);
         msg.joined.conn = conn->id;
         msg.joined.description = conn->desc[1 - side];
+        s_joined_kx(conn, side, &msg.joined);
         s_reply(self, peer->rid, peer->rid_size, &msg);
     }
 }
@@ -1029,6 +1049,9 @@ static int s_on_join(broker_core_t *self, peer_t *peer, const proto_join_t *join
         !s_set(&conn->desc[SIDE_PRIVATE], join->description))
         return 0;
     conn->token_used = true;
+    conn->has_kx = join->has_kx && join->has_auth;
+    memcpy(conn->kx, join->kx, sizeof conn->kx);
+    memcpy(conn->auth, join->auth, sizeof conn->auth);
     conn->peer[SIDE_PRIVATE] = peer;
     peer->guest = false; //  Its key is bound now: no grace, no guest budget
     peer->ready_batch = self->batch;

@@ -1,10 +1,14 @@
 /*  broker_store.c: the broker's durable store on SQLite (see broker_store.h).
 
-    Schema (version 1, PRAGMA user_version):
+    Schema (version 2, PRAGMA user_version):
       queues(qid INTEGER PRIMARY KEY, conn, dir, last_seq, count, bytes)
       messages(qid, seq, stored_at, payload, PRIMARY KEY (qid, seq))
       connections(conn PRIMARY KEY, public_key, private_key, token_hash,
-                  expires, token_used, public_desc, private_desc, created)
+                  expires, token_used, public_desc, private_desc, created,
+                  private_kx, private_auth)
+
+    Version 2 added private_kx and private_auth (JOIN's key exchange, NULL
+    when none, docs/protocol.md §8.3); a version 1 store gains them at open.
 
     messages is an ordinary rowid table with a unique (qid, seq) index rather
     than WITHOUT ROWID: payloads are around a kilobyte, and SQLite's advice is
@@ -62,7 +66,7 @@
 
 #include "broker_syncer.h"
 
-#define SCHEMA_VERSION        1
+#define SCHEMA_VERSION        2
 #define CHECKPOINT_PAGES      4096  //  WAL pages (16 MiB) before broker_store_checkpoint copies
 #define CHECKPOINT_HARD_PAGES 16384 //  WAL pages after which a commit checkpoints itself
 
@@ -89,10 +93,12 @@ static const char *s_sql[ST_COUNT] = {
     [ST_QUEUE_SAVE] = "UPDATE queues SET last_seq = ?2, count = ?3, bytes = ?4 WHERE qid = ?1",
     [ST_QUEUE_ALL] = "SELECT qid, conn, dir, last_seq, count, bytes FROM queues ORDER BY qid",
     [ST_CONN_SAVE] = "INSERT OR REPLACE INTO connections (conn, public_key, private_key, "
-                     "token_hash, expires, token_used, public_desc, private_desc, created) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     "token_hash, expires, token_used, public_desc, private_desc, created, "
+                     "private_kx, private_auth) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [ST_CONN_ALL] = "SELECT conn, public_key, private_key, token_hash, expires, token_used, "
-                    "public_desc, private_desc, created FROM connections ORDER BY conn",
+                    "public_desc, private_desc, created, private_kx, private_auth "
+                    "FROM connections ORDER BY conn",
     [ST_APPEND] = "INSERT INTO messages (qid, seq, stored_at, payload) VALUES (?1, ?2, ?3, ?4)",
     //  One pass: the rows go and their sizes come back for the counters.
     [ST_REMOVE_UPTO] = "DELETE FROM messages WHERE qid = ?1 AND seq <= ?2 "
@@ -125,7 +131,9 @@ static const char *s_schema = "CREATE TABLE IF NOT EXISTS queues ("
                               "  token_used INTEGER NOT NULL,"
                               "  public_desc TEXT NOT NULL,"
                               "  private_desc TEXT NOT NULL,"
-                              "  created INTEGER NOT NULL);";
+                              "  created INTEGER NOT NULL,"
+                              "  private_kx BLOB,"
+                              "  private_auth BLOB);";
 
 struct broker_store_t {
     sqlite3 *db;                  //  The database connection
@@ -232,7 +240,10 @@ static int s_setup(broker_store_t *self, const broker_store_options_t *options)
         return s_fail(self, "read user_version");
     int version = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int(stmt, 0) : -1;
     sqlite3_finalize(stmt);
-    if (version == 0) {
+    if (version == 1 && s_exec(self, "ALTER TABLE connections ADD COLUMN private_kx BLOB;"
+                                     "ALTER TABLE connections ADD COLUMN private_auth BLOB;") != 0)
+        return -1;
+    if (version == 0 || version == 1) {
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
         return s_exec(self, sql);
     }
@@ -450,6 +461,13 @@ int broker_store_each_conn(broker_store_t *self,
         const void *hash = sqlite3_column_blob(stmt, 3);
         if (hash && sqlite3_column_bytes(stmt, 3) == (int)sizeof conn.token_hash)
             memcpy(conn.token_hash, hash, sizeof conn.token_hash);
+        const void *kx = sqlite3_column_blob(stmt, 9), *auth = sqlite3_column_blob(stmt, 10);
+        conn.has_kx = kx && auth && sqlite3_column_bytes(stmt, 9) == (int)sizeof conn.kx &&
+                      sqlite3_column_bytes(stmt, 10) == (int)sizeof conn.auth;
+        if (conn.has_kx) {
+            memcpy(conn.kx, kx, sizeof conn.kx);
+            memcpy(conn.auth, auth, sizeof conn.auth);
+        }
         stop = fn(&conn, arg);
     }
     int result = stop || rc == SQLITE_DONE ? 0 : s_fail(self, "read connections");
@@ -496,6 +514,13 @@ int broker_store_conn_save(broker_store_t *self, const broker_store_conn_t *conn
     sqlite3_bind_text(stmt, 7, conn->public_desc ? conn->public_desc : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(stmt, 8, conn->private_desc ? conn->private_desc : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(stmt, 9, conn->created);
+    if (conn->has_kx) {
+        sqlite3_bind_blob(stmt, 10, conn->kx, sizeof conn->kx, SQLITE_STATIC);
+        sqlite3_bind_blob(stmt, 11, conn->auth, sizeof conn->auth, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(stmt, 10);
+        sqlite3_bind_null(stmt, 11);
+    }
     return s_step_done(self, ST_CONN_SAVE, "save connection");
 }
 

@@ -6,7 +6,8 @@
                      duplicate filter), messages and bytes held (so that a
                      restart reads one row per queue, never the messages)
       - connections: who owns a connection (public key), who joined it (private
-                     key), the SHA-256 of its join token, expiry, descriptions
+                     key), the SHA-256 of its join token, expiry, descriptions,
+                     and the key exchange its JOIN carried (opaque bytes)
 
     Group commit: the caller opens nothing explicitly. The first write after a
     commit starts a transaction; broker_store_commit makes everything written
@@ -73,6 +74,9 @@ typedef struct {
     const char *public_desc;  //  Public node description ("" if none)
     const char *private_desc; //  Private node description ("" if none)
     int64_t created;          //  Unix seconds of the first INVITE
+    bool has_kx;              //  JOIN brought a key exchange: kx and auth hold it
+    uint8_t kx[32];           //  JOIN's kx, opaque (docs/protocol.md §8.3)
+    uint8_t auth[32];         //  JOIN's auth, opaque
 } broker_store_conn_t;
 
 //  Opens (creating if needed) dir/broker.db. Returns the store, or NULL with

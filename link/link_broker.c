@@ -41,6 +41,9 @@ typedef struct {
     uint8_t key[PROTO_KEY_SIZE];          //  Token hash (INVITE) or token (JOIN)
     uint64_t expires;                     //  INVITE only
     char description[PROTO_MAX_NAME + 1]; //  Node description, "" for none
+    bool has_kx;                          //  JOIN only: kx and auth are sent
+    uint8_t kx[PROTO_KEY_SIZE];           //  JOIN only: X25519 public key
+    uint8_t auth[PROTO_KEY_SIZE];         //  JOIN only: the join's authenticator
 } s_request_t;
 
 struct link_t {
@@ -219,6 +222,9 @@ static int s_send_request(link_t *self, const s_request_t *request)
         msg.join.conn = request->conn;
         memcpy(msg.join.token, request->key, PROTO_KEY_SIZE);
         msg.join.description = request->description;
+        msg.join.has_kx = msg.join.has_auth = request->has_kx;
+        memcpy(msg.join.kx, request->kx, PROTO_KEY_SIZE);
+        memcpy(msg.join.auth, request->auth, PROTO_KEY_SIZE);
     }
     return s_send_msg(self, &msg);
 }
@@ -560,7 +566,7 @@ static void s_dispatch(link_t *self, const proto_msg_t *msg)
     case PROTO_JOINED:
         s_on_answer(self, PROTO_JOIN, msg->joined.conn);
         if (self->cb.on_joined)
-            self->cb.on_joined(msg->joined.conn, msg->joined.description, self->cb.arg);
+            self->cb.on_joined(&msg->joined, self->cb.arg);
         break;
     default: //  The table lets the broker send a type this link does not handle
         s_unexpected(self, msg);
@@ -820,12 +826,19 @@ int link_invite(link_t *self, const char *conn, const uint8_t token_hash[PROTO_K
 }
 
 int link_join(link_t *self, const char *conn, const uint8_t token[PROTO_KEY_SIZE],
-              const char *description)
+              const uint8_t *kx, const uint8_t *auth, const char *description)
 {
     s_request_t request;
     int rc = s_request_init(&request, PROTO_JOIN, conn, token, description ? description : "");
     if (rc != LINK_OK)
         return rc;
+    if ((kx == NULL) != (auth == NULL))
+        return LINK_E_INVALID;
+    request.has_kx = kx != NULL;
+    if (kx) {
+        memcpy(request.kx, kx, PROTO_KEY_SIZE);
+        memcpy(request.auth, auth, PROTO_KEY_SIZE);
+    }
     rc = link_conn_add(self, conn, 0, 0);
     if (rc != LINK_OK)
         return rc;

@@ -121,8 +121,11 @@ typedef struct {
                       void *arg);
     //  INVITE registered durably.
     void (*on_invited)(const char *conn, uint64_t expires, void *arg);
-    //  Connection conn is bound; description is the other node's.
-    void (*on_joined)(const char *conn, const char *description, void *arg);
+    //  A connection is bound (JOINED as the broker sent it, lent for the
+    //  call): joined->description is the other node's; to the public node,
+    //  joined->kx and joined->auth (has_kx) are the private node's half of
+    //  the join's key exchange (proto_kx.h), still to be checked.
+    void (*on_joined)(const proto_joined_t *joined, void *arg);
     //  A refusal or failure the application should know about: a refused
     //  INVITE or JOIN (conn set), a refused HELLO (403, 426), a PUBLISH the
     //  broker will not take (403, 404, 413: the connection stops sending
@@ -225,10 +228,12 @@ int link_consume(link_t *self, const char *conn, uint64_t seq);
 int link_invite(link_t *self, const char *conn, const uint8_t token_hash[PROTO_KEY_SIZE],
                 uint64_t expires, const char *description);
 
-//  Presents a join token (private node): JOIN until JOINED or ERROR. Adds
-//  conn to the link's connections. Returns a link_status_t.
+//  Presents a join token (private node): JOIN until JOINED or ERROR, with
+//  this node's half of the key exchange, kx and auth (proto_kx_accept; both
+//  NULL: none, as a 1.1 node). Adds conn to the link's connections. Returns
+//  a link_status_t.
 int link_join(link_t *self, const char *conn, const uint8_t token[PROTO_KEY_SIZE],
-              const char *description);
+              const uint8_t *kx, const uint8_t *auth, const char *description);
 
 //  Fills *item to poll the socket for input and returns true; returns false
 //  while the link has no socket (LINK_DOWN). The socket changes across

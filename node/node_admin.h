@@ -153,7 +153,7 @@ int node_admin_sync_start(node_admin_t *self, const char *which, const char *num
 
 //  Starts a rekey of connection which (NULL: the only one; it must be
 //  active) and waits at most wait_ms for the daemon to send its REKEY
-//  (docs/protocol.md §8.3; the other side completes it). Returns 0 with
+//  (docs/protocol.md §8.4; the other side completes it). Returns 0 with
 //  out->done telling whether the daemon has started it, or -1 with err.
 int node_admin_conn_rekey(node_admin_t *self, const char *which, long wait_ms,
                           node_admin_sync_t *out, char *err, size_t errlen);

@@ -155,6 +155,8 @@ static json_t *s_conn_json(const node_admin_conn_t *info)
     json_object_set_new(doc, "status", json_string(node_conn_status_name(conn->status)));
     json_object_set_new(doc, "error", json_string(conn->error_text));
     json_object_set_new(doc, "peer", json_string(conn->peer_description));
+    json_object_set_new(doc, "peer_url", json_string(conn->peer_url));
+    json_object_set_new(doc, "fingerprint", json_string(conn->fingerprint));
     json_object_set_new(doc, "trigger", json_string(conn->trigger));
     json_object_set_new(doc, "broker", json_string(conn->broker_endpoint));
     json_object_set_new(doc, "twins", json_integer((json_int_t)info->twins));

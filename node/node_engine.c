@@ -45,7 +45,7 @@ typedef struct {
 struct node_engine {
     const node_config_t *cfg;             //  Configuration (not owned)
     proto_role_t role;                    //  Our role
-    char description[PROTO_MAX_NAME + 1]; //  Shown to the other node
+    char description[PROTO_MAX_NAME + 1]; //  Shown to the other node: our name, no URL
     sn_client_t *sn;                      //  Used by the worker only
     uint8_t public_key[PROTO_KEY_SIZE];   //  Node's CURVE pair
     uint8_t secret_key[PROTO_KEY_SIZE];   //  (secret wiped on destroy)
@@ -87,7 +87,10 @@ static int s_op_list(void *arg, node_worker_conn_t **conns_p, size_t *count_p)
     }
     for (size_t i = 0; i < count; i++) {
         snprintf(out[i].id, sizeof out[i].id, "%s", conns[i].id);
-        out[i].pollable = conns[i].status == NODE_CONN_ACTIVE || conns[i].status == NODE_CONN_ERROR;
+        //  A connection in error polls only once it was joined: before, it
+        //  has no root (a refused invitation or join).
+        out[i].pollable = conns[i].status == NODE_CONN_ACTIVE ||
+                          (conns[i].status == NODE_CONN_ERROR && conns[i].joined_at);
     }
     free(conns);
     *conns_p = out;
@@ -211,9 +214,9 @@ static void s_request(node_engine_t *self, s_known_t *known, const node_conn_t *
     node_keys_t keys;
     char err[512];
     int rc = node_keys_read(self->cfg->state_dir, conn->id, &keys, err, sizeof err);
-    if (rc || !keys.has_token) {
+    if (rc || !keys.has_token || (self->role == PROTO_ROLE_PRIVATE && !keys.has_join)) {
         ts_log(TS_LOG_ERROR, "cannot read the join token", "conn=%s reason=\"%s\"", conn->id,
-               rc ? err : "no token in the key file");
+               rc ? err : "no token or key exchange in the key file");
         node_keys_wipe(&keys);
         return;
     }
@@ -222,7 +225,8 @@ static void s_request(node_engine_t *self, s_known_t *known, const node_conn_t *
         proto_invite_token_hash(keys.join_token, hash);
         rc = link_invite(self->link, conn->id, hash, (uint64_t)conn->expires, self->description);
     } else {
-        rc = link_join(self->link, conn->id, keys.join_token, self->description);
+        rc = link_join(self->link, conn->id, keys.join_token, keys.join_kx, keys.join_auth,
+                       self->description);
         known->in_link = rc == LINK_OK;
     }
     node_keys_wipe(&keys);
@@ -236,7 +240,7 @@ static void s_on_stored(const char *conn, uint64_t seq, void *arg);
 static int s_on_deliver(const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
                         void *arg);
 static void s_on_invited(const char *conn, uint64_t expires, void *arg);
-static void s_on_joined(const char *conn, const char *description, void *arg);
+static void s_on_joined(const proto_joined_t *joined, void *arg);
 static void s_on_error(const link_error_t *error, void *arg);
 static void s_on_behind(const char *conn, uint64_t stored, uint64_t consumed, void *arg);
 
@@ -350,6 +354,13 @@ static void s_scan(node_engine_t *self)
                       (public_side && conn->status == NODE_CONN_PENDING && conn->invite_sent);
         if (serves)
             s_link_add(self, known, conn);
+        //  A join the public node refused (its root never came): the broker
+        //  has the partner bound, but nothing of it may be applied here.
+        if (!serves && public_side && known->in_link && conn->status == NODE_CONN_ERROR &&
+            !conn->joined_at) {
+            link_conn_remove(self->link, conn->id);
+            known->in_link = false;
+        }
         s_offer(self, conn->id);
     }
     for (size_t i = 0; !self->link && i < count; i++)
@@ -459,25 +470,75 @@ static void s_on_invited(const char *conn, uint64_t expires, void *arg)
         s_log_state_error(self, "invited");
 }
 
-static void s_on_joined(const char *conn, const char *description, void *arg)
+//  Public node, JOINED for a pending connection: checks the partner's half
+//  of the key exchange and derives the root (node_keys_join_public).
+//  Returns 0 when the join stands; 1 when it is refused (the connection goes
+//  to error saying why, and never gets a root); -1 when the key file could
+//  not be read or written (logged; the next JOINED, after the next HELLO,
+//  tries again).
+static int s_finish_join(node_engine_t *self, const node_conn_t *c, const proto_joined_t *joined)
+{
+    char reason[NODE_TEXT_MAX - 64] = "";
+    uint8_t broker_key[PROTO_KEY_SIZE];
+    int rc = 1;
+    if (!joined->has_kx || !joined->has_auth)
+        snprintf(reason, sizeof reason,
+                 "the join brought no key exchange (twinsync-private or twinsync-broker is "
+                 "older than 1.2): upgrade them, delete this connection and initiate a new one");
+    else if (strlen(c->broker_key) != 40 || !zmq_z85_decode(broker_key, c->broker_key))
+        snprintf(reason, sizeof reason, "the connection's broker key is not 40 Z85 characters");
+    else
+        rc = node_keys_join_public(self->cfg->state_dir, c->id, broker_key, joined->kx,
+                                   joined->auth, reason, sizeof reason);
+    if (rc == 0)
+        return 0;
+    char quoted[NODE_TEXT_MAX];
+    ts_log_quote(quoted, sizeof quoted, reason);
+    if (rc < 0) {
+        ts_log(TS_LOG_ERROR, "cannot complete the join", "conn=%s reason=%s", c->id, quoted);
+        return -1;
+    }
+    ts_log(TS_LOG_ERROR, "join refused", "conn=%s reason=%s", c->id, quoted);
+    char text[NODE_TEXT_MAX + 1];
+    snprintf(text, sizeof text, "join refused: %s", reason);
+    if (node_state_conn_set_status(self->state, c->id, NODE_CONN_ERROR, text) < 0)
+        s_log_state_error(self, "joined");
+    return 1;
+}
+
+static void s_on_joined(const proto_joined_t *joined, void *arg)
 {
     node_engine_t *self = arg;
+    const char *conn = joined->conn;
     node_conn_t c;
     if (node_state_conn_get(self->state, conn, &c))
         return;
-    int rc = node_state_conn_set_peer(self->state, conn, description,
+    bool joining = c.status == NODE_CONN_PENDING || c.status == NODE_CONN_JOINING;
+    //  A public connection never joined and not pending (its join was
+    //  refused, or its invitation): the broker's word changes nothing.
+    if (self->role == PROTO_ROLE_PUBLIC && !joining && !c.joined_at)
+        return;
+    if (self->role == PROTO_ROLE_PUBLIC && joining && s_finish_join(self, &c, joined) != 0)
+        return;
+    int rc = node_state_conn_set_peer(self->state, conn, joined->description,
                                       c.joined_at ? c.joined_at : time(NULL));
-    if (rc == 0 && (c.status == NODE_CONN_PENDING || c.status == NODE_CONN_JOINING)) {
+    if (rc == 0 && joining) {
         //  Changes from now on are synced: the cursor starts here.
         char stamp[SN_STAMP_SIZE];
         sn_stamp_from_time(time(NULL), stamp);
         rc = node_state_conn_set_cursor(self->state, conn, stamp, 0) < 0 ||
              node_state_conn_set_status(self->state, conn, NODE_CONN_ACTIVE, NULL) < 0;
         ts_log(TS_LOG_INFO, "connection active", "conn=%s peer=\"%s\"", conn,
-               description ? description : "");
+               joined->description ? joined->description : "");
     }
     if (rc)
         s_log_state_error(self, "joined");
+    //  Joined: the token, the invitation secret and the key exchange leave
+    //  the key file (after the database says so: a crash between the two
+    //  finds the connection active and ends here again at the next JOINED).
+    char err[512];
+    if (rc == 0 && node_keys_forget_join(self->cfg->state_dir, conn, err, sizeof err))
+        ts_log(TS_LOG_ERROR, "cannot wipe the join's secrets", "conn=%s reason=\"%s\"", conn, err);
     s_known_t *known = s_known(self, conn);
     if (known && node_state_conn_get(self->state, conn, &c) == 0)
         s_link_add(self, known, &c);
@@ -585,7 +646,9 @@ node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errle
     }
     self->cfg = cfg;
     self->role = cfg->role;
-    snprintf(self->description, sizeof self->description, "%s (%s)", cfg->name, cfg->url);
+    //  INVITE and JOIN descriptions end up in the broker's store: the node's
+    //  name only, never the instance URL (docs/security.md).
+    snprintf(self->description, sizeof self->description, "%s", cfg->name);
     if (node_config_check_run(cfg, err, errlen))
         goto fail;
     self->state = node_state_open(cfg->state_dir, err, errlen);

@@ -1,5 +1,5 @@
 /*  node_rekey.h: a connection's key generations after the join, and the
-    X25519 exchange that makes the next one (docs/protocol.md §8.3).
+    X25519 exchange that makes the next one (docs/protocol.md §8.4).
 
     STATE_DIR/keys/CONN.gens (mode 0600, written atomically) holds, once a
     rekey has started, every root secret the connection still needs, and

@@ -11,6 +11,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 struct node_state {
     sqlite3 *db;     //  Connection to node.db
@@ -35,7 +37,8 @@ static const char *s_schema =
     " invite_sent INTEGER NOT NULL DEFAULT 0, joined_at INTEGER NOT NULL DEFAULT 0,"
     " next_out_seq INTEGER NOT NULL DEFAULT 1, stored_seq INTEGER NOT NULL DEFAULT 0,"
     " applied_in_seq INTEGER NOT NULL DEFAULT 0, poll_cursor TEXT NOT NULL DEFAULT '',"
-    " last_poll_at INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);"
+    " last_poll_at INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,"
+    " fingerprint TEXT NOT NULL DEFAULT '');"
     "CREATE TABLE IF NOT EXISTS twins("
     " conn TEXT NOT NULL, local_sys_id TEXT NOT NULL, local_number TEXT NOT NULL DEFAULT '',"
     " remote_sys_id TEXT, remote_number TEXT NOT NULL DEFAULT '',"
@@ -262,6 +265,24 @@ static int s_schema_version(node_state_t *self, long *version)
     return 0;
 }
 
+//  Adds connections.fingerprint to a database made before it existed. A
+//  column with a default that older code never names needs no new schema
+//  version: both read and write the same file.
+static int s_add_fingerprint(node_state_t *self)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(self->db, "SELECT fingerprint FROM connections LIMIT 0", -1, &stmt,
+                           NULL) == SQLITE_OK) {
+        sqlite3_finalize(stmt);
+        return 0;
+    }
+    return sqlite3_exec(self->db,
+                        "ALTER TABLE connections ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
+                        NULL, NULL, NULL) == SQLITE_OK
+               ? 0
+               : s_fail(self, "add connections.fingerprint");
+}
+
 //  Creates the schema, or checks the version of an existing one. One
 //  write transaction, so that processes opening a new database at the same
 //  moment (the daemon and an admin command) do not both create it.
@@ -271,6 +292,8 @@ static int s_schema_check(node_state_t *self, char *err, size_t errlen)
     int rc = node_state_begin(self);
     if (rc == 0 && sqlite3_exec(self->db, s_schema, NULL, NULL, NULL) != SQLITE_OK)
         rc = s_fail(self, "create schema");
+    if (rc == 0)
+        rc = s_add_fingerprint(self);
     if (rc == 0)
         rc = s_schema_version(self, &version);
     if (rc == 0 && version == 0 &&
@@ -311,6 +334,36 @@ static int s_wal(node_state_t *self)
     return -1;
 }
 
+//  Makes path (node.db) mode 0600 before SQLite opens it, whatever the
+//  umask: SQLite would create it 0644 less the umask, and it gives -wal and
+//  -shm the database file's mode when it creates them. Files an older
+//  twinsync left readable by others (node.db, -wal, -shm) lose those bits.
+//  A file that exists is changed by path, never opened: closing any
+//  descriptor of node.db would drop the POSIX locks SQLite holds on it in
+//  this process (the daemon opens two handles). Returns 0, or -1 with a
+//  reason in err.
+static int s_private_files(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd); //  New: nobody holds a lock on it yet
+    else if (errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < 3; i++) {
+        char file[4200];
+        snprintf(file, sizeof file, "%s%s", path, i == 0 ? "" : i == 1 ? "-wal" : "-shm");
+        struct stat st;
+        if (stat(file, &st) == 0 && (st.st_mode & 077))
+            rc = chmod(file, st.st_mode & 0700);
+    }
+    if (rc)
+        snprintf(err, errlen, "cannot make %s private (0600): %s", path, strerror(errno));
+    return rc;
+}
+
 node_state_t *node_state_open(const char *dir, char *err, size_t errlen)
 {
     if (s_mkdir(dir, err, errlen))
@@ -319,6 +372,11 @@ node_state_t *node_state_open(const char *dir, char *err, size_t errlen)
     char *path = NULL;
     if (!self || asprintf(&path, "%s/%s", dir, NODE_STATE_FILE) < 0) {
         snprintf(err, errlen, "out of memory");
+        free(self);
+        return NULL;
+    }
+    if (s_private_files(path, err, errlen)) {
+        free(path);
         free(self);
         return NULL;
     }
@@ -447,7 +505,7 @@ const char *node_conn_status_name(node_conn_status_t status)
 #define S_CONN_COLUMNS                                                                             \
     "id, name, mode, role, status, error_text, peer_description, peer_url, trigger,"               \
     " broker_endpoint, broker_key, expires, invite_sent, joined_at, next_out_seq, stored_seq,"     \
-    " applied_in_seq, poll_cursor, last_poll_at, created_at"
+    " applied_in_seq, poll_cursor, last_poll_at, created_at, fingerprint"
 
 static void s_read_conn(sqlite3_stmt *stmt, node_conn_t *out)
 {
@@ -472,20 +530,22 @@ static void s_read_conn(sqlite3_stmt *stmt, node_conn_t *out)
     s_copy(stmt, 17, out->poll_cursor, sizeof out->poll_cursor);
     out->last_poll_at = sqlite3_column_int64(stmt, 18);
     out->created_at = sqlite3_column_int64(stmt, 19);
+    s_copy(stmt, 20, out->fingerprint, sizeof out->fingerprint);
 }
 
 int node_state_conn_insert(node_state_t *self, const node_conn_t *conn)
 {
-    int rc = s_exec(self,
-                    "INSERT INTO connections(" S_CONN_COLUMNS ") VALUES"
-                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    "tttiittttttiiiiiitii", conn->id, conn->name, conn->mode, (int64_t)conn->role,
-                    (int64_t)conn->status, conn->error_text, conn->peer_description, conn->peer_url,
-                    conn->trigger, conn->broker_endpoint, conn->broker_key, conn->expires,
-                    (int64_t)conn->invite_sent, conn->joined_at,
-                    (int64_t)(conn->next_out_seq ? conn->next_out_seq : 1),
-                    (int64_t)conn->stored_seq, (int64_t)conn->applied_in_seq, conn->poll_cursor,
-                    conn->last_poll_at, conn->created_at ? conn->created_at : s_now());
+    int rc =
+        s_exec(self,
+               "INSERT INTO connections(" S_CONN_COLUMNS ") VALUES"
+               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+               "tttiittttttiiiiiitiit", conn->id, conn->name, conn->mode, (int64_t)conn->role,
+               (int64_t)conn->status, conn->error_text, conn->peer_description, conn->peer_url,
+               conn->trigger, conn->broker_endpoint, conn->broker_key, conn->expires,
+               (int64_t)conn->invite_sent, conn->joined_at,
+               (int64_t)(conn->next_out_seq ? conn->next_out_seq : 1), (int64_t)conn->stored_seq,
+               (int64_t)conn->applied_in_seq, conn->poll_cursor, conn->last_poll_at,
+               conn->created_at ? conn->created_at : s_now(), conn->fingerprint);
     if (rc < 0 && sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_UNIQUE)
         return 1;
     if (rc < 0 && sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_PRIMARYKEY)

@@ -17,8 +17,11 @@
       errors       per-twin and per-connection errors shown by `errors list`
       requests     admin requests the daemon carries out (exalate, retry)
 
-    Secrets (join tokens, end-to-end secrets) are not in the database: they
-    live in key files (node_keys.h).
+    Secrets (join tokens, invitation secrets, roots) are not in the
+    database: they live in key files (node_keys.h). node.db, node.db-wal and
+    node.db-shm are created 0600 whatever the umask (node_state_open makes
+    the file before SQLite does; SQLite gives -wal and -shm its mode): they
+    hold the connections' fingerprints and every synced incident.
 
     Concurrency: the daemon's threads and the admin commands each open their
     own node_state_t on the same file; WAL lets readers run beside the one
@@ -40,6 +43,7 @@
 #include <stdint.h>
 
 #include "node_fields.h"
+#include "proto_invite.h"
 #include "proto_limits.h"
 #include "proto_msg.h"
 
@@ -60,26 +64,27 @@ typedef enum {
 } node_conn_status_t;
 
 typedef struct {
-    char id[PROTO_MAX_ID + 1];                 //  Connection id
-    char name[PROTO_MAX_NAME + 1];             //  Name chosen by the admin
-    char mode[16];                             //  "basic"
-    proto_role_t role;                         //  Our role in it
-    node_conn_status_t status;                 //  See node_conn_status_t
-    char error_text[NODE_TEXT_MAX + 1];        //  Why status is error ("" otherwise)
-    char peer_description[PROTO_MAX_NAME + 1]; //  The other node, once known
-    char peer_url[PROTO_MAX_URL + 1];          //  The other side's instance URL, if known
-    char trigger[NODE_TEXT_MAX + 1];           //  Encoded query starting syncs ("" none)
-    char broker_endpoint[PROTO_MAX_URL + 1];   //  tcp://host:port
-    char broker_key[NODE_BROKER_KEY_Z85];      //  Broker's CURVE public key, Z85
-    int64_t expires;                           //  Invitation expiry, Unix seconds
-    bool invite_sent;                          //  Public: INVITE acknowledged
-    int64_t joined_at;                         //  Unix seconds of JOINED, 0 before
-    uint64_t next_out_seq;                     //  Next outbound seq to assign (>= 1)
-    uint64_t stored_seq;                       //  Highest own seq the broker STORED
-    uint64_t applied_in_seq;                   //  Highest inbound seq applied
-    char poll_cursor[NODE_CURSOR_SIZE];        //  Highest sys_updated_on polled ("" none)
-    int64_t last_poll_at;                      //  Unix ms of the last good poll, 0 never
-    int64_t created_at;                        //  Unix seconds
+    char id[PROTO_MAX_ID + 1];                       //  Connection id
+    char name[PROTO_MAX_NAME + 1];                   //  Name chosen by the admin
+    char mode[16];                                   //  "basic"
+    proto_role_t role;                               //  Our role in it
+    node_conn_status_t status;                       //  See node_conn_status_t
+    char error_text[NODE_TEXT_MAX + 1];              //  Why status is error ("" otherwise)
+    char peer_description[PROTO_MAX_NAME + 1];       //  The other node, once known
+    char peer_url[PROTO_MAX_URL + 1];                //  The other side's instance URL, if known
+    char trigger[NODE_TEXT_MAX + 1];                 //  Encoded query starting syncs ("" none)
+    char broker_endpoint[PROTO_MAX_URL + 1];         //  tcp://host:port
+    char broker_key[NODE_BROKER_KEY_Z85];            //  Broker's CURVE public key, Z85
+    int64_t expires;                                 //  Invitation expiry, Unix seconds
+    bool invite_sent;                                //  Public: INVITE acknowledged
+    int64_t joined_at;                               //  Unix seconds of JOINED, 0 before
+    uint64_t next_out_seq;                           //  Next outbound seq to assign (>= 1)
+    uint64_t stored_seq;                             //  Highest own seq the broker STORED
+    uint64_t applied_in_seq;                         //  Highest inbound seq applied
+    char poll_cursor[NODE_CURSOR_SIZE];              //  Highest sys_updated_on polled ("" none)
+    int64_t last_poll_at;                            //  Unix ms of the last good poll, 0 never
+    int64_t created_at;                              //  Unix seconds
+    char fingerprint[PROTO_INVITE_FINGERPRINT_SIZE]; //  What the admins compare ("" unknown)
 } node_conn_t;
 
 typedef struct {
@@ -125,7 +130,7 @@ typedef struct {
 
 typedef enum {
     NODE_REQ_EXALATE = 1, //  Start syncing incident NUMBER (needs ServiceNow)
-    NODE_REQ_REKEY = 2,   //  Start a rekey of the connection (docs/protocol.md §8.3)
+    NODE_REQ_REKEY = 2,   //  Start a rekey of the connection (docs/protocol.md §8.4)
 } node_req_kind_t;
 
 typedef enum {

@@ -117,11 +117,15 @@ int node_sync_gens_load(node_sync_t *self, const char *conn, node_rekey_gens_t *
     rc = node_keys_read(self->state_dir, conn, &keys, err, errlen);
     if (rc == 1)
         snprintf(err, errlen, "key file missing");
-    if (rc)
+    else if (rc == 0 && !keys.has_root)
+        snprintf(err, errlen, "no root yet (the join is not done)");
+    if (rc || !keys.has_root) {
+        node_keys_wipe(&keys);
         return -1;
+    }
     memset(gens, 0, sizeof *gens);
     gens->count = 1;
-    memcpy(gens->roots[0].root, keys.secret, PROTO_KEY_SIZE);
+    memcpy(gens->roots[0].root, keys.root, PROTO_KEY_SIZE);
     node_keys_wipe(&keys);
     node_conn_t c;
     gens->rotated_at = node_state_conn_get(self->state, conn, &c) == 0 ? c.joined_at : 0;
@@ -493,7 +497,7 @@ node_sync_rc_t node_sync_force_send(node_sync_t *self, const node_conn_t *conn,
     return rc;
 }
 
-//  --- rekeying (docs/protocol.md §8.3; the answers are in node_sync_apply.c)
+//  --- rekeying (docs/protocol.md §8.4; the answers are in node_sync_apply.c)
 
 node_sync_rc_t node_sync_rekey(node_sync_t *self, const char *conn_id, char *text, size_t size)
 {

@@ -73,7 +73,7 @@ node_sync_t *node_sync_new(const node_sync_config_t *cfg);
 //  Frees the worker (sealers, de-duplication sets); sets *self_p to NULL.
 void node_sync_destroy(node_sync_t **self_p);
 
-//  Starts a rekey of connection conn (docs/protocol.md §8.3): a new X25519
+//  Starts a rekey of connection conn (docs/protocol.md §8.4): a new X25519
 //  share in a REKEY, queued in the outbox. text (size bytes) says what
 //  happened for the admin. Returns OK (also when conn cannot be rekeyed now:
 //  not active, a rekey under way; text says so), or FATAL.

@@ -513,7 +513,7 @@ static node_sync_rc_t s_applied_before(node_sync_t *self, const node_conn_t *con
                           "is not honest; not applied");
 }
 
-//  --- rekeying (docs/protocol.md §8.3; the start is node_sync_rekey)
+//  --- rekeying (docs/protocol.md §8.4; the start is node_sync_rekey)
 
 //  Queues the REKEY_ACK of generation with share kx, sealed in the
 //  generation before it (the other side does not hold the new one yet),

@@ -217,7 +217,7 @@ node_sync_rc_t node_sync_poll(node_sync_t *self, const char *conn_id, node_sync_
     node_sync_ctx_t *ctx = node_sync_ctx(self, conn.id);
     if (!ctx)
         return NODE_SYNC_RETRY;
-    //  The public node rotates the keys on its schedule (docs/protocol.md §8.3)
+    //  The public node rotates the keys on its schedule (docs/protocol.md §8.4)
     if (conn.role == PROTO_ROLE_PUBLIC && conn.status == NODE_CONN_ACTIVE &&
         self->rekey_interval_s > 0 && !ctx->rekey_pending && ctx->rotated_at > 0 &&
         (int64_t)time(NULL) - ctx->rotated_at >= self->rekey_interval_s) {

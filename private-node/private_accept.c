@@ -1,4 +1,11 @@
-/*  private_accept.c: accepting an invitation code (see private_accept.h). */
+/*  private_accept.c: accepting an invitation code (see private_accept.h).
+
+    The private node's half of the join's key exchange happens here, at
+    once: its X25519 pair is drawn, the root derived and the private key
+    wiped before anything is written (proto_kx_accept). The key file gets
+    the root, the token and what JOIN carries; the invitation secret is
+    never written.
+*/
 #include "private_accept.h"
 
 #include <stdio.h>
@@ -8,6 +15,7 @@
 
 #include "node_keys.h"
 #include "proto_invite.h"
+#include "proto_kx.h"
 
 //  The checks of a decoded invitation against what this node holds.
 static int s_check(node_admin_t *admin, const proto_invite_t *invite, char *err, size_t errlen)
@@ -58,9 +66,13 @@ int private_accept(node_admin_t *admin, const char *code, const char *trigger, l
     snprintf(conn->id, sizeof conn->id, "%s", invite.conn);
     snprintf(conn->name, sizeof conn->name, "%s", invite.name);
     snprintf(conn->mode, sizeof conn->mode, "%s", invite.mode);
+    //  The public side's URL stays here (the code carried it by hand); the
+    //  broker only ever hears node names.
     snprintf(conn->peer_url, sizeof conn->peer_url, "%s", invite.instance_url);
-    snprintf(conn->peer_description, sizeof conn->peer_description, "%s (%s)", invite.node_name,
-             invite.instance_url);
+    snprintf(conn->peer_description, sizeof conn->peer_description, "%s", invite.node_name);
+    //  From the code as received, before a configured endpoint replaces its
+    //  own: what the public admin reads out is what the code said.
+    proto_invite_fingerprint(&invite, conn->fingerprint);
     //  A configured endpoint wins: the private network may reach the broker
     //  by another address than the one the public side advertises.
     snprintf(conn->broker_endpoint, sizeof conn->broker_endpoint, "%s",
@@ -70,10 +82,16 @@ int private_accept(node_admin_t *admin, const char *code, const char *trigger, l
     conn->role = PROTO_ROLE_PRIVATE;
     conn->status = NODE_CONN_JOINING;
     conn->expires = (int64_t)invite.expires;
-    node_keys_t keys = {.has_token = true};
+    node_keys_t keys = {.has_root = true, .has_token = true, .has_join = true};
     memcpy(keys.join_token, invite.join_token, PROTO_KEY_SIZE);
-    memcpy(keys.secret, invite.secret, PROTO_KEY_SIZE);
+    proto_status_t prc = proto_kx_accept(&invite, keys.join_kx, keys.join_auth, keys.root);
     proto_invite_clear(&invite);
+    if (prc != PROTO_OK) {
+        node_keys_wipe(&keys);
+        snprintf(err, errlen, "cannot accept invitation: the key exchange failed (%s)",
+                 proto_status_str(prc));
+        return -1;
+    }
     int rc = node_keys_write(cfg->state_dir, conn->id, &keys, err, errlen);
     node_keys_wipe(&keys);
     if (rc)

@@ -4,9 +4,12 @@
     The code is checked before anything is written: a truncated, altered,
     expired, wrong-version or non-code text, a mode this release does not
     sync, a connection accepted already or a name taken is refused. A good
-    code becomes a key file (its secrets never enter the database) and a
-    joining connection; the daemon sends JOIN with the token, and the
-    operation waits, bounded, for the broker's answer. A refusal (token used,
+    code becomes the private node's half of the key exchange (its root,
+    docs/protocol.md §8.3), a key file (no secret enters the database; the
+    invitation secret is not kept at all) and a joining connection with
+    the fingerprint the admins compare; the daemon sends JOIN with the
+    token and the key exchange, and the operation waits, bounded, for the
+    broker's answer. A refusal (token used,
     expired, wrong) removes the connection again so that a good code can
     still be accepted. Functions that return data (no printing; node_admin.h's
     conventions), called by private_cli.h and callable by a web console.
@@ -21,7 +24,8 @@
 
 //  What became of an accepted code.
 typedef struct {
-    node_conn_t conn;    //  The connection as stored (status active, or joining)
+    node_conn_t conn;    //  The connection as stored (status active, or joining), with
+                         //  its fingerprint
     bool active;         //  The broker accepted the join; false: still joining
     bool daemon_running; //  When still joining: whether a daemon runs at all
 } private_acceptance_t;

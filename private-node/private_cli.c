@@ -53,10 +53,13 @@ static int s_cmd_accept(node_cli_t *cli)
                                  ? "the daemon cannot reach the broker yet; it keeps trying"
                                  : "the daemon is not running; start it and the join completes");
     if (cli->opts.json)
-        return node_cli_json_out(json_pack("{s:s,s:s,s:s,s:s}", "id", conn->id, "name", conn->name,
-                                           "status", "active", "peer", conn->peer_description));
-    printf("connection %s (%s) is active; peer: %s\n", conn->name, conn->id,
-           conn->peer_description);
+        return node_cli_json_out(
+            json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", conn->id, "name", conn->name, "status",
+                      "active", "peer", conn->peer_description, "fingerprint", conn->fingerprint));
+    printf("connection %s (%s) is active; peer: %s\n"
+           "fingerprint: %s (the public admin's `connection initiate` showed the same; if "
+           "not, the code was altered: delete the connection)\n",
+           conn->name, conn->id, conn->peer_description, conn->fingerprint);
     return TS_EXIT_OK;
 }
 

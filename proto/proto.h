@@ -5,7 +5,8 @@
     proto_limits  protocol version, fixed limits, configurable decode limits
     proto_msg     broker dialogue messages (HELLO ... CONSUMED), msgpack codec
     proto_sync    sealed payload plaintexts (SYNC, RECEIPT)
-    proto_invite  invitation codes
+    proto_invite  invitation codes and their fingerprint
+    proto_kx      the join's key exchange (X25519, HMAC-SHA256, HKDF-SHA256)
     proto_seal    end-to-end sealing (HKDF-SHA256, AES-256-GCM)
 
     The library uses nothing else of twinsync; it links msgpack-c and OpenSSL
@@ -20,6 +21,7 @@
 #include "proto_msg.h"
 #include "proto_sync.h"
 #include "proto_invite.h"
+#include "proto_kx.h"
 #include "proto_seal.h"
 
 #endif

@@ -801,11 +801,15 @@ static proto_status_t s_decode_field(s_reader_t *r, const proto_fdef_t *def, cha
         return PROTO_OK;
     }
     case PROTO_K_KEY:
+        if (v.type == S_NIL && (def->flags & PROTO_F_HAS))
+            return PROTO_OK; //  An optional key given as nil: absent
         if (v.type != S_BIN)
             return s_rfail(r, PROTO_E_TYPE, 0, 0);
         if (v.len != PROTO_KEY_SIZE)
             return s_rfail(r, PROTO_E_VALUE, v.len, PROTO_KEY_SIZE);
         memcpy(obj + def->off, v.ptr, PROTO_KEY_SIZE);
+        if (def->flags & PROTO_F_HAS)
+            *(bool *)(obj + def->aux) = true;
         return PROTO_OK;
     case PROTO_K_U64:
     case PROTO_K_U32:
@@ -1047,6 +1051,8 @@ static bool s_present(const proto_fdef_t *def, const char *obj)
                    : def->kind == PROTO_K_U32 ? *(const uint32_t *)(obj + def->off) != 0
                                               : *(const uint16_t *)(obj + def->off) != 0;
         return true;
+    case PROTO_K_KEY:
+        return !(def->flags & PROTO_F_HAS) || *(const bool *)(obj + def->aux);
     case PROTO_K_LIST:
     case PROTO_K_PAIRS:
         return (def->flags & PROTO_F_REQ) || *(const size_t *)(obj + def->aux) != 0;

@@ -57,7 +57,7 @@ enum {
     PROTO_F_ID = 2,      //  String of [A-Za-z0-9._:-], not empty
     PROTO_F_LONG = 4,    //  String limit is limits->max_text (else max)
     PROTO_F_PAYLOAD = 8, //  Bytes limit is limits->max_payload (else max)
-    PROTO_F_HAS = 16,    //  Optional number; bool presence flag at aux
+    PROTO_F_HAS = 16,    //  Optional number or key; bool presence flag at aux
     PROTO_F_OMIT0 = 32   //  Optional number; 0 means absent
 };
 
@@ -113,7 +113,7 @@ typedef struct {
         .key = #member, .kind = (kind_), .flags = (flags_), .off = offsetof(T, member),            \
         .min = (min_), .max = (max_), .doc = (doc_)                                                \
     }
-//  An optional number of T with its presence flag.
+//  An optional number (or PROTO_K_KEY) of T with its presence flag.
 #define PROTO_S_FIELD_HAS(T, member, has, kind_, min_, max_, doc_)                                 \
     {                                                                                              \
         .key = #member, .kind = (kind_), .flags = PROTO_F_HAS, .off = offsetof(T, member),         \

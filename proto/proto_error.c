@@ -51,6 +51,8 @@ const char *proto_status_str(proto_status_t code)
         return "sealed payload failed to open";
     case PROTO_E_CRYPTO:
         return "crypto library failure";
+    case PROTO_E_JOIN_AUTH:
+        return "join authenticator does not match";
     }
     return "unknown status";
 }

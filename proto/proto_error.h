@@ -34,7 +34,8 @@ typedef enum {
     PROTO_E_EXPIRED,       //  Invitation code past its expiry time
     PROTO_E_SEAL,          //  Sealed payload failed to open (altered, wrong key,
                            //  wrong direction or sequence)
-    PROTO_E_CRYPTO         //  The crypto library failed (RNG, KDF, cipher)
+    PROTO_E_CRYPTO,        //  The crypto library failed (RNG, KDF, cipher)
+    PROTO_E_JOIN_AUTH      //  A join's authenticator does not match (proto_kx.h)
 } proto_status_t;
 
 //  What went wrong, filled by the decoders and encoders; a plain value the

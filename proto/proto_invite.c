@@ -42,10 +42,13 @@ static const proto_fdef_t s_invitation_fields[] = {
                   "Broker endpoint, `tcp://host:port`"),
     PROTO_S_FIELD(proto_invite_t, broker_key, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
                   "Broker's CURVE public key, raw (Z85 is 40 characters of it)"),
+    PROTO_S_FIELD(proto_invite_t, kx, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
+                  "Public node's X25519 public key for the join's key exchange (§8.3)"),
     PROTO_S_FIELD(proto_invite_t, join_token, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
                   "Single-use join token (random)"),
     PROTO_S_FIELD(proto_invite_t, secret, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
-                  "End-to-end secret (random)"),
+                  "Invitation secret (random): authenticates the key exchange (§8.3); no "
+                  "payload key derives from it alone"),
     PROTO_S_FIELD(proto_invite_t, expires, PROTO_K_U64, PROTO_F_REQ, 1, 0,
                   "Unix seconds; refused from then on"),
 };
@@ -81,6 +84,39 @@ proto_status_t proto_invite_generate_secrets(proto_invite_t *self)
         RAND_bytes(self->secret, PROTO_KEY_SIZE) != 1)
         return PROTO_E_CRYPTO;
     return PROTO_OK;
+}
+
+void proto_invite_fingerprint(const proto_invite_t *self, char out[PROTO_INVITE_FINGERPRINT_SIZE])
+{
+    static const char label[] = "twinsync fingerprint v1";
+    uint8_t input[sizeof label - 1 + 1 + PROTO_MAX_ID + 2 + PROTO_MAX_URL + 3 * PROTO_KEY_SIZE];
+    size_t conn_len = self->conn ? strnlen(self->conn, PROTO_MAX_ID) : 0;
+    size_t endpoint_len = self->endpoint ? strnlen(self->endpoint, PROTO_MAX_URL) : 0;
+    size_t n = sizeof label - 1;
+    memcpy(input, label, n);
+    input[n++] = (uint8_t)conn_len;
+    if (conn_len)
+        memcpy(input + n, self->conn, conn_len);
+    n += conn_len;
+    input[n++] = (uint8_t)(endpoint_len >> 8);
+    input[n++] = (uint8_t)endpoint_len;
+    if (endpoint_len)
+        memcpy(input + n, self->endpoint, endpoint_len);
+    n += endpoint_len;
+    memcpy(input + n, self->broker_key, PROTO_KEY_SIZE);
+    memcpy(input + n + PROTO_KEY_SIZE, self->kx, PROTO_KEY_SIZE);
+    memcpy(input + n + 2 * PROTO_KEY_SIZE, self->secret, PROTO_KEY_SIZE);
+    n += 3 * PROTO_KEY_SIZE;
+    uint8_t digest[SHA256_DIGEST_LENGTH];
+    SHA256(input, n, digest);
+    OPENSSL_cleanse(input, sizeof input);
+    size_t at = 0;
+    for (int group = 0; group < 5; group++) {
+        const uint8_t *p = digest + 4 * group;
+        uint32_t value = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        at += (size_t)snprintf(out + at, PROTO_INVITE_FINGERPRINT_SIZE - at, "%s%05u",
+                               group ? " " : "", (unsigned)(value % 100000u));
+    }
 }
 
 void proto_invite_token_hash(const uint8_t token[PROTO_KEY_SIZE], uint8_t hash[PROTO_KEY_SIZE])

@@ -8,13 +8,20 @@
     The body is a msgpack map (keys in docs/protocol.md) holding everything the
     private node needs to join: connection id and name, mode, the public
     node's name and instance URL, the broker endpoint and CURVE public key,
-    a single-use join token and the end-to-end secret. Decoding refuses text
+    the public node's X25519 public key, a single-use join token and the
+    invitation secret. The code holds no end-to-end key: the invitation
+    secret only authenticates the join's key exchange (proto_kx.h), so a
+    code found after the join opens nothing. Decoding refuses text
     that is not an invitation code, was truncated or altered (any single
     changed character is caught: canonical base64url plus a 64-bit
     checksum), has an unknown version, or has expired.
 
-    The code carries secrets: callers wipe buffers that held it
-    (proto_buf_wipe) and proto_invite_clear wipes the decoded secrets.
+    The code carries secrets until the join: callers wipe buffers that held
+    it (proto_buf_wipe) and proto_invite_clear wipes the decoded secrets.
+
+    Both admins see the connection's fingerprint (proto_invite_fingerprint)
+    when the code is made and when it is accepted, and compare it by phone:
+    a code altered on its way (another broker, another key) shows another.
 */
 #ifndef PROTO_INVITE_H
 #define PROTO_INVITE_H
@@ -32,6 +39,9 @@
 #define PROTO_INVITE_CHECKSUM 8       //  Bytes of SHA-256 appended to the body
 #define PROTO_INVITE_MAX_TEXT 8192    //  Longest code text accepted
 
+//  "ddddd ddddd ddddd ddddd ddddd" and its NUL.
+#define PROTO_INVITE_FINGERPRINT_SIZE 30
+
 typedef struct {
     uint16_t version;                   //  Body version ("v"); encode writes PROTO_VERSION
     const char *conn;                   //  Connection id ([A-Za-z0-9._:-], <= 64)
@@ -41,8 +51,9 @@ typedef struct {
     const char *instance_url;           //  Public side's ServiceNow URL
     const char *endpoint;               //  Broker endpoint, "tcp://host:port"
     uint8_t broker_key[PROTO_KEY_SIZE]; //  Broker's CURVE public key (raw; Z85 with zmq_z85_encode)
+    uint8_t kx[PROTO_KEY_SIZE];         //  Public node's X25519 public key (proto_kx.h)
     uint8_t join_token[PROTO_KEY_SIZE]; //  Single-use join token
-    uint8_t secret[PROTO_KEY_SIZE];     //  End-to-end secret (proto_seal.h)
+    uint8_t secret[PROTO_KEY_SIZE];     //  Invitation secret: authenticates the join (proto_kx.h)
     uint64_t expires;                   //  Unix seconds; refused from then on
     proto_mem_t *mem;                   //  Memory owned after decode; private
 } proto_invite_t;
@@ -73,6 +84,20 @@ proto_status_t proto_invite_encode(const proto_invite_t *self, proto_buf_t *out,
 //  starts with "cannot read invitation code: " and says what to do.
 proto_status_t proto_invite_decode(const char *text, uint64_t now, proto_invite_t *out,
                                    proto_error_t *err);
+
+//  The connection's fingerprint into out: five groups of five digits
+//  ("01234 56789 ...") that the two admins read to each other. It covers
+//  everything a man in the middle would have to swap: SHA-256 over
+//
+//      "twinsync fingerprint v1" || len(conn) (1 byte) || conn
+//      || len(endpoint) (2 bytes, big-endian) || endpoint
+//      || broker_key (32) || kx (32) || secret (32)
+//
+//  whose first 20 bytes, read as five 32-bit big-endian numbers, give the
+//  groups (each modulo 100000). The same on both sides, so a web console
+//  shows the same. conn and endpoint longer than their limits count as
+//  cut at the limit (the encoder refuses them anyway).
+void proto_invite_fingerprint(const proto_invite_t *self, char out[PROTO_INVITE_FINGERPRINT_SIZE]);
 
 //  hash = SHA-256(token): what the public node registers with INVITE.
 void proto_invite_token_hash(const uint8_t token[PROTO_KEY_SIZE], uint8_t hash[PROTO_KEY_SIZE]);

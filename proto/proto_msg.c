@@ -122,11 +122,33 @@ static const proto_fdef_t s_invite_fields[] = {
     PROTO_S_FIELD(proto_invite_msg_t, expires, PROTO_K_U64, PROTO_F_REQ, 0, 0,
                   "Unix seconds; JOIN refused from then on"),
     PROTO_S_FIELD(proto_invite_msg_t, description, PROTO_K_STR, 0, 0, PROTO_MAX_NAME,
-                  "Public node description, shown to the private side"),
+                  "Public node description, shown to the private side: its name, never a "
+                  "URL (the broker stores it)"),
 };
 static const proto_schema_t s_invite =
     PROTO_S_MESSAGE("INVITE", PROTO_INVITE, proto_invite_msg_t, s_invite_fields, NULL, S_PUBLIC,
                     S_BROKER, "Registers a connection's join token and expiry (§4.3)");
+
+//  kx and auth come together or not at all: one without the other is no
+//  key exchange (docs/protocol.md §8.3).
+static proto_status_t s_kx_pair_rule(bool has_kx, bool has_auth, proto_error_t *err)
+{
+    if (has_kx == has_auth)
+        return PROTO_OK;
+    return proto_error_set(err, PROTO_E_MISSING, has_kx ? "auth" : "kx", 0, 0);
+}
+
+static proto_status_t s_join_rule(const void *obj, proto_error_t *err)
+{
+    const proto_join_t *join = obj;
+    return s_kx_pair_rule(join->has_kx, join->has_auth, err);
+}
+
+static proto_status_t s_joined_rule(const void *obj, proto_error_t *err)
+{
+    const proto_joined_t *joined = obj;
+    return s_kx_pair_rule(joined->has_kx, joined->has_auth, err);
+}
 
 static const proto_fdef_t s_join_fields[] = {
     PROTO_S_FIELD(proto_join_t, conn, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_ID,
@@ -134,10 +156,17 @@ static const proto_fdef_t s_join_fields[] = {
     PROTO_S_FIELD(proto_join_t, token, PROTO_K_KEY, PROTO_F_REQ, 0, 0,
                   "Join token from the invitation code"),
     PROTO_S_FIELD(proto_join_t, description, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME,
-                  "Private node description"),
+                  "Private node description: its name, never a URL (the broker stores it)"),
+    PROTO_S_FIELD_HAS(proto_join_t, kx, has_kx, PROTO_K_KEY, 0, 0,
+                      "Private node's X25519 public key for the join's key exchange (§8.3); "
+                      "opaque to the broker, relayed in JOINED. With `auth` (1.2); a 1.2 "
+                      "public node refuses a join without them"),
+    PROTO_S_FIELD_HAS(proto_join_t, auth, has_auth, PROTO_K_KEY, 0, 0,
+                      "HMAC-SHA256 under the invitation secret of the join's transcript "
+                      "(§8.3); opaque to the broker, relayed in JOINED. With `kx`"),
 };
 static const proto_schema_t s_join = PROTO_S_MESSAGE(
-    "JOIN", PROTO_JOIN, proto_join_t, s_join_fields, NULL, S_PRIVATE, S_BROKER,
+    "JOIN", PROTO_JOIN, proto_join_t, s_join_fields, s_join_rule, S_PRIVATE, S_BROKER,
     "Presents the join token of an invitation code: binds the private node's key to the "
     "connection (§4.3)");
 
@@ -146,9 +175,15 @@ static const proto_fdef_t s_joined_fields[] = {
                   "Connection now bound"),
     PROTO_S_FIELD(proto_joined_t, description, PROTO_K_STR, PROTO_F_REQ, 0, PROTO_MAX_NAME,
                   "The other node's description"),
+    PROTO_S_FIELD_HAS(proto_joined_t, kx, has_kx, PROTO_K_KEY, 0, 0,
+                      "To the public node: JOIN's `kx`, byte for byte (§8.3); absent toward "
+                      "the private node. With `auth`"),
+    PROTO_S_FIELD_HAS(proto_joined_t, auth, has_auth, PROTO_K_KEY, 0, 0,
+                      "To the public node: JOIN's `auth`, byte for byte; the public node "
+                      "checks it before it derives the root. With `kx`"),
 };
 static const proto_schema_t s_joined = PROTO_S_MESSAGE(
-    "JOINED", PROTO_JOINED, proto_joined_t, s_joined_fields, NULL, S_BROKER, S_NODE,
+    "JOINED", PROTO_JOINED, proto_joined_t, s_joined_fields, s_joined_rule, S_BROKER, S_NODE,
     "The connection is bound; sent to both nodes when the private node joins, and again after "
     "each HELLO (§4.1, §4.3)");
 

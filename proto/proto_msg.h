@@ -139,15 +139,28 @@ typedef struct {
     const char *description;            //  Public node description, or NULL
 } proto_invite_msg_t;
 
+//  JOIN. kx and auth are the private node's half of the join's key
+//  exchange (proto_kx.h): opaque to the broker, which relays them to the
+//  public node in JOINED. Both or neither.
 typedef struct {
     const char *conn;              //  Connection id
     uint8_t token[PROTO_KEY_SIZE]; //  Join token from the invitation code
-    const char *description;       //  Private node description
+    const char *description;       //  Private node description (its name, no URL)
+    uint8_t kx[PROTO_KEY_SIZE];    //  Private node's X25519 public key, if has_kx
+    bool has_kx;                   //  kx is present
+    uint8_t auth[PROTO_KEY_SIZE];  //  HMAC-SHA256 authenticator of the join, if has_auth
+    bool has_auth;                 //  auth is present
 } proto_join_t;
 
+//  JOINED. kx and auth, relayed from the private node's JOIN, go to the
+//  public node only. Both or neither.
 typedef struct {
-    const char *conn;        //  Connection id
-    const char *description; //  The other node's description
+    const char *conn;             //  Connection id
+    const char *description;      //  The other node's description
+    uint8_t kx[PROTO_KEY_SIZE];   //  Private node's X25519 public key, if has_kx
+    bool has_kx;                  //  kx is present
+    uint8_t auth[PROTO_KEY_SIZE]; //  The join's authenticator, if has_auth
+    bool has_auth;                //  auth is present
 } proto_joined_t;
 
 //  Room a PUBLISH / DELIVER needs besides its payloads, at most: the keys,

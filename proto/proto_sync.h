@@ -66,7 +66,7 @@ typedef struct {
 } proto_receipt_t;
 
 //  REKEY and REKEY_ACK: one side's X25519 public key for key generation
-//  `generation` (docs/protocol.md §8.3).
+//  `generation` (docs/protocol.md §8.4).
 typedef struct {
     uint32_t generation;        //  The generation being made (current + 1)
     uint8_t kx[PROTO_KEY_SIZE]; //  The sender's X25519 public key for it

@@ -33,15 +33,19 @@ static int s_cmd_initiate(node_cli_t *cli)
                 "yet (is `%s run` running?); the code works once it has\n",
                 cli->prog, cli->prog);
     if (cli->opts.json) {
-        rc = node_cli_json_out(json_pack("{s:s,s:s,s:s,s:s,s:b,s:s,s:s}", "id", conn->id, "name",
-                                         conn->name, "mode", conn->mode, "status", "pending",
-                                         "registered", conn->invite_sent, "expires",
-                                         node_cli_time(conn->expires, when), "code", code));
+        rc = node_cli_json_out(json_pack(
+            "{s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:s}", "id", conn->id, "name", conn->name, "mode",
+            conn->mode, "status", "pending", "registered", conn->invite_sent, "expires",
+            node_cli_time(conn->expires, when), "fingerprint", conn->fingerprint, "code", code));
     } else {
+        //  The code alone goes to stdout, so that CODE=$(... initiate ...) works.
         fprintf(stderr,
                 "connection %s (%s) is pending. Give this invitation code to the partner's "
-                "admin (it carries secrets: send it over a trusted channel); it expires %s:\n",
-                conn->name, conn->id, node_cli_time(conn->expires, when));
+                "admin (it carries secrets until the join: send it over a trusted channel); it "
+                "expires %s. Then read this fingerprint to them by phone: their `connection "
+                "accept` must show the same, else delete the connection.\n"
+                "fingerprint: %s\n",
+                conn->name, conn->id, node_cli_time(conn->expires, when), conn->fingerprint);
         printf("%s\n", code);
     }
     public_invitation_clear(&invitation);

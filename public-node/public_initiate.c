@@ -1,5 +1,5 @@
-/*  public_initiate.c: initiating a connection and its invitation code (see
-    public_initiate.h).
+/*  public_initiate.c: initiating a connection, its invitation code and its
+    fingerprint (see public_initiate.h).
 */
 #include "public_initiate.h"
 
@@ -11,6 +11,7 @@
 
 #include "node_keys.h"
 #include "proto_invite.h"
+#include "proto_kx.h"
 
 //  A new connection id: "c-" and 16 random hex digits.
 static int s_new_id(char *id, size_t size)
@@ -47,42 +48,70 @@ int public_initiate_check(const char *name, const char *mode, const char *trigge
     return 0;
 }
 
+//  Fills *invite (proto_invite_init'ed) for conn from the configuration and
+//  the pending connection's key file contents: what the code carries and
+//  what its fingerprint covers. Strings point into cfg and conn. Returns 0,
+//  or -1 with err.
+static int s_invite(const node_config_t *cfg, const node_conn_t *conn, const node_keys_t *keys,
+                    proto_invite_t *invite, char *err, size_t errlen)
+{
+    invite->conn = conn->id;
+    invite->name = conn->name;
+    invite->mode = conn->mode;
+    invite->node_name = cfg->name;
+    invite->instance_url = cfg->url;
+    invite->endpoint = conn->broker_endpoint;
+    invite->expires = (uint64_t)conn->expires;
+    memcpy(invite->join_token, keys->join_token, PROTO_KEY_SIZE);
+    memcpy(invite->secret, keys->invite_secret, PROTO_KEY_SIZE);
+    if (strlen(conn->broker_key) != 40 || !zmq_z85_decode(invite->broker_key, conn->broker_key)) {
+        snprintf(err, errlen, "the broker key of connection %s is not 40 Z85 characters",
+                 conn->name);
+        return -1;
+    }
+    if (proto_kx_public_key(keys->kx_secret, invite->kx) != PROTO_OK) {
+        snprintf(err, errlen, "cannot compute the X25519 public key of connection %s", conn->name);
+        return -1;
+    }
+    return 0;
+}
+
 int public_invitation_code(node_admin_t *admin, const node_conn_t *conn, proto_buf_t *code,
                            char *err, size_t errlen)
 {
     const node_config_t *cfg = node_admin_config(admin);
-    if (conn->role != PROTO_ROLE_PUBLIC || conn->status != NODE_CONN_PENDING) {
+    if (conn->role != PROTO_ROLE_PUBLIC) {
         snprintf(err, errlen,
-                 "connection %s is %s: only a pending connection of the public node "
-                 "has a code",
+                 "connection %s was accepted here: only the public node that initiated it had "
+                 "a code",
+                 conn->name);
+        return -1;
+    }
+    if (conn->status != NODE_CONN_PENDING) {
+        snprintf(err, errlen,
+                 "connection %s is %s: an invitation code exists only while the connection is "
+                 "pending (the join wiped its secrets)",
                  conn->name, node_conn_status_name(conn->status));
         return -1;
     }
     node_keys_t keys;
     char reason[512] = "";
-    if (node_keys_read(cfg->state_dir, conn->id, &keys, reason, sizeof reason) || !keys.has_token) {
+    if (node_keys_read(cfg->state_dir, conn->id, &keys, reason, sizeof reason) || !keys.has_token ||
+        !keys.has_invite || !keys.has_kx) {
         node_keys_wipe(&keys);
         snprintf(err, errlen, "cannot read the key file of %s: %s", conn->name,
-                 *reason ? reason : "no join token (already joined?)");
+                 *reason ? reason
+                         : "no invitation secret, token or X25519 key (initiated by a twinsync "
+                           "older than 1.2, or already joined?)");
         return -1;
     }
     proto_invite_t invite;
     proto_invite_init(&invite);
-    invite.conn = conn->id;
-    invite.name = conn->name;
-    invite.mode = conn->mode;
-    invite.node_name = cfg->name;
-    invite.instance_url = cfg->url;
-    invite.endpoint = conn->broker_endpoint;
-    invite.expires = (uint64_t)conn->expires;
-    memcpy(invite.join_token, keys.join_token, PROTO_KEY_SIZE);
-    memcpy(invite.secret, keys.secret, PROTO_KEY_SIZE);
+    int rc = s_invite(cfg, conn, &keys, &invite, err, errlen);
     node_keys_wipe(&keys);
-    int rc = 0;
     proto_error_t perr;
     memset(&perr, 0, sizeof perr);
-    if (!zmq_z85_decode(invite.broker_key, conn->broker_key) ||
-        proto_invite_encode(&invite, code, &perr) != PROTO_OK) {
+    if (rc == 0 && proto_invite_encode(&invite, code, &perr) != PROTO_OK) {
         snprintf(err, errlen, "cannot build the invitation code: %s", proto_error_str(&perr));
         rc = -1;
     }
@@ -100,18 +129,20 @@ int public_initiate(node_admin_t *admin, const char *name, const char *mode, con
         node_config_check_run(cfg, err, errlen))
         return -1;
     node_conn_t *conn = &out->conn;
-    node_keys_t keys = {.has_token = true};
-    proto_invite_t secrets;
-    proto_invite_init(&secrets);
-    if (s_new_id(conn->id, sizeof conn->id) ||
-        proto_invite_generate_secrets(&secrets) != PROTO_OK) {
-        proto_invite_clear(&secrets);
+    node_keys_t keys = {.has_invite = true, .has_token = true, .has_kx = true};
+    proto_invite_t invite;
+    proto_invite_init(&invite);
+    uint8_t kx_public[PROTO_KEY_SIZE];
+    if (s_new_id(conn->id, sizeof conn->id) || proto_invite_generate_secrets(&invite) != PROTO_OK ||
+        proto_kx_keypair(keys.kx_secret, kx_public) != PROTO_OK) {
+        proto_invite_clear(&invite);
+        node_keys_wipe(&keys);
         snprintf(err, errlen, "cannot draw random bytes");
         return -1;
     }
-    memcpy(keys.join_token, secrets.join_token, PROTO_KEY_SIZE);
-    memcpy(keys.secret, secrets.secret, PROTO_KEY_SIZE);
-    proto_invite_clear(&secrets);
+    memcpy(keys.join_token, invite.join_token, PROTO_KEY_SIZE);
+    memcpy(keys.invite_secret, invite.secret, PROTO_KEY_SIZE);
+    proto_invite_clear(&invite);
     snprintf(conn->name, sizeof conn->name, "%s", name);
     snprintf(conn->mode, sizeof conn->mode, "basic");
     snprintf(conn->trigger, sizeof conn->trigger, "%s", trigger ? trigger : "");
@@ -120,7 +151,13 @@ int public_initiate(node_admin_t *admin, const char *name, const char *mode, con
     conn->role = PROTO_ROLE_PUBLIC;
     conn->status = NODE_CONN_PENDING;
     conn->expires = (int64_t)time(NULL) + cfg->invite_ttl_s;
-    int rc = node_keys_write(cfg->state_dir, conn->id, &keys, err, errlen);
+    //  The fingerprint the admins compare, from exactly what the code carries.
+    int rc = s_invite(cfg, conn, &keys, &invite, err, errlen);
+    if (rc == 0)
+        proto_invite_fingerprint(&invite, conn->fingerprint);
+    proto_invite_clear(&invite);
+    if (rc == 0)
+        rc = node_keys_write(cfg->state_dir, conn->id, &keys, err, errlen);
     node_keys_wipe(&keys);
     if (rc)
         return -1;

@@ -1,12 +1,16 @@
 /*  public_initiate.h: what only the public node does with connections:
     initiate one and hand out its invitation code.
 
-    `connection initiate` draws the connection's id, join token and
-    end-to-end secret, writes the secrets to the key file (never to the
-    database), inserts the connection as pending and waits, bounded, until
-    the daemon has registered the invitation with the broker. The code built
-    from it carries the secrets; `connection show --code` builds it again
-    while the connection is pending. These are functions that return data
+    `connection initiate` draws the connection's id, join token,
+    invitation secret and X25519 key pair (docs/protocol.md §8.3), writes
+    the secrets to the key file (never to the database), inserts the
+    connection as pending with its fingerprint (proto_invite_fingerprint,
+    what the two admins compare) and waits, bounded, until the daemon has
+    registered the invitation with the broker. The code built from it
+    carries the X25519 public key, the token and the invitation secret,
+    never an end-to-end key; `connection show --code` builds it again while
+    the connection is pending, and refuses once the join wiped the secrets.
+    These are functions that return data
     (no printing; node_admin.h's conventions), called by public_cli.h and
     callable by a web console.
 */
@@ -21,7 +25,7 @@
 
 //  A connection just initiated and its invitation code.
 typedef struct {
-    node_conn_t conn; //  The pending connection as stored
+    node_conn_t conn; //  The pending connection as stored (conn.fingerprint included)
     proto_buf_t code; //  The code: NUL-terminated text carrying secrets
 } public_invitation_t;
 
@@ -46,8 +50,8 @@ int public_initiate(node_admin_t *admin, const char *name, const char *mode, con
 
 //  Builds the invitation code of conn again, from the database and its key
 //  file, into code (proto_buf_init'ed by the caller, wiped by it with
-//  proto_buf_wipe). Only a pending connection of the public node has one.
-//  Returns 0 or -1 with err.
+//  proto_buf_wipe). Only a pending connection of the public node has one:
+//  any other is refused with one line saying why. Returns 0 or -1 with err.
 int public_invitation_code(node_admin_t *admin, const node_conn_t *conn, proto_buf_t *code,
                            char *err, size_t errlen);
 

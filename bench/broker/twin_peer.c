@@ -170,11 +170,10 @@ static void s_on_invited(const char *conn, uint64_t expires, void *arg)
     s_on_answer(arg);
 }
 
-static void s_on_joined(const char *conn, const char *description, void *arg)
+static void s_on_joined(const proto_joined_t *joined, void *arg)
 {
     s_node_t *node = arg;
-    (void)description;
-    if (!node->public_side && s_queue(node, conn) >= 0)
+    if (!node->public_side && s_queue(node, joined->conn) >= 0)
         s_on_answer(node);
 }
 
@@ -335,7 +334,8 @@ static int s_setup(s_node_t *pub, s_node_t *priv)
     if (s_drive(nodes, 2, 30000, s_answers_reached, &goal) != 0)
         goto done;
     for (uint32_t q = 0; q < args->conns; q++)
-        if (link_join(priv->link, priv->conn_ids[q], tokens[q], "bench private") != LINK_OK)
+        if (link_join(priv->link, priv->conn_ids[q], tokens[q], NULL, NULL, "bench private") !=
+            LINK_OK)
             goto done;
     goal = (s_goal_t){priv, args->conns};
     rc = s_drive(nodes, 2, 30000, s_answers_reached, &goal);

@@ -9,6 +9,9 @@
     - broker.db, its WAL and its shared-memory file are 0600 whatever the
       umask, and a store an older version left readable by others is made
       0600 when opened (issue 12: they were 0644 under umask 022).
+    - a connection's key exchange (JOIN's kx and auth) survives a reopen,
+      and a version 1 store (before the key exchange) opens, keeps its
+      rows and takes one.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +28,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "broker_store.h"
 #include "faulty_vfs.h"
@@ -242,6 +247,70 @@ static void test_connections(void **state)
     broker_store_destroy(&store);
 }
 
+static int s_conn_copy(const broker_store_conn_t *conn, void *arg)
+{
+    broker_store_conn_t *out = arg;
+    out->has_kx = conn->has_kx;
+    memcpy(out->kx, conn->kx, 32);
+    memcpy(out->auth, conn->auth, 32);
+    out->token_used = conn->token_used;
+    assert_string_equal(conn->public_desc, "A");
+    return 0;
+}
+
+static void test_join_kx_kept_and_old_store_upgraded(void **state)
+{
+    //  A store of schema version 1, written by hand as a 1.1 broker left it.
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", (const char *)*state, BROKER_STORE_FILE);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode = WAL;"
+                     "CREATE TABLE connections (conn TEXT PRIMARY KEY, public_key TEXT NOT NULL,"
+                     " private_key TEXT NOT NULL, token_hash BLOB NOT NULL,"
+                     " expires INTEGER NOT NULL, token_used INTEGER NOT NULL,"
+                     " public_desc TEXT NOT NULL, private_desc TEXT NOT NULL,"
+                     " created INTEGER NOT NULL);"
+                     "INSERT INTO connections VALUES ('conn-1', 'PUBKEY', '', zeroblob(32), 1234,"
+                     " 0, 'A', '', 99);"
+                     "PRAGMA user_version = 1;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    broker_store_t *store = s_open(*state, NULL);
+    broker_store_conn_t got = {0};
+    assert_int_equal(broker_store_each_conn(store, s_conn_copy, &got), 0);
+    assert_false(got.has_kx);
+    broker_store_conn_t conn = {.conn = "conn-1",
+                                .public_key = "PUBKEY",
+                                .private_key = "PRIVKEY",
+                                .expires = 1234,
+                                .token_used = true,
+                                .public_desc = "A",
+                                .private_desc = "B",
+                                .created = 99,
+                                .has_kx = true};
+    for (int i = 0; i < 32; i++) {
+        conn.kx[i] = (uint8_t)(i + 1);
+        conn.auth[i] = (uint8_t)(0xff - i);
+    }
+    assert_int_equal(broker_store_conn_save(store, &conn), 0);
+    assert_int_equal(broker_store_commit(store), 0);
+    broker_store_destroy(&store);
+
+    store = s_open(*state, NULL);
+    memset(&got, 0, sizeof got);
+    assert_int_equal(broker_store_each_conn(store, s_conn_copy, &got), 0);
+    assert_true(got.has_kx);
+    assert_true(got.token_used);
+    assert_memory_equal(got.kx, conn.kx, 32);
+    assert_memory_equal(got.auth, conn.auth, 32);
+    broker_store_destroy(&store);
+}
+
 static void test_group_commit_one_sync_per_batch(void **state)
 {
     assert_int_equal(faulty_vfs_register(), 0);
@@ -433,6 +502,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uncommitted_is_gone, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_remove_and_read_window, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_connections, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_join_kx_kept_and_old_store_upgraded, s_setup,
+                                        s_teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_one_sync_per_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_torn_wal_tail_is_cut, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbled_wal_tail_is_cut, s_setup, s_teardown),

@@ -1,11 +1,19 @@
 """End to end: the invitation handshake (docs/sync.md §1), with a real broker and both nodes.
 
-initiate -> accept -> active on both sides; wrong, truncated, altered, expired and reused codes
-are refused with one clear line and a non-zero status, and nothing is written; the private node
-listens on no TCP port.
+initiate -> accept -> active on both sides; both admins see the same fingerprint (initiate,
+accept, connection show on each side); once joined the public node no longer gives the code
+(connection show --code refused with one line, status 1); wrong, truncated, altered, expired and
+reused codes are refused with one clear line and a non-zero status, and nothing is written; the
+private node listens on no TCP port; a code whose invitation secret was changed on its way (and
+re-encoded with a valid checksum) shows another fingerprint, and the public node refuses the join
+it leads to (connection error, "join refused"), although the broker accepted its token.
 """
 
+import base64
+import hashlib
+import json
 import os
+import re
 import time
 import unittest
 
@@ -51,6 +59,8 @@ class HandshakeTest(unittest.TestCase):
         self.assertTrue(doc["registered"], "the daemon registered the INVITE before printing")
         code = doc["code"]
         self.assertTrue(code.startswith("tsi1."))
+        fingerprint = doc["fingerprint"]
+        self.assertRegex(fingerprint, r"^\d{5}( \d{5}){4}$")
         self.assertEqual(w.pub.cli_json("connection", "show", "first")["status"], "pending")
 
         # Refusals before the good accept: garbage, truncated, altered.
@@ -63,12 +73,29 @@ class HandshakeTest(unittest.TestCase):
         out = w.priv.cli("connection", "accept", code, "--wait", "20")
         self.assertEqual(out.returncode, 0, out.stderr + w.logs())
         self.assertIn("is active", out.stdout)
+        # The private admin reads the same fingerprint as the public admin.
+        shown = re.search(r"fingerprint: (\d{5}( \d{5}){4})", out.stdout)
+        self.assertIsNotNone(shown, out.stdout)
+        self.assertEqual(shown.group(1), fingerprint)
         wait_until(lambda: w.pub.cli_json("connection", "show", "first")["status"] == "active",
                    what="public side active")
         priv = w.priv.cli_json("connection", "show", "first")
         self.assertEqual(priv["status"], "active")
         self.assertIn("acme-node", priv["peer"])
         self.assertIn("globex-node", w.pub.cli_json("connection", "show", "first")["peer"])
+        # connection show, text and JSON, on both sides: the same fingerprint.
+        for node in (w.pub, w.priv):
+            self.assertEqual(node.cli_json("connection", "show", "first")["fingerprint"],
+                             fingerprint)
+            out = node.cli("connection", "show", "first")
+            self.assertRegex(out.stdout, r"(?m)^fingerprint +%s$" % re.escape(fingerprint))
+        # Joined: the code's secrets are gone, so is the code.
+        out = w.pub.cli("connection", "show", "first", "--code")
+        self.assertEqual(out.returncode, 1, out.stdout)
+        self.assertEqual(out.stdout, "")
+        lines = out.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, out.stderr)
+        self.assertIn("exists only while the connection is pending", lines[0])
 
         # The same code again on the same node: already accepted, nothing changes.
         self.assert_refused(code, "accepted already")
@@ -143,6 +170,34 @@ class HandshakeTest(unittest.TestCase):
                         listening.append(cols[1])
         self.assertEqual(listening, [], "twinsync-private listens on %s" % listening)
         self.assertTrue(inodes, "the private node should have its outbound sockets")
+
+
+    def test_5_altered_secret_join_refused_by_the_public_node(self):
+        w = self.world
+        doc = w.pub.cli_json("connection", "initiate", "--name", "tampered", "--wait", "20")
+        # A man in the middle changes the invitation secret and makes the checksum right again:
+        # tsi1. base64url(first 8 bytes of SHA-256(body) || body); the secret is the bin8 of 32
+        # bytes after the msgpack key "secret" (docs/protocol.md §7).
+        text = doc["code"][len("tsi1."):]
+        body = bytearray(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))[8:])
+        at = body.index(b"\xa6secret\xc4\x20") + 9
+        body[at] ^= 0x01
+        raw = hashlib.sha256(bytes(body)).digest()[:8] + bytes(body)
+        altered = "tsi1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        out = w.priv.cli("connection", "accept", altered, "--json", "--wait", "20")
+        self.assertEqual(out.returncode, 0, out.stderr + w.logs())  # the broker took the token
+        accepted = json.loads(out.stdout)
+        self.assertNotEqual(accepted["fingerprint"], doc["fingerprint"],
+                            "the admins' comparison catches the altered code")
+        def refused():
+            shown = w.pub.cli_json("connection", "show", "tampered")
+            return shown["status"] == "error" and shown
+        shown = wait_until(refused, what="the public node refuses the join\n" + w.logs())
+        self.assertIn("join refused", shown["error"])
+        self.assertIn("not authenticated", shown["error"])
+        # No root was derived: the public key file still holds the exchange, no root= line.
+        with open(os.path.join(w.pub.state_dir, "keys", doc["id"] + ".secret")) as f:
+            self.assertNotIn("root=", f.read())
 
 
 if __name__ == "__main__":

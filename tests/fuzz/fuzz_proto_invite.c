@@ -85,6 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (strcmp(inv.conn, again.conn) || strcmp(inv.name, again.name) ||
         strcmp(inv.endpoint, again.endpoint) || inv.expires != again.expires ||
         memcmp(inv.secret, again.secret, PROTO_KEY_SIZE) ||
+        memcmp(inv.kx, again.kx, PROTO_KEY_SIZE) ||
         memcmp(inv.join_token, again.join_token, PROTO_KEY_SIZE))
         abort();
     proto_invite_clear(&again);

@@ -99,9 +99,10 @@ static void s_on_invited(const char *conn, uint64_t expires, void *arg)
     s_event(arg, 'I', conn)->seq = expires;
 }
 
-static void s_on_joined(const char *conn, const char *description, void *arg)
+static void s_on_joined(const proto_joined_t *joined, void *arg)
 {
-    snprintf(s_event(arg, 'J', conn)->text, sizeof(((event_t *)0)->text), "%s", description);
+    snprintf(s_event(arg, 'J', joined->conn)->text, sizeof(((event_t *)0)->text), "%s",
+             joined->description);
 }
 
 static void s_on_error(const link_error_t *error, void *arg)
@@ -840,7 +841,7 @@ static void test_invite_join(void **state)
     memset(token, 0xcd, sizeof token);
     //  Asked before the session: sent after WELCOME.
     assert_int_equal(link_invite(env->link, "c9", hash, 1700000000, "public side"), LINK_OK);
-    assert_int_equal(link_join(env->link, "c8", token, "private side"), LINK_OK);
+    assert_int_equal(link_join(env->link, "c8", token, NULL, NULL, "private side"), LINK_OK);
     assert_int_equal(link_invite(env->link, "bad id!", hash, 1, NULL), LINK_E_INVALID);
     link_tick(env->link, env->now);
     proto_msg_t msg;
@@ -884,7 +885,8 @@ static void test_invite_join(void **state)
     assert_int_equal(link_state(env->link), LINK_READY);
     //  JOINED (also unasked) reaches s_on_joined.
     proto_msg_init(&answer, PROTO_JOINED);
-    answer.joined = (proto_joined_t){"c8", "the other side"};
+    answer.joined.conn = "c8";
+    answer.joined.description = "the other side";
     s_send(env, &answer);
     assert_string_equal(s_last(env, 'J')->text, "the other side");
     s_send_error(env, PROTO_ERR_NOT_HELLO, NULL, false, 0);

@@ -4,6 +4,9 @@
     Started and stopped through the broker tests' harness
     (tests/broker/broker_harness.h). Checks, with the broker's own rules:
     - INVITE -> INVITED, JOIN -> JOINED on both sides, through the links;
+    - the key exchange of JOIN (kx, auth) reaches the public node in JOINED
+      byte for byte, the private node never, and again from the broker's
+      store after the broker restarted;
     - every message published arrives once, in order, and is CONSUMED;
     - the broker killed (SIGKILL) and restarted in the middle of a stream:
       the links find out (silence or ERROR 401), start new sessions, re-send
@@ -41,6 +44,9 @@ typedef struct {
                          //  broker delivers in order)
     bool invited;        //  INVITED seen
     bool joined;         //  JOINED seen
+    unsigned kx_relayed; //  JOINEDs carrying JOIN's kx and auth intact
+    unsigned kx_other;   //  JOINEDs carrying anything else (must stay 0 on
+                         //  the public side: the broker relays opaquely)
     unsigned sessions;   //  Times the link reached READY
     unsigned errors;     //  s_on_error calls
 } node_t;
@@ -88,11 +94,18 @@ static void s_on_invited(const char *conn, uint64_t expires, void *arg)
     ((node_t *)arg)->invited = true;
 }
 
-static void s_on_joined(const char *conn, const char *description, void *arg)
+static uint8_t s_kx[32], s_auth[32]; //  What the private node sends in JOIN
+
+static void s_on_joined(const proto_joined_t *joined, void *arg)
 {
-    (void)description;
-    if (strcmp(conn, CONN) == 0)
-        ((node_t *)arg)->joined = true;
+    node_t *node = arg;
+    if (strcmp(joined->conn, CONN) == 0)
+        node->joined = true;
+    if (joined->has_kx && memcmp(joined->kx, s_kx, 32) == 0 &&
+        memcmp(joined->auth, s_auth, 32) == 0)
+        node->kx_relayed++;
+    else
+        node->kx_other++;
 }
 
 static void s_on_error(const link_error_t *error, void *arg)
@@ -219,9 +232,17 @@ static void test_stream_across_broker_kill(void **state)
     assert_int_equal(link_conn_add(pub.link, CONN, 0, 0), LINK_OK);
     assert_int_equal(link_invite(pub.link, CONN, hash, (uint64_t)time(NULL) + 600, "pub"), LINK_OK);
     s_drive(&pub, &priv, 10000, s_invited, NULL);
-    assert_int_equal(link_join(priv.link, CONN, token, "priv"), LINK_OK);
+    for (size_t i = 0; i < sizeof s_kx; i++) {
+        s_kx[i] = (uint8_t)(0xa0 ^ i);
+        s_auth[i] = (uint8_t)(0x5c + i);
+    }
+    assert_int_equal(link_join(priv.link, CONN, token, s_kx, s_auth, "priv"), LINK_OK);
     s_drive(&pub, &priv, 10000, s_joined, NULL);
     assert_int_equal(link_state(pub.link), LINK_READY);
+    assert_true(pub.kx_relayed >= 1);
+    assert_int_equal(pub.kx_other, 0);
+    assert_int_equal(priv.kx_relayed, 0); //  The private node gets no kx
+    unsigned relayed = pub.kx_relayed;
 
     //  Stream; kill the broker in the middle; restart it on the same state.
     s_drive(&pub, &priv, 30000, s_kill_point, s_feed);
@@ -237,6 +258,10 @@ static void test_stream_across_broker_kill(void **state)
     assert_int_equal(priv.applied, TOTAL);
     assert_int_equal(link_unstored(pub.link, CONN), 0);
     assert_int_equal(pub.errors + priv.errors, 0);
+    //  The public node's new sessions got JOINED again, with kx and auth
+    //  read back from the restarted broker's store.
+    assert_true(pub.kx_relayed > relayed);
+    assert_int_equal(pub.kx_other, 0);
 
     link_destroy(&pub.link);
     link_destroy(&priv.link);

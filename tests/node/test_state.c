@@ -2,7 +2,11 @@
     node_keys (key files): schema and WAL, connections and their counters, twins
     with their field sets, the outbox and its transaction with the seq counter,
     intents, comments, blocked messages, errors, admin requests, a second handle
-    reading beside a writer, and key file permissions.
+    reading beside a writer, key file permissions; node.db, -wal and -shm
+    0600 under umask 022; the join leaves the key files holding the root
+    alone (no invitation secret, token or X25519 key, grepped in the files),
+    and a join whose authenticator does not match is refused with the file
+    unchanged.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +23,7 @@
 
 #include "node_keys.h"
 #include "node_state.h"
+#include "proto_kx.h"
 
 typedef struct {
     char dir[64];
@@ -457,19 +462,176 @@ static void test_second_handle_reads_beside_writer(void **state)
     node_state_destroy(&admin);
 }
 
+//  The whole text of a key file.
+static void s_slurp(const char *dir, const char *conn, char *text, size_t size)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/keys/%s.secret", dir, conn);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    size_t n = fread(text, 1, size - 1, fp);
+    text[n] = '\0';
+    fclose(fp);
+}
+
+static void s_hex(const uint8_t *bytes, char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+}
+
+static void test_join_leaves_root_only(void **state)
+{
+    s_fixture_t *f = *state;
+    char err[512], priv_dir[128], text[1024], hex[65];
+    snprintf(priv_dir, sizeof priv_dir, "%s/private", f->dir);
+
+    //  Initiate (public): invitation secret, token, X25519 pair.
+    proto_invite_t inv;
+    proto_invite_init(&inv);
+    inv.conn = "c1";
+    for (int i = 0; i < 32; i++)
+        inv.broker_key[i] = (uint8_t)(0x30 + i);
+    node_keys_t pub = {.has_invite = true, .has_token = true, .has_kx = true};
+    assert_int_equal(proto_invite_generate_secrets(&inv), PROTO_OK);
+    assert_int_equal(proto_kx_keypair(pub.kx_secret, inv.kx), PROTO_OK);
+    memcpy(pub.invite_secret, inv.secret, 32);
+    memcpy(pub.join_token, inv.join_token, 32);
+    assert_int_equal(node_keys_write(f->dir, "c1", &pub, err, sizeof err), 0);
+    assert_int_equal(node_keys_write(f->dir, "c2", &pub, err, sizeof err), 0);
+
+    //  Accept (private): root, token and JOIN's half; no X25519 secret.
+    node_keys_t priv = {.has_root = true, .has_token = true, .has_join = true};
+    assert_int_equal(proto_kx_accept(&inv, priv.join_kx, priv.join_auth, priv.root), PROTO_OK);
+    memcpy(priv.join_token, inv.join_token, 32);
+    assert_int_equal(node_keys_write(priv_dir, "c1", &priv, err, sizeof err), 0);
+
+    //  A join whose authenticator does not match is refused; nothing changes.
+    uint8_t bad[32];
+    memcpy(bad, priv.join_auth, 32);
+    bad[0] ^= 1;
+    assert_int_equal(
+        node_keys_join_public(f->dir, "c2", inv.broker_key, priv.join_kx, bad, err, sizeof err), 1);
+    assert_non_null(strstr(err, "not authenticated"));
+    node_keys_t got;
+    assert_int_equal(node_keys_read(f->dir, "c2", &got, err, sizeof err), 0);
+    assert_true(got.has_invite && got.has_token && got.has_kx && !got.has_root);
+
+    //  JOINED (public), then active on both sides: the same root, alone.
+    assert_int_equal(node_keys_join_public(f->dir, "c1", inv.broker_key, priv.join_kx,
+                                           priv.join_auth, err, sizeof err),
+                     0);
+    assert_int_equal(node_keys_forget_join(f->dir, "c1", err, sizeof err), 0);
+    assert_int_equal(node_keys_forget_join(priv_dir, "c1", err, sizeof err), 0);
+    node_keys_t a, b;
+    assert_int_equal(node_keys_read(f->dir, "c1", &a, err, sizeof err), 0);
+    assert_int_equal(node_keys_read(priv_dir, "c1", &b, err, sizeof err), 0);
+    assert_true(a.has_root && !a.has_invite && !a.has_token && !a.has_kx && !a.has_join);
+    assert_true(b.has_root && !b.has_invite && !b.has_token && !b.has_kx && !b.has_join);
+    assert_memory_equal(a.root, priv.root, 32);
+    assert_memory_equal(b.root, priv.root, 32);
+    //  JOINED again (after each HELLO): nothing left to do, nothing changes.
+    assert_int_equal(node_keys_join_public(f->dir, "c1", inv.broker_key, priv.join_kx,
+                                           priv.join_auth, err, sizeof err),
+                     0);
+
+    //  What is on disk: one root= line each; no token, invitation secret
+    //  or X25519 secret anywhere in the files.
+    const char *dirs[] = {f->dir, priv_dir};
+    const uint8_t *gone[] = {inv.secret, inv.join_token, pub.kx_secret, priv.join_auth};
+    for (int d = 0; d < 2; d++) {
+        s_slurp(dirs[d], "c1", text, sizeof text);
+        s_hex(priv.root, hex);
+        char expected[80];
+        snprintf(expected, sizeof expected, "root=%s\n", hex);
+        assert_string_equal(text, expected);
+        for (size_t g = 0; g < sizeof gone / sizeof gone[0]; g++) {
+            s_hex(gone[g], hex);
+            assert_null(strstr(text, hex));
+        }
+    }
+    node_keys_wipe(&pub);
+    node_keys_wipe(&priv);
+    proto_invite_clear(&inv);
+}
+
+//  A key file written before the key exchange (secret= was the root) still
+//  opens its connection; half a JOIN is damage.
+static void test_key_file_of_older_twinsync(void **state)
+{
+    s_fixture_t *f = *state;
+    char err[512], path[128];
+    node_keys_t keys = {.has_token = true};
+    assert_int_equal(node_keys_write(f->dir, "c1", &keys, err, sizeof err), 0); //  makes keys/
+    snprintf(path, sizeof path, "%s/keys/c1.secret", f->dir);
+    FILE *fp = fopen(path, "w");
+    fprintf(fp, "secret=");
+    for (int i = 0; i < 32; i++)
+        fprintf(fp, "%02x", i);
+    fprintf(fp, "\n");
+    fclose(fp);
+    node_keys_t got;
+    assert_int_equal(node_keys_read(f->dir, "c1", &got, err, sizeof err), 0);
+    assert_true(got.has_root);
+    assert_false(got.has_token);
+    assert_int_equal(got.root[31], 31);
+    fp = fopen(path, "w");
+    fprintf(fp, "root=%064d\njoin_kx=%064d\n", 0, 0);
+    fclose(fp);
+    assert_int_equal(node_keys_read(f->dir, "c1", &got, err, sizeof err), -1);
+    assert_non_null(strstr(err, "damaged"));
+}
+
+//  node.db and its -wal and -shm are the owner's alone, whatever the umask:
+//  they hold every synced incident.
+static void test_state_files_private_under_umask_022(void **state)
+{
+    s_fixture_t *f = *state;
+    char dir[128], path[160], err[256];
+    snprintf(dir, sizeof dir, "%s/fresh", f->dir);
+    mode_t old = umask(022);
+    node_state_t *st = node_state_open(dir, err, sizeof err);
+    assert_non_null(st);
+    node_conn_t conn;
+    memset(&conn, 0, sizeof conn);
+    snprintf(conn.id, sizeof conn.id, "c1");
+    snprintf(conn.name, sizeof conn.name, "one");
+    snprintf(conn.mode, sizeof conn.mode, "basic");
+    conn.role = PROTO_ROLE_PUBLIC;
+    assert_int_equal(node_state_conn_insert(st, &conn), 0); //  the WAL holds it
+    const char *files[] = {"node.db", "node.db-wal", "node.db-shm"};
+    struct stat sb;
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        assert_int_equal(stat(path, &sb), 0);
+        if ((sb.st_mode & 0777) != 0600)
+            fail_msg("%s has mode %03o", files[i], (unsigned)(sb.st_mode & 0777));
+    }
+    node_state_destroy(&st);
+    //  Files an older twinsync left readable by others are made private.
+    snprintf(path, sizeof path, "%s/node.db", dir);
+    assert_int_equal(chmod(path, 0644), 0);
+    st = node_state_open(dir, err, sizeof err);
+    assert_non_null(st);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    node_state_destroy(&st);
+    umask(old);
+}
+
 static void test_key_files(void **state)
 {
     s_fixture_t *f = *state;
     char err[256];
-    node_keys_t keys = {0}, got;
+    node_keys_t keys = {.has_root = true}, got;
     for (int i = 0; i < PROTO_KEY_SIZE; i++) {
-        keys.secret[i] = (uint8_t)i;
+        keys.root[i] = (uint8_t)i;
         keys.join_token[i] = (uint8_t)(255 - i);
     }
     assert_int_equal(node_keys_read(f->dir, "c1", &got, err, sizeof err), 1);
     assert_int_equal(node_keys_write(f->dir, "c1", &keys, err, sizeof err), 0);
     assert_int_equal(node_keys_read(f->dir, "c1", &got, err, sizeof err), 0);
-    assert_memory_equal(got.secret, keys.secret, PROTO_KEY_SIZE);
+    assert_memory_equal(got.root, keys.root, PROTO_KEY_SIZE);
     assert_false(got.has_token);
     keys.has_token = true;
     assert_int_equal(node_keys_write(f->dir, "c1", &keys, err, sizeof err), 0);
@@ -523,6 +685,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_handle_reads_beside_writer, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_key_files, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_join_leaves_root_only, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_key_file_of_older_twinsync, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_state_files_private_under_umask_022, s_setup,
+                                        s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -176,9 +176,8 @@ static void s_side_open(s_side_t *side, const char *tmp, proto_role_t role)
     conn.role = role;
     conn.status = NODE_CONN_ACTIVE;
     assert_int_equal(node_state_conn_insert(side->state, &conn), 0);
-    node_keys_t keys;
-    memset(&keys, 7, sizeof keys);
-    keys.has_token = false;
+    node_keys_t keys = {.has_root = true}; //  Both sides: the same root, as after a join
+    memset(keys.root, 7, sizeof keys.root);
     assert_int_equal(node_keys_write(side->dir, S_CONN, &keys, err, sizeof err), 0);
     side->sync_sn = s_client(side, "sync", "syncpw");
     side->user_sn = s_client(side, side->human, "pw");

@@ -83,7 +83,7 @@ int main(int argc, char **argv)
     //  A bare body for fuzz_proto_invite's wrapping mode (first byte 0).
     mptext("X(00) {v:256,t:48,conn:\"c-1\",name:\"n\",mode:\"basic\",node_name:\"p\","
            "instance_url:\"https://a.example\",endpoint:\"tcp://b:5560\",broker_key:B(32),"
-           "join_token:B(32),secret:B(32),expires:4000000000}",
+           "kx:B(32),join_token:B(32),secret:B(32),expires:4000000000}",
            &buf);
     rc |= s_save(dir, "invite", "body.bin", buf.data, buf.size);
     proto_buf_release(&buf);

@@ -40,9 +40,18 @@ void samples_msg(proto_msg_t *msg, proto_type_t type)
         msg->join.conn = "conn-1";
         memset(msg->join.token, 0x5a, PROTO_KEY_SIZE);
         msg->join.description = "private node";
+        memset(msg->join.kx, 0x6b, PROTO_KEY_SIZE);
+        msg->join.has_kx = true;
+        memset(msg->join.auth, 0x7c, PROTO_KEY_SIZE);
+        msg->join.has_auth = true;
         break;
     case PROTO_JOINED:
-        msg->joined = (proto_joined_t){"conn-1", "the other side"};
+        msg->joined.conn = "conn-1";
+        msg->joined.description = "the other side";
+        memset(msg->joined.kx, 0x6b, PROTO_KEY_SIZE);
+        msg->joined.has_kx = true;
+        memset(msg->joined.auth, 0x7c, PROTO_KEY_SIZE);
+        msg->joined.has_auth = true;
         break;
     case PROTO_PUBLISH:
     case PROTO_DELIVER:
@@ -115,6 +124,7 @@ void samples_invite(proto_invite_t *inv)
     inv->endpoint = "tcp://broker.acme.example:5560";
     for (int i = 0; i < PROTO_KEY_SIZE; i++) {
         inv->broker_key[i] = (uint8_t)i;
+        inv->kx[i] = (uint8_t)(0x20 + i);
         inv->join_token[i] = (uint8_t)(0x40 + i);
         inv->secret[i] = (uint8_t)(0x80 + i);
     }

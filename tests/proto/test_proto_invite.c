@@ -4,7 +4,12 @@
     ignored; every single-character change of a code and every truncation
     is refused (never accepted, never a crash); expired codes, other format
     versions and text that is no code are refused with their own error and
-    an actionable message; secrets are random; the token hash check works.
+    an actionable message; secrets are random; the token hash check works;
+    a code made by a twinsync before the key exchange (no kx) is refused;
+    the fingerprint is five groups of five digits, the same for the same
+    code, and another for a code whose connection, endpoint, broker key, kx
+    or secret was changed and re-encoded with a valid checksum (what a man
+    in the middle would do).
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +19,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
+#include "mptext.h"
 #include "proto.h"
 #include "samples.h"
 
@@ -54,6 +62,7 @@ static void test_round_trip(void **state)
     assert_string_equal(got.instance_url, expected.instance_url);
     assert_string_equal(got.endpoint, expected.endpoint);
     assert_memory_equal(got.broker_key, expected.broker_key, PROTO_KEY_SIZE);
+    assert_memory_equal(got.kx, expected.kx, PROTO_KEY_SIZE);
     assert_memory_equal(got.join_token, expected.join_token, PROTO_KEY_SIZE);
     assert_memory_equal(got.secret, expected.secret, PROTO_KEY_SIZE);
     assert_int_equal(got.expires, SAMPLES_EXPIRES);
@@ -235,6 +244,112 @@ static void test_secrets_and_token_hash(void **state)
     assert_memory_equal(a.join_token, zero, PROTO_KEY_SIZE);
 }
 
+//  The fingerprint of inv after a trip through a code: what the private
+//  admin sees for the code it got.
+static void s_fingerprint_of_code(const proto_invite_t *inv, char fp[PROTO_INVITE_FINGERPRINT_SIZE])
+{
+    proto_buf_t buf;
+    proto_buf_init(&buf);
+    proto_error_t err;
+    if (proto_invite_encode(inv, &buf, &err) != PROTO_OK)
+        fail_msg("encode: %s", proto_error_str(&err));
+    proto_invite_t got;
+    assert_int_equal(proto_invite_decode((const char *)buf.data, SAMPLES_NOW, &got, &err),
+                     PROTO_OK);
+    proto_invite_fingerprint(&got, fp);
+    proto_invite_clear(&got);
+    proto_buf_wipe(&buf);
+}
+
+static void test_fingerprint(void **state)
+{
+    (void)state;
+    proto_invite_t inv;
+    samples_invite(&inv);
+    char made[PROTO_INVITE_FINGERPRINT_SIZE], seen[PROTO_INVITE_FINGERPRINT_SIZE];
+    proto_invite_fingerprint(&inv, made);
+    //  Five groups of five digits, read over the phone.
+    assert_int_equal(strlen(made), 29);
+    for (int i = 0; i < 29; i++) {
+        if (i % 6 == 5)
+            assert_int_equal(made[i], ' ');
+        else
+            assert_true(made[i] >= '0' && made[i] <= '9');
+    }
+    //  The public admin's and the private admin's sides agree.
+    s_fingerprint_of_code(&inv, seen);
+    assert_string_equal(made, seen);
+    //  What the admins do not compare does not change it.
+    inv.name = "another name";
+    inv.expires = SAMPLES_EXPIRES + 60;
+    s_fingerprint_of_code(&inv, seen);
+    assert_string_equal(made, seen);
+
+    //  Everything a man in the middle would have to swap changes it, in a
+    //  code that decodes fine (valid checksum).
+    for (int what = 0; what < 6; what++) {
+        samples_invite(&inv);
+        switch (what) {
+        case 0:
+            inv.endpoint = "tcp://broker.evil.example:5560";
+            break;
+        case 1:
+            inv.broker_key[7] ^= 0x01;
+            break;
+        case 2:
+            inv.kx[31] ^= 0x80;
+            break;
+        case 3:
+            inv.secret[0] ^= 0x01;
+            break;
+        case 4:
+            inv.conn = "c-7f3a9c";
+            break;
+        default:
+            inv.endpoint = "tcp://broker.acme.example:5561";
+            break;
+        }
+        s_fingerprint_of_code(&inv, seen);
+        if (strcmp(made, seen) == 0)
+            fail_msg("change %d kept the fingerprint %s", what, made);
+    }
+}
+
+//  A code without kx (made before the join had a key exchange) carried the
+//  end-to-end secret itself: it is refused, never used as such.
+static void test_code_without_kx_refused(void **state)
+{
+    (void)state;
+    proto_invite_t inv;
+    samples_invite(&inv);
+    proto_buf_t body;
+    proto_buf_init(&body);
+    mptext("{v:257,t:48,conn:\"c-1\",name:\"n\",mode:\"basic\",node_name:\"p\","
+           "instance_url:\"https://a.example\",endpoint:\"tcp://b:5560\",broker_key:B(32),"
+           "join_token:B(32),secret:B(32),expires:4000000000}",
+           &body);
+    //  Wrap the body as a code: checksum first, then base64url.
+    uint8_t digest[32];
+    SHA256(body.data, body.size, digest);
+    proto_buf_t raw;
+    proto_buf_init(&raw);
+    assert_int_equal(proto_buf_append(&raw, digest, PROTO_INVITE_CHECKSUM), 0);
+    assert_int_equal(proto_buf_append(&raw, body.data, body.size), 0);
+    char text[1024] = "tsi1.";
+    size_t len = EVP_EncodeBlock((unsigned char *)text + 5, raw.data, (int)raw.size);
+    for (size_t i = 5; i < 5 + len; i++)
+        text[i] = text[i] == '+' ? '-' : text[i] == '/' ? '_' : text[i];
+    while (text[4 + len] == '=')
+        text[4 + len--] = '\0';
+    proto_invite_t got;
+    proto_error_t err;
+    assert_int_equal(proto_invite_decode(text, SAMPLES_NOW, &got, &err), PROTO_E_MISSING);
+    assert_string_equal(err.field, "kx");
+    assert_non_null(strstr(proto_error_str(&err), "compatible twinsync"));
+    proto_buf_wipe(&raw);
+    proto_buf_wipe(&body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +359,8 @@ int main(void)
         cmocka_unit_test(test_refusals_and_messages),
         cmocka_unit_test(test_encoder_checks_fields),
         cmocka_unit_test(test_secrets_and_token_hash),
+        cmocka_unit_test(test_fingerprint),
+        cmocka_unit_test(test_code_without_kx_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

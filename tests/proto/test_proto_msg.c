@@ -126,6 +126,15 @@ static void test_round_trip_edges(void **state)
     samples_msg(&msg, PROTO_JOINED);
     msg.joined.description = "";
     s_round_trip(&msg);
+
+    //  JOIN and JOINED without the key exchange (a 1.1 node, JOINED toward
+    //  the private node).
+    samples_msg(&msg, PROTO_JOIN);
+    msg.join.has_kx = msg.join.has_auth = false;
+    s_round_trip(&msg);
+    samples_msg(&msg, PROTO_JOINED);
+    msg.joined.has_kx = msg.joined.has_auth = false;
+    s_round_trip(&msg);
 }
 
 static void test_equal_notices_differences(void **state)
@@ -283,6 +292,15 @@ static const s_bad_case_t s_bad[] = {
      "max_frame"},
     {"{v:256,t:6,conn:\"c\",token_hash:B(31),expires:1}", PROTO_E_VALUE, "token_hash"},
     {"{v:256,t:7,conn:\"c\",token:B(33),description:\"d\"}", PROTO_E_VALUE, "token"},
+    //  The join's key exchange: 32 bytes each, both or neither; nil is absent
+    {"{v:258,t:7,conn:\"c\",token:B(32),description:\"d\",kx:B(31),auth:B(32)}", PROTO_E_VALUE,
+     "kx"},
+    {"{v:258,t:7,conn:\"c\",token:B(32),description:\"d\",kx:S(32),auth:B(32)}", PROTO_E_TYPE,
+     "kx"},
+    {"{v:258,t:7,conn:\"c\",token:B(32),description:\"d\",kx:B(32)}", PROTO_E_MISSING, "auth"},
+    {"{v:258,t:8,conn:\"c\",description:\"d\",auth:B(32)}", PROTO_E_MISSING, "kx"},
+    {"{v:258,t:8,conn:\"c\",description:\"d\",kx:nil,auth:nil}", PROTO_OK, ""},
+    {"{v:258,t:8,conn:\"c\",description:\"d\",kx:B(32),auth:B(32)}", PROTO_OK, ""},
     {"{v:256,t:1,node:\"n\",role:\"public\",conns:[{conn:\"c\",stored:1,consumed:-2}]}",
      PROTO_E_VALUE, "conns[0].consumed"},
     //  Too long
@@ -493,6 +511,16 @@ static void test_encoder_refuses_bad_messages(void **state)
     msg.error.text = "\xff";
     assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_E_VALUE);
     assert_string_equal(err.field, "text");
+
+    //  Half a key exchange never leaves.
+    samples_msg(&msg, PROTO_JOIN);
+    msg.join.has_auth = false;
+    assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_E_MISSING);
+    assert_string_equal(err.field, "auth");
+    samples_msg(&msg, PROTO_JOINED);
+    msg.joined.has_kx = false;
+    assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_E_MISSING);
+    assert_string_equal(err.field, "kx");
 
     proto_msg_init(&msg, PROTO_SYNC);
     assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_E_UNKNOWN_TYPE);
