@@ -49,6 +49,13 @@ static const ts_config_key_t s_keys[] = {
      .help = "the public node rotates each connection's keys this often (0: only on "
              "`connection rekey`)"},
     {.section = "node",
+     .key = "pad_payloads",
+     .kind = TS_CONFIG_BOOL,
+     .fallback = "true",
+     .offset = FIELD(pad_payloads),
+     .help = "pad sealed payloads to size buckets, so that the broker learns a bucket, not a "
+             "size"},
+    {.section = "node",
      .key = "lookback_s",
      .kind = TS_CONFIG_INT,
      .fallback = "10",

@@ -32,6 +32,7 @@ typedef struct {
     char *state_dir;          //  [node] state_dir
     long poll_interval_ms;    //  [node] poll_interval_ms
     long rekey_interval_ms;   //  [node] rekey_interval (public node; 0: never)
+    bool pad_payloads;        //  [node] pad_payloads: sealed payloads padded to size buckets
     long lookback_s;          //  [node] lookback_s
     long invite_ttl_s;        //  [node] invite_ttl_s (public)
     char *log_level;          //  [node] log_level

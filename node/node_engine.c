@@ -667,7 +667,8 @@ node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errle
                                .instance = cfg->instance,
                                .sync_user = cfg->user,
                                .lookback_s = (int)cfg->lookback_s,
-                               .rekey_interval_s = cfg->rekey_interval_ms / 1000};
+                               .rekey_interval_s = cfg->rekey_interval_ms / 1000,
+                               .no_padding = !cfg->pad_payloads};
     self->sync = node_sync_new(&sync);
     self->zmq_ctx = zmq_ctx_new();
     if (!self->sync || !self->zmq_ctx) {

@@ -51,6 +51,7 @@ node_sync_t *node_sync_new(const node_sync_config_t *cfg)
     self->sync_user = strdup(cfg->sync_user);
     self->lookback_s = cfg->lookback_s > 0 ? cfg->lookback_s : S_DEFAULT_LOOKBACK;
     self->rekey_interval_s = cfg->rekey_interval_s;
+    self->no_padding = cfg->no_padding;
     if (!self->state_dir || !self->instance || !self->sync_user)
         node_sync_destroy(&self);
     return self;
@@ -191,6 +192,8 @@ node_sync_ctx_t *node_sync_ctx(node_sync_t *self, const char *conn)
     snprintf(ctx->id, sizeof ctx->id, "%s", conn);
     int rc = s_ctx_seal(ctx, &gens);
     node_rekey_wipe(&gens);
+    if (rc == 0 && self->no_padding)
+        proto_seal_set_padding(ctx->seal, false, proto_limits_default().max_payload);
     ctx->seen = sn_seen_new();
     const char *trace = getenv("TWINSYNC_SEAL_TRACE");
     if (ctx->seal && trace && *trace)

@@ -56,6 +56,7 @@ typedef struct {
     const char *sync_user;    //  The integration user's user_name (echo prevention)
     int lookback_s;           //  Poll look-back, seconds (0: 10)
     int64_t rekey_interval_s; //  The public node starts a rekey this often (0: never)
+    bool no_padding;          //  Seal payloads without padding them to size buckets
 } node_sync_config_t;
 
 typedef struct {

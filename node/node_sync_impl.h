@@ -36,6 +36,7 @@ struct node_sync {
     char *sync_user;                  //  Owned copy
     int lookback_s;                   //  Poll look-back
     int64_t rekey_interval_s;         //  The public node rekeys this often (0: never)
+    bool no_padding;                  //  Payloads sealed without padding
     node_sync_ctx_t *ctx;             //  Per-connection memory, owned
     size_t ctx_count;                 //  Entries in ctx
     uint8_t digest[NODE_DIGEST_SIZE]; //  SHA-256 of the inbound payload being applied
