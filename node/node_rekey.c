@@ -11,12 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/kdf.h>
-#include <openssl/params.h>
 
+#include "proto_kx.h"
 #include "ts_secret.h"
 
 static void s_path(const char *state_dir, const char *conn, char *path, size_t size)
@@ -161,64 +158,15 @@ void node_rekey_wipe(node_rekey_gens_t *gens)
     OPENSSL_cleanse(gens, sizeof *gens);
 }
 
-int node_rekey_public(const uint8_t secret[PROTO_KEY_SIZE], uint8_t public_key[PROTO_KEY_SIZE])
-{
-    EVP_PKEY *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, secret, PROTO_KEY_SIZE);
-    size_t len = PROTO_KEY_SIZE;
-    int rc = key && EVP_PKEY_get_raw_public_key(key, public_key, &len) == 1 && len == PROTO_KEY_SIZE
-                 ? 0
-                 : -1;
-    EVP_PKEY_free(key);
-    return rc;
-}
-
-int node_rekey_keypair(uint8_t secret[PROTO_KEY_SIZE], uint8_t public_key[PROTO_KEY_SIZE])
-{
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_X25519, NULL);
-    EVP_PKEY *key = NULL;
-    size_t len = PROTO_KEY_SIZE;
-    int rc = ctx && EVP_PKEY_keygen_init(ctx) == 1 && EVP_PKEY_keygen(ctx, &key) == 1 &&
-                     EVP_PKEY_get_raw_private_key(key, secret, &len) == 1 &&
-                     len == PROTO_KEY_SIZE && node_rekey_public(secret, public_key) == 0
-                 ? 0
-                 : -1;
-    EVP_PKEY_free(key);
-    EVP_PKEY_CTX_free(ctx);
-    return rc;
-}
-
-//  shared = X25519(secret, peer). Returns 0, or -1 (crypto failure or an
-//  all-zero result: a peer key of small order).
-static int s_x25519(const uint8_t secret[PROTO_KEY_SIZE], const uint8_t peer[PROTO_KEY_SIZE],
-                    uint8_t shared[PROTO_KEY_SIZE])
-{
-    EVP_PKEY *own = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, secret, PROTO_KEY_SIZE);
-    EVP_PKEY *other = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, peer, PROTO_KEY_SIZE);
-    EVP_PKEY_CTX *ctx = own ? EVP_PKEY_CTX_new(own, NULL) : NULL;
-    size_t len = PROTO_KEY_SIZE;
-    int rc = ctx && other && EVP_PKEY_derive_init(ctx) == 1 &&
-                     EVP_PKEY_derive_set_peer(ctx, other) == 1 &&
-                     EVP_PKEY_derive(ctx, shared, &len) == 1 && len == PROTO_KEY_SIZE
-                 ? 0
-                 : -1;
-    EVP_PKEY_CTX_free(ctx);
-    EVP_PKEY_free(own);
-    EVP_PKEY_free(other);
-    static const uint8_t zero[PROTO_KEY_SIZE] = {0};
-    if (rc == 0 && CRYPTO_memcmp(shared, zero, PROTO_KEY_SIZE) == 0)
-        rc = -1;
-    return rc;
-}
-
 int node_rekey_root(const uint8_t secret[PROTO_KEY_SIZE], const uint8_t peer[PROTO_KEY_SIZE],
                     const uint8_t previous[PROTO_KEY_SIZE], const char *conn, uint32_t generation,
                     const uint8_t kx_rekey[PROTO_KEY_SIZE], const uint8_t kx_ack[PROTO_KEY_SIZE],
                     uint8_t root[PROTO_KEY_SIZE])
 {
-    uint8_t shared[PROTO_KEY_SIZE], info[256];
+    uint8_t info[256];
     static const char label[] = "twinsync rekey v1";
     size_t conn_len = strlen(conn), n = 0;
-    if (conn_len > PROTO_MAX_ID || s_x25519(secret, peer, shared))
+    if (conn_len > PROTO_MAX_ID)
         return -1;
     memcpy(info + n, label, sizeof label - 1);
     n += sizeof label - 1;
@@ -230,20 +178,7 @@ int node_rekey_root(const uint8_t secret[PROTO_KEY_SIZE], const uint8_t peer[PRO
     n += PROTO_KEY_SIZE;
     memcpy(info + n, kx_ack, PROTO_KEY_SIZE);
     n += PROTO_KEY_SIZE;
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    EVP_KDF_free(kdf);
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, shared, PROTO_KEY_SIZE),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)previous, PROTO_KEY_SIZE),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n),
-        OSSL_PARAM_construct_end(),
-    };
-    int rc = ctx && EVP_KDF_derive(ctx, root, PROTO_KEY_SIZE, params) == 1 ? 0 : -1;
-    EVP_KDF_CTX_free(ctx);
-    OPENSSL_cleanse(shared, sizeof shared);
-    return rc;
+    return proto_kx_derive(secret, peer, previous, info, n, root) == PROTO_OK ? 0 : -1;
 }
 
 void node_rekey_advance(node_rekey_gens_t *gens, uint32_t generation,

@@ -57,15 +57,10 @@ int node_rekey_remove(const char *state_dir, const char *conn);
 //  Overwrites *gens with zeros.
 void node_rekey_wipe(node_rekey_gens_t *gens);
 
-//  Makes an X25519 key pair. Returns 0 or -1 (the crypto library failed).
-int node_rekey_keypair(uint8_t secret[PROTO_KEY_SIZE], uint8_t public_key[PROTO_KEY_SIZE]);
-
-//  The public key of X25519 secret. Returns 0 or -1.
-int node_rekey_public(const uint8_t secret[PROTO_KEY_SIZE], uint8_t public_key[PROTO_KEY_SIZE]);
-
 //  root = HKDF-SHA256(ikm = X25519(secret, peer), salt = previous root,
 //  info = "twinsync rekey v1" || conn || generation (4 bytes, big-endian) ||
-//  kx_rekey || kx_ack). Returns 0, or -1 (crypto failure, or a peer key that
+//  kx_rekey || kx_ack), through proto_kx_derive (key pairs come from
+//  proto_kx_keypair). Returns 0, or -1 (crypto failure, or a peer key that
 //  gives the all-zero shared secret).
 int node_rekey_root(const uint8_t secret[PROTO_KEY_SIZE], const uint8_t peer[PROTO_KEY_SIZE],
                     const uint8_t previous[PROTO_KEY_SIZE], const char *conn, uint32_t generation,

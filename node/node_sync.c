@@ -31,6 +31,7 @@
 #include "node_keys.h"
 #include "node_rekey.h"
 #include "node_replica.h"
+#include "proto_kx.h"
 #include "proto_seal.h"
 #include "proto_sync.h"
 #include "sn_incident.h"
@@ -536,7 +537,7 @@ node_sync_rc_t node_sync_rekey(node_sync_t *self, const char *conn_id, char *tex
     proto_payload_init(&payload, PROTO_REKEY);
     payload.rekey.generation = gens.current + 1;
     gens.pending = gens.current + 1;
-    int rc = node_rekey_keypair(gens.pending_key, payload.rekey.kx);
+    int rc = proto_kx_keypair(gens.pending_key, payload.rekey.kx) == PROTO_OK ? 0 : -1;
     //  The private key is on disk before the REKEY can leave
     if (rc == 0)
         rc = node_sync_gens_save(self, conn.id, &gens, err, sizeof err);

@@ -15,6 +15,8 @@
 */
 #include "node_sync_impl.h"
 
+#include "proto_kx.h"
+
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <time.h>
@@ -569,8 +571,9 @@ static int s_rekey_in(node_sync_t *self, const node_conn_t *conn, node_sync_ctx_
                g);
     } else if (g == gens.current + 1) {
         uint8_t secret[PROTO_KEY_SIZE], share[PROTO_KEY_SIZE], root[PROTO_KEY_SIZE];
-        rc = node_rekey_keypair(secret, share) || node_rekey_root(secret, r->kx, gens.roots[0].root,
-                                                                  conn->id, g, r->kx, share, root)
+        rc = proto_kx_keypair(secret, share) != PROTO_OK ||
+                     node_rekey_root(secret, r->kx, gens.roots[0].root, conn->id, g, r->kx, share,
+                                     root)
                  ? -1
                  : 0;
         OPENSSL_cleanse(secret, sizeof secret);
@@ -614,7 +617,7 @@ static int s_rekey_ack_in(node_sync_t *self, const node_conn_t *conn, node_sync_
     int rc = 0;
     if (gens.pending == g && gens.current + 1 == g) {
         uint8_t own[PROTO_KEY_SIZE], root[PROTO_KEY_SIZE];
-        rc = node_rekey_public(gens.pending_key, own) ||
+        rc = proto_kx_public_key(gens.pending_key, own) != PROTO_OK ||
                      node_rekey_root(gens.pending_key, r->kx, gens.roots[0].root, conn->id, g, own,
                                      r->kx, root)
                  ? -1

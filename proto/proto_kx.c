@@ -137,6 +137,22 @@ static int s_hkdf(const uint8_t ikm[PROTO_KEY_SIZE], const uint8_t salt[PROTO_KE
     return rc;
 }
 
+proto_status_t proto_kx_derive(const uint8_t my_secret[PROTO_KEY_SIZE],
+                               const uint8_t peer_public[PROTO_KEY_SIZE],
+                               const uint8_t salt[PROTO_KEY_SIZE], const uint8_t *info,
+                               size_t info_len, uint8_t out[PROTO_KEY_SIZE])
+{
+    uint8_t shared[PROTO_KEY_SIZE];
+    proto_status_t rc = PROTO_OK;
+    if (s_x25519(my_secret, peer_public, shared) != 0 ||
+        s_hkdf(shared, salt, info, info_len, out) != 0) {
+        OPENSSL_cleanse(out, PROTO_KEY_SIZE);
+        rc = PROTO_E_CRYPTO;
+    }
+    OPENSSL_cleanse(shared, sizeof shared);
+    return rc;
+}
+
 proto_status_t proto_kx_root(const uint8_t my_secret[PROTO_KEY_SIZE],
                              const uint8_t peer_public[PROTO_KEY_SIZE],
                              const uint8_t invite_secret[PROTO_KEY_SIZE],
@@ -149,15 +165,7 @@ proto_status_t proto_kx_root(const uint8_t my_secret[PROTO_KEY_SIZE],
     memset(root, 0, PROTO_KEY_SIZE);
     if (len == 0)
         return PROTO_E_VALUE;
-    uint8_t shared[PROTO_KEY_SIZE];
-    proto_status_t rc = PROTO_OK;
-    if (s_x25519(my_secret, peer_public, shared) != 0 ||
-        s_hkdf(shared, invite_secret, info, label_len + len, root) != 0) {
-        OPENSSL_cleanse(root, PROTO_KEY_SIZE);
-        rc = PROTO_E_CRYPTO;
-    }
-    OPENSSL_cleanse(shared, sizeof shared);
-    return rc;
+    return proto_kx_derive(my_secret, peer_public, invite_secret, info, label_len + len, root);
 }
 
 proto_status_t proto_kx_accept(const proto_invite_t *invite, uint8_t private_kx[PROTO_KEY_SIZE],

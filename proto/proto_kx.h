@@ -55,6 +55,16 @@ proto_status_t proto_kx_keypair(uint8_t secret_key[PROTO_KEY_SIZE],
 proto_status_t proto_kx_public_key(const uint8_t secret_key[PROTO_KEY_SIZE],
                                    uint8_t public_key[PROTO_KEY_SIZE]);
 
+//  out = HKDF-SHA256(ikm = X25519(my_secret, peer_public), salt, info),
+//  the derivation under both the join's root and a rekey's
+//  (docs/protocol.md §8.3, §8.4). Returns PROTO_OK, or PROTO_E_CRYPTO (also
+//  for a peer key whose shared secret would be all zeros); out is zeroed on
+//  failure.
+proto_status_t proto_kx_derive(const uint8_t my_secret[PROTO_KEY_SIZE],
+                               const uint8_t peer_public[PROTO_KEY_SIZE],
+                               const uint8_t salt[PROTO_KEY_SIZE], const uint8_t *info,
+                               size_t info_len, uint8_t out[PROTO_KEY_SIZE]);
+
 //  auth = HMAC-SHA256(key = invite_secret, data = the transcript of t).
 //  Returns PROTO_OK, PROTO_E_VALUE (t->conn is not a connection id) or
 //  PROTO_E_CRYPTO.
