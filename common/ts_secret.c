@@ -157,3 +157,27 @@ int ts_file_write_private(const char *path, const void *data, size_t size, char 
     }
     return 0;
 }
+
+void ts_hex_encode(const uint8_t *data, size_t size, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < size; i++) {
+        out[2 * i] = digits[data[i] >> 4];
+        out[2 * i + 1] = digits[data[i] & 15];
+    }
+    out[2 * size] = 0;
+}
+
+int ts_hex_decode(const char *text, size_t len, uint8_t *out, size_t size)
+{
+    if (len != 2 * size)
+        return -1;
+    for (size_t i = 0; i < 2 * size; i++) {
+        char c = text[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return -1;
+        out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] | v) : v << 4);
+    }
+    return 0;
+}

@@ -6,6 +6,7 @@
 #define TS_SECRET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 //  Reads a secret named by spec: "env:NAME" reads environment variable NAME;
 //  anything else is a file path, which must be a regular file with no group or
@@ -21,5 +22,13 @@ void ts_secret_free(char **secret_p);
 //  directory) with mode 0600. Returns 0, or -1 with a reason in err.
 int ts_file_write_private(const char *path, const void *data, size_t size, char *err,
                           size_t errlen);
+
+//  Writes size bytes of data as 2 * size lowercase hex digits and a NUL to
+//  out (2 * size + 1 bytes): how key files spell secrets.
+void ts_hex_encode(const uint8_t *data, size_t size, char *out);
+
+//  Reads exactly 2 * size lowercase hex digits (text, len bytes, no NUL
+//  needed) into out. Returns 0, or -1 (another length, another character).
+int ts_hex_decode(const char *text, size_t len, uint8_t *out, size_t size);
 
 #endif

@@ -40,31 +40,6 @@ static void s_path(const char *state_dir, const char *conn, char *path, size_t s
     snprintf(path, size, "%s/keys/%s.secret", state_dir, conn);
 }
 
-static void s_hex(const uint8_t *data, size_t size, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < size; i++) {
-        out[2 * i] = digits[data[i] >> 4];
-        out[2 * i + 1] = digits[data[i] & 15];
-    }
-    out[2 * size] = 0;
-}
-
-//  Parses exactly 2 * size hex digits. Returns 0 or -1.
-static int s_unhex(const char *text, size_t len, uint8_t *out, size_t size)
-{
-    if (len != 2 * size)
-        return -1;
-    for (size_t i = 0; i < 2 * size; i++) {
-        char c = text[i];
-        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0)
-            return -1;
-        out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] | v) : v << 4);
-    }
-    return 0;
-}
-
 //  The lines of a key file: name and where its value lives. secret= is
 //  read only (the root of a connection joined before the key exchange).
 typedef struct {
@@ -96,7 +71,7 @@ int node_keys_write(const char *state_dir, const char *conn, const node_keys_t *
         if (!*(const bool *)((const char *)keys + line->flag))
             continue;
         char hex[2 * PROTO_KEY_SIZE + 1];
-        s_hex((const uint8_t *)keys + line->value, PROTO_KEY_SIZE, hex);
+        ts_hex_encode((const uint8_t *)keys + line->value, PROTO_KEY_SIZE, hex);
         size += (size_t)snprintf(text + size, sizeof text - size, "%s=%s\n", line->name, hex);
         OPENSSL_cleanse(hex, sizeof hex);
     }
@@ -128,7 +103,8 @@ static int s_parse(char *text, node_keys_t *out)
         if (!known)
             return -1;
         size_t name_len = strlen(known->name) + 1;
-        if (s_unhex(line + name_len, len - name_len, (uint8_t *)out + known->value, PROTO_KEY_SIZE))
+        if (ts_hex_decode(line + name_len, len - name_len, (uint8_t *)out + known->value,
+                          PROTO_KEY_SIZE))
             return -1;
         *(bool *)((char *)out + known->flag) = true;
         kx |= known->value == offsetof(node_keys_t, join_kx);

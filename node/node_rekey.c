@@ -21,31 +21,15 @@ static void s_path(const char *state_dir, const char *conn, char *path, size_t s
     snprintf(path, size, "%s/keys/%s.gens", state_dir, conn);
 }
 
-static void s_hex(const uint8_t *data, size_t size, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < size; i++) {
-        out[2 * i] = digits[data[i] >> 4];
-        out[2 * i + 1] = digits[data[i] & 15];
-    }
-    out[2 * size] = 0;
-}
-
 //  Parses "G:<64 hex digits>" into *generation and key. Returns 0 or -1.
 static int s_parse_keyed(const char *text, uint32_t *generation, uint8_t key[PROTO_KEY_SIZE])
 {
     char *end = NULL;
     errno = 0;
     unsigned long long value = strtoull(text, &end, 10);
-    if (errno || end == text || *end != ':' || value > UINT32_MAX || strlen(end + 1) != 64)
+    if (errno || end == text || *end != ':' || value > UINT32_MAX ||
+        ts_hex_decode(end + 1, strlen(end + 1), key, PROTO_KEY_SIZE))
         return -1;
-    for (size_t i = 0; i < 64; i++) {
-        char c = end[1 + i];
-        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0)
-            return -1;
-        key[i / 2] = (uint8_t)(i % 2 ? (key[i / 2] | v) : v << 4);
-    }
     *generation = (uint32_t)value;
     return 0;
 }
@@ -123,17 +107,17 @@ int node_rekey_write(const char *state_dir, const char *conn, const node_rekey_g
     char text[1024], hex[2 * PROTO_KEY_SIZE + 1];
     size_t n = (size_t)snprintf(text, sizeof text, "current=%" PRIu32 "\n", gens->current);
     for (size_t i = 0; i < gens->count; i++) {
-        s_hex(gens->roots[i].root, PROTO_KEY_SIZE, hex);
+        ts_hex_encode(gens->roots[i].root, PROTO_KEY_SIZE, hex);
         n += (size_t)snprintf(text + n, sizeof text - n, "root=%" PRIu32 ":%s\n",
                               gens->roots[i].generation, hex);
     }
     if (gens->pending) {
-        s_hex(gens->pending_key, PROTO_KEY_SIZE, hex);
+        ts_hex_encode(gens->pending_key, PROTO_KEY_SIZE, hex);
         n += (size_t)snprintf(text + n, sizeof text - n, "pending=%" PRIu32 ":%s\n", gens->pending,
                               hex);
     }
     if (gens->answered) {
-        s_hex(gens->answered_kx, PROTO_KEY_SIZE, hex);
+        ts_hex_encode(gens->answered_kx, PROTO_KEY_SIZE, hex);
         n += (size_t)snprintf(text + n, sizeof text - n, "answered=%" PRIu32 ":%s\n",
                               gens->answered, hex);
     }
