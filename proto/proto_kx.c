@@ -114,9 +114,8 @@ static int s_x25519(const uint8_t my_secret[PROTO_KEY_SIZE],
     return ok ? 0 : -1;
 }
 
-//  out = HKDF-SHA256(ikm, salt, info). Returns 0 or -1.
-static int s_hkdf(const uint8_t ikm[PROTO_KEY_SIZE], const uint8_t salt[PROTO_KEY_SIZE],
-                  const uint8_t *info, size_t info_len, uint8_t out[PROTO_KEY_SIZE])
+int proto_hkdf(const uint8_t ikm[PROTO_KEY_SIZE], const void *salt, size_t salt_len,
+               const void *info, size_t info_len, uint8_t out[PROTO_KEY_SIZE])
 {
     EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
     if (!kdf)
@@ -128,7 +127,7 @@ static int s_hkdf(const uint8_t ikm[PROTO_KEY_SIZE], const uint8_t salt[PROTO_KE
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, PROTO_KEY_SIZE),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, PROTO_KEY_SIZE),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len),
         OSSL_PARAM_construct_end(),
     };
@@ -145,7 +144,7 @@ proto_status_t proto_kx_derive(const uint8_t my_secret[PROTO_KEY_SIZE],
     uint8_t shared[PROTO_KEY_SIZE];
     proto_status_t rc = PROTO_OK;
     if (s_x25519(my_secret, peer_public, shared) != 0 ||
-        s_hkdf(shared, salt, info, info_len, out) != 0) {
+        proto_hkdf(shared, salt, PROTO_KEY_SIZE, info, info_len, out) != 0) {
         OPENSSL_cleanse(out, PROTO_KEY_SIZE);
         rc = PROTO_E_CRYPTO;
     }

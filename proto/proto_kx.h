@@ -55,6 +55,12 @@ proto_status_t proto_kx_keypair(uint8_t secret_key[PROTO_KEY_SIZE],
 proto_status_t proto_kx_public_key(const uint8_t secret_key[PROTO_KEY_SIZE],
                                    uint8_t public_key[PROTO_KEY_SIZE]);
 
+//  out = HKDF-SHA256(ikm, salt, info), 32 bytes: every key derivation of
+//  the protocol (join root, rekey root, sealing keys). Returns 0 or -1 (the
+//  crypto library failed).
+int proto_hkdf(const uint8_t ikm[PROTO_KEY_SIZE], const void *salt, size_t salt_len,
+               const void *info, size_t info_len, uint8_t out[PROTO_KEY_SIZE]);
+
 //  out = HKDF-SHA256(ikm = X25519(my_secret, peer_public), salt, info),
 //  the derivation under both the join's root and a rekey's
 //  (docs/protocol.md §8.3, §8.4). Returns PROTO_OK, or PROTO_E_CRYPTO (also

@@ -13,14 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
-#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include "proto_seal.h"
+
+#include "proto_kx.h"
 
 #include "proto_limits.h"
 
@@ -92,23 +91,7 @@ static int s_hkdf(const proto_seal_t *self, const uint8_t *root, proto_dir_t dir
     memcpy(info, s_info[dir - 1], info_len);
     memcpy(info + info_len, epoch, PROTO_SEAL_EPOCH_SIZE);
     info_len += PROTO_SEAL_EPOCH_SIZE;
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    if (!kdf)
-        return -1;
-    EVP_KDF_CTX *ctx = EVP_KDF_CTX_new(kdf);
-    EVP_KDF_free(kdf);
-    if (!ctx)
-        return -1;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)root, PROTO_KEY_SIZE),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)self->conn, self->conn_len),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, info_len),
-        OSSL_PARAM_construct_end(),
-    };
-    int rc = EVP_KDF_derive(ctx, key, PROTO_KEY_SIZE, params) == 1 ? 0 : -1;
-    EVP_KDF_CTX_free(ctx);
-    return rc;
+    return proto_hkdf(root, self->conn, self->conn_len, info, info_len, key);
 }
 
 //  The root of generation, or NULL when the sealer does not hold it.
