@@ -365,6 +365,57 @@ int node_admin_sync_stop(node_admin_t *self, const char *which, const char *numb
     return rc < 0 ? s_db_fail(self, err, errlen) : 0;
 }
 
+int node_admin_attachments(node_admin_t *self, const char *which, const char *number,
+                           node_conn_t *conn, node_admin_twin_t *twin, node_file_t **list_p,
+                           size_t *count_p, char *err, size_t errlen)
+{
+    *list_p = NULL;
+    *count_p = 0;
+    if (s_conn_or_only(self, which, conn, err, errlen))
+        return -1;
+    node_twin_t found = {0};
+    int rc = node_state_twin_by_number(self->state, conn->id, number, &found);
+    if (rc < 0)
+        return s_db_fail(self, err, errlen);
+    if (rc == 1) {
+        snprintf(err, errlen, "%s is not a twin on connection %s", number, conn->name);
+        return -1;
+    }
+    s_twin_info(self, &found, twin);
+    rc = node_state_file_list_twin(self->state, conn->id, found.local_sys_id, found.remote_sys_id,
+                                   list_p, count_p);
+    node_twin_clear(&found);
+    return rc ? s_db_fail(self, err, errlen) : 0;
+}
+
+int node_admin_attachments_set(node_admin_t *self, const char *which, const char *mode,
+                               const char *max_text, node_conn_t *out, char *err, size_t errlen)
+{
+    node_attach_mode_t m = !strcmp(mode, "all")       ? NODE_ATTACH_ALL
+                           : !strcmp(mode, "none")    ? NODE_ATTACH_NONE
+                           : !strcmp(mode, "default") ? NODE_ATTACH_DEFAULT
+                                                      : (node_attach_mode_t)-1;
+    if ((int)m < 0) {
+        snprintf(err, errlen, "attachments must be all, none or default, not \"%s\"", mode);
+        return -1;
+    }
+    long max = 0;
+    char why[256];
+    if (max_text && *max_text && strcmp(max_text, "default") &&
+        ts_config_parse_number(TS_CONFIG_BYTES, max_text, 1, 1024L * 1024 * 1024, &max, why,
+                               sizeof why)) {
+        snprintf(err, errlen, "size cap: %s", why);
+        return -1;
+    }
+    if (s_conn(self, which, out, err, errlen))
+        return -1;
+    if (node_state_conn_set_attachments(self->state, out->id, m, (uint64_t)max) < 0)
+        return s_db_fail(self, err, errlen);
+    out->attachments = m;
+    out->attachment_max = (uint64_t)max;
+    return 0;
+}
+
 typedef struct {
     node_admin_t *self;      //  Whose state
     node_admin_twin_t *list; //  Rows so far

@@ -180,6 +180,22 @@ int node_admin_errors(node_admin_t *self, const char *which, node_error_t **list
 int node_admin_error_retry(node_admin_t *self, int64_t id, long wait_ms, node_admin_retry_t *out,
                            char *err, size_t errlen);
 
+//  The files of the twin whose local or remote number is number on
+//  connection which (NULL: the only one), both directions, oldest first;
+//  *list_p is owned by the caller (free). *conn and *twin describe the twin.
+//  Returns 0 or -1 with err (no such connection or twin, a database failure).
+int node_admin_attachments(node_admin_t *self, const char *which, const char *number,
+                           node_conn_t *conn, node_admin_twin_t *twin, node_file_t **list_p,
+                           size_t *count_p, char *err, size_t errlen);
+
+//  Sets what this side of connection which sends and takes: mode "all",
+//  "none" or "default" (the node's node.attachments), and max_text, the size
+//  cap ("" or "default": node.attachment_max_bytes; else bytes with an
+//  optional KiB, MiB or GiB, at most 1 GiB). *out is the connection after.
+//  Returns 0 or -1 with err (a bad mode or size, no such connection).
+int node_admin_attachments_set(node_admin_t *self, const char *which, const char *mode,
+                               const char *max_text, node_conn_t *out, char *err, size_t errlen);
+
 //  This node's CURVE public key (Z85, 40 characters and NUL), made on first
 //  use in cfg's state directory. Needs no open state. Returns 0 or -1 with err.
 int node_admin_key(const node_config_t *cfg, char z85[41], char *err, size_t errlen);

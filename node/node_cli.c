@@ -425,6 +425,85 @@ static int s_cmd_twins(node_cli_t *cli)
     return TS_EXIT_OK;
 }
 
+//  What `attachments` shows of a file's progress: "12.0 of 200.0 MiB".
+static const char *s_progress(const node_file_t *f, char *buf, size_t size)
+{
+    bool moving = f->state == NODE_FILE_SENDING || f->state == NODE_FILE_RECEIVING;
+    if (moving)
+        snprintf(buf, size, "%.1f of %.1f MiB", (double)f->done / 1048576.0,
+                 (double)f->size / 1048576.0);
+    else
+        snprintf(buf, size, "%.1f MiB", (double)f->size / 1048576.0);
+    return buf;
+}
+
+static int s_cmd_attachments(node_cli_t *cli)
+{
+    int status = node_cli_open(cli);
+    if (status)
+        return status;
+    const char *which, *number;
+    s_conn_and_number(cli, &which, &number);
+    node_conn_t conn;
+    node_admin_twin_t twin;
+    node_file_t *list = NULL;
+    size_t count = 0;
+    char err[512];
+    if (node_admin_attachments(cli->admin, which, number, &conn, &twin, &list, &count, err,
+                               sizeof err))
+        return node_cli_fail(cli, "%s", err);
+    json_t *rows = cli->opts.json ? json_array() : NULL;
+    if (!rows)
+        printf("%-4s %-10s %-22s %-20s %s\n", "DIR", "STATE", "SIZE", "SHA-256", "NAME");
+    for (size_t i = 0; i < count; i++) {
+        const node_file_t *f = &list[i];
+        const char *dir = f->dir == NODE_FILE_OUT ? "out" : "in";
+        char size[64];
+        if (rows) {
+            json_array_append_new(
+                rows,
+                json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:s}", "direction", dir, "state",
+                          node_file_state_name(f->state), "name", f->name, "content_type",
+                          f->content_type, "size", (json_int_t)f->size, "transferred",
+                          (json_int_t)f->done, "sha256", f->hash, "file_sys_id", f->file_id,
+                          "copy_sys_id", f->twin_file, "reason", f->text));
+            continue;
+        }
+        printf("%-4s %-10s %-22s %-20.16s %s\n", dir, node_file_state_name(f->state),
+               s_progress(f, size, sizeof size), *f->hash ? f->hash : "-", f->name);
+        if (*f->text)
+            printf("     %s\n", f->text);
+    }
+    free(list);
+    if (rows)
+        return node_cli_json_out(json_pack("{s:s,s:s,s:s,s:o}", "connection", conn.name, "local",
+                                           twin.local_number, "remote", twin.remote_number,
+                                           "attachments", rows));
+    if (count == 0)
+        printf("(no attachments)\n");
+    return TS_EXIT_OK;
+}
+
+static int s_cmd_attachments_set(node_cli_t *cli)
+{
+    int status = node_cli_open(cli);
+    if (status)
+        return status;
+    node_conn_t conn;
+    char err[512];
+    if (node_admin_attachments_set(cli->admin, cli->args[0], cli->args[1],
+                                   cli->nargs > 2 ? cli->args[2] : NULL, &conn, err, sizeof err))
+        return node_cli_fail(cli, "%s", err);
+    static const char *const modes[] = {"default", "all", "none"};
+    if (cli->opts.json)
+        return node_cli_json_out(json_pack("{s:s,s:s,s:I}", "name", conn.name, "attachments",
+                                           modes[conn.attachments], "max_bytes",
+                                           (json_int_t)conn.attachment_max));
+    printf("connection %s: attachments %s, size cap %s\n", conn.name, modes[conn.attachments],
+           conn.attachment_max ? cli->args[2] : "default");
+    return TS_EXIT_OK;
+}
+
 static int s_cmd_queue(node_cli_t *cli)
 {
     node_admin_conn_t info;
@@ -660,6 +739,13 @@ static const node_cli_command_t s_commands[] = {
     {{"exalate", "CONN NUMBER", 2, 2, "json wait", "the older name of sync start"},
      s_cmd_sync_start},
     {{"unexalate", "CONN NUMBER", 2, 2, "json", "the older name of sync stop"}, s_cmd_sync_stop},
+    {{"connection attachments", "CONN all|none|default [MAX_SIZE]", 2, 3, "json",
+      "what this side sends and takes, and the size cap (e.g. 50MiB; default: the node's)"},
+     s_cmd_attachments_set},
+    {{"attachments", "[CONN] NUMBER", 1, 2, "json",
+      "the files of a twin: direction, state (sent, received, refused, skipped, ...), size, "
+      "SHA-256"},
+     s_cmd_attachments},
     {{"twins", "CONN", 1, 1, "json", "local number <-> remote number, state, last sync"},
      s_cmd_twins},
     {{"queue", "CONN", 1, 1, "json", "outbox and inbox of a connection"}, s_cmd_queue},

@@ -26,32 +26,35 @@
 //  Every string is owned by the configuration and never NULL after a load
 //  ("" when the key has no value).
 typedef struct {
-    char *path;               //  Configuration file (owned), NULL: flags only
-    proto_role_t role;        //  Which binary
-    char *name;               //  [node] name: node id at the broker
-    char *state_dir;          //  [node] state_dir
-    long poll_interval_ms;    //  [node] poll_interval_ms
-    long rekey_interval_ms;   //  [node] rekey_interval (public node; 0: never)
-    bool pad_payloads;        //  [node] pad_payloads: sealed payloads padded to size buckets
-    long lookback_s;          //  [node] lookback_s
-    long invite_ttl_s;        //  [node] invite_ttl_s (public)
-    char *log_level;          //  [node] log_level
-    char *url;                //  [servicenow] url
-    char *instance;           //  [servicenow] instance (derived from url if absent)
-    char *user;               //  [servicenow] user
-    char *auth;               //  [servicenow] auth: basic | oauth
-    char *password_file;      //  [servicenow] password_file
-    char *password_env;       //  [servicenow] password_env
-    char *client_id;          //  [servicenow] client_id (oauth)
-    char *client_secret_file; //  [servicenow] client_secret_file (oauth)
-    char *client_secret_env;  //  [servicenow] client_secret_env (oauth)
-    char *ca_file;            //  [servicenow] ca_file
-    bool allow_insecure_http; //  [servicenow] allow_insecure_http
-    long request_timeout_ms;  //  [servicenow] request_timeout_ms
-    long max_retry_wait_ms;   //  [servicenow] max_retry_wait_ms
-    char *endpoint;           //  [broker] endpoint
-    char *broker_key;         //  [broker] public_key (Z85)
-    long heartbeat_ms;        //  [broker] heartbeat_ms
+    char *path;                //  Configuration file (owned), NULL: flags only
+    proto_role_t role;         //  Which binary
+    char *name;                //  [node] name: node id at the broker
+    char *state_dir;           //  [node] state_dir
+    long poll_interval_ms;     //  [node] poll_interval_ms
+    long rekey_interval_ms;    //  [node] rekey_interval (public node; 0: never)
+    bool pad_payloads;         //  [node] pad_payloads: sealed payloads padded to size buckets
+    char *attachments;         //  [node] attachments: all | none
+    long attachment_max_bytes; //  [node] attachment_max_bytes
+    long attachment_scan_ms;   //  [node] attachment_scan
+    long lookback_s;           //  [node] lookback_s
+    long invite_ttl_s;         //  [node] invite_ttl_s (public)
+    char *log_level;           //  [node] log_level
+    char *url;                 //  [servicenow] url
+    char *instance;            //  [servicenow] instance (derived from url if absent)
+    char *user;                //  [servicenow] user
+    char *auth;                //  [servicenow] auth: basic | oauth
+    char *password_file;       //  [servicenow] password_file
+    char *password_env;        //  [servicenow] password_env
+    char *client_id;           //  [servicenow] client_id (oauth)
+    char *client_secret_file;  //  [servicenow] client_secret_file (oauth)
+    char *client_secret_env;   //  [servicenow] client_secret_env (oauth)
+    char *ca_file;             //  [servicenow] ca_file
+    bool allow_insecure_http;  //  [servicenow] allow_insecure_http
+    long request_timeout_ms;   //  [servicenow] request_timeout_ms
+    long max_retry_wait_ms;    //  [servicenow] max_retry_wait_ms
+    char *endpoint;            //  [broker] endpoint
+    char *broker_key;          //  [broker] public_key (Z85)
+    long heartbeat_ms;         //  [broker] heartbeat_ms
 } node_config_t;
 
 //  The key table, for ts_config_new: every key of [node], [servicenow] and

@@ -22,6 +22,7 @@
 #include "node_keys.h"
 #include "node_state.h"
 #include "node_sync.h"
+#include "node_transfer.h"
 #include "node_worker.h"
 #include "proto_invite.h"
 #include "sn_query.h"
@@ -63,6 +64,10 @@ struct node_engine {
     //  worker (used only through the s_op_* calls, on the worker thread)
     node_state_t *wstate; //  Worker's database handle
     node_sync_t *sync;    //  Poll and apply
+    //  transfer thread (node_transfer.h)
+    node_state_t *tstate;      //  Its database handle
+    sn_client_t *tsn;          //  Its ServiceNow client
+    node_transfer_t *transfer; //  The thread
 };
 
 //  --- worker: what node_worker calls, on its thread
@@ -111,7 +116,10 @@ static node_sync_rc_t s_op_requests(void *arg)
 {
     node_engine_t *self = arg;
     node_sync_rc_t rc = node_sync_requests(self->sync);
-    return rc == NODE_SYNC_FATAL ? rc : node_sync_retry(self->sync, NULL);
+    if (rc != NODE_SYNC_FATAL)
+        rc = node_sync_retry(self->sync, NULL);
+    bool sent = false;
+    return rc == NODE_SYNC_FATAL ? rc : node_sync_files_pump(self->sync, &sent);
 }
 
 static node_sync_rc_t s_op_apply(void *arg, const char *conn, uint64_t seq, const uint8_t *payload,
@@ -165,9 +173,10 @@ typedef struct {
     s_known_t *known;      //  Connection offered
 } s_offer_t;
 
-static int s_offer_row(uint64_t seq, const uint8_t *payload, size_t size, void *arg)
+static int s_offer_row(uint64_t seq, const uint8_t *payload, size_t size, bool file, void *arg)
 {
     s_offer_t *offer = arg;
+    (void)file;
     int rc = link_publish(offer->engine->link, offer->known->id, seq, payload, size);
     if (rc == LINK_OK || rc == LINK_E_SEQ) {
         offer->known->offered = seq; //  E_SEQ: the link already has it
@@ -661,6 +670,15 @@ node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errle
     self->sn = s_sn_client(cfg, err, errlen);
     if (!self->sn)
         goto fail;
+    self->tstate = node_state_open(cfg->state_dir, err, errlen);
+    self->tsn = self->tstate ? s_sn_client(cfg, err, errlen) : NULL;
+    if (!self->tsn)
+        goto fail;
+    node_transfer_config_t transfer = {.state = self->tstate,
+                                       .sn = self->tsn,
+                                       .state_dir = cfg->state_dir,
+                                       .sync_user = cfg->user};
+    self->transfer = node_transfer_new(&transfer);
     node_sync_config_t sync = {.state = self->wstate,
                                .sn = self->sn,
                                .state_dir = cfg->state_dir,
@@ -668,10 +686,13 @@ node_engine_t *node_engine_new(const node_config_t *cfg, char *err, size_t errle
                                .sync_user = cfg->user,
                                .lookback_s = (int)cfg->lookback_s,
                                .rekey_interval_s = cfg->rekey_interval_ms / 1000,
-                               .no_padding = !cfg->pad_payloads};
+                               .no_padding = !cfg->pad_payloads,
+                               .attachments_none = !strcmp(cfg->attachments, "none"),
+                               .attachment_max = (uint64_t)cfg->attachment_max_bytes,
+                               .attachment_scan_ms = cfg->attachment_scan_ms};
     self->sync = node_sync_new(&sync);
     self->zmq_ctx = zmq_ctx_new();
-    if (!self->sync || !self->zmq_ctx) {
+    if (!self->sync || !self->zmq_ctx || !self->transfer) {
         snprintf(err, errlen, "cannot set up the engine: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
@@ -697,6 +718,9 @@ void node_engine_destroy(node_engine_t **self_p)
         return;
     node_engine_t *self = *self_p;
     node_worker_destroy(&self->worker); //  stops and joins the thread first
+    node_transfer_destroy(&self->transfer);
+    sn_client_destroy(&self->tsn);
+    node_state_destroy(&self->tstate);
     link_destroy(&self->link);
     if (self->zmq_ctx)
         zmq_ctx_term(self->zmq_ctx);
@@ -729,8 +753,8 @@ int node_engine_run(node_engine_t *self, volatile sig_atomic_t *stop)
     char pid[32];
     snprintf(pid, sizeof pid, "%d", (int)getpid());
     node_state_meta_set(self->state, "daemon_pid", pid);
-    if (node_worker_start(self->worker)) {
-        ts_log(TS_LOG_ERROR, "cannot start the worker thread", NULL);
+    if (node_worker_start(self->worker) || node_transfer_start(self->transfer)) {
+        ts_log(TS_LOG_ERROR, "cannot start the worker threads", NULL);
         return 1;
     }
     ts_log(TS_LOG_INFO, "node started", "node=%s role=%s instance=%s url=%s", self->cfg->name,

@@ -74,7 +74,16 @@ static const char *s_schema =
     "CREATE TABLE IF NOT EXISTS requests("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, conn TEXT NOT NULL, kind INTEGER NOT NULL,"
     " arg TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '',"
-    " created_at INTEGER NOT NULL);";
+    " created_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS files("
+    " conn TEXT NOT NULL, dir INTEGER NOT NULL, file_id TEXT NOT NULL, record TEXT NOT NULL,"
+    " name TEXT NOT NULL DEFAULT '', content_type TEXT NOT NULL DEFAULT '',"
+    " size INTEGER NOT NULL DEFAULT 0, hash TEXT NOT NULL DEFAULT '',"
+    " state INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0, acked INTEGER NOT NULL DEFAULT 0,"
+    " downloaded INTEGER NOT NULL DEFAULT 0, twin_file TEXT NOT NULL DEFAULT '',"
+    " text TEXT NOT NULL DEFAULT '', finished INTEGER NOT NULL DEFAULT 0,"
+    " notify INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL, PRIMARY KEY(conn, dir, file_id));";
 
 //  --- helpers
 
@@ -265,22 +274,39 @@ static int s_schema_version(node_state_t *self, long *version)
     return 0;
 }
 
-//  Adds connections.fingerprint to a database made before it existed. A
-//  column with a default that older code never names needs no new schema
-//  version: both read and write the same file.
-static int s_add_fingerprint(node_state_t *self)
+//  Columns added after schema version 1 was released. A column with a
+//  default that older code never names needs no new schema version: both
+//  read and write the same file.
+static const struct {
+    const char *table;  //  Table it belongs to
+    const char *column; //  Its name
+    const char *decl;   //  Type and default
+} s_added[] = {
+    {"connections", "fingerprint", "TEXT NOT NULL DEFAULT ''"},
+    {"connections", "file_cursor", "TEXT NOT NULL DEFAULT ''"},
+    {"connections", "attachments", "INTEGER NOT NULL DEFAULT 0"},
+    {"connections", "attachment_max", "INTEGER NOT NULL DEFAULT 0"},
+    {"twins", "files_scanned", "INTEGER NOT NULL DEFAULT 0"},
+    {"outbox", "file", "INTEGER NOT NULL DEFAULT 0"},
+};
+
+//  Adds the columns of s_added that a database made before them lacks.
+static int s_add_columns(node_state_t *self)
 {
-    sqlite3_stmt *stmt = NULL;
-    if (sqlite3_prepare_v2(self->db, "SELECT fingerprint FROM connections LIMIT 0", -1, &stmt,
-                           NULL) == SQLITE_OK) {
-        sqlite3_finalize(stmt);
-        return 0;
+    for (size_t i = 0; i < sizeof s_added / sizeof s_added[0]; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT %s FROM %s LIMIT 0", s_added[i].column, s_added[i].table);
+        sqlite3_stmt *stmt = NULL;
+        if (sqlite3_prepare_v2(self->db, sql, -1, &stmt, NULL) == SQLITE_OK) {
+            sqlite3_finalize(stmt);
+            continue;
+        }
+        snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", s_added[i].table,
+                 s_added[i].column, s_added[i].decl);
+        if (sqlite3_exec(self->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            return s_fail(self, "add a column");
     }
-    return sqlite3_exec(self->db,
-                        "ALTER TABLE connections ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
-                        NULL, NULL, NULL) == SQLITE_OK
-               ? 0
-               : s_fail(self, "add connections.fingerprint");
+    return 0;
 }
 
 //  Creates the schema, or checks the version of an existing one. One
@@ -293,7 +319,7 @@ static int s_schema_check(node_state_t *self, char *err, size_t errlen)
     if (rc == 0 && sqlite3_exec(self->db, s_schema, NULL, NULL, NULL) != SQLITE_OK)
         rc = s_fail(self, "create schema");
     if (rc == 0)
-        rc = s_add_fingerprint(self);
+        rc = s_add_columns(self);
     if (rc == 0)
         rc = s_schema_version(self, &version);
     if (rc == 0 && version == 0 &&
@@ -505,7 +531,8 @@ const char *node_conn_status_name(node_conn_status_t status)
 #define S_CONN_COLUMNS                                                                             \
     "id, name, mode, role, status, error_text, peer_description, peer_url, trigger,"               \
     " broker_endpoint, broker_key, expires, invite_sent, joined_at, next_out_seq, stored_seq,"     \
-    " applied_in_seq, poll_cursor, last_poll_at, created_at, fingerprint"
+    " applied_in_seq, poll_cursor, last_poll_at, created_at, fingerprint, file_cursor,"            \
+    " attachments, attachment_max"
 
 static void s_read_conn(sqlite3_stmt *stmt, node_conn_t *out)
 {
@@ -531,6 +558,9 @@ static void s_read_conn(sqlite3_stmt *stmt, node_conn_t *out)
     out->last_poll_at = sqlite3_column_int64(stmt, 18);
     out->created_at = sqlite3_column_int64(stmt, 19);
     s_copy(stmt, 20, out->fingerprint, sizeof out->fingerprint);
+    s_copy(stmt, 21, out->file_cursor, sizeof out->file_cursor);
+    out->attachments = (node_attach_mode_t)sqlite3_column_int(stmt, 22);
+    out->attachment_max = (uint64_t)sqlite3_column_int64(stmt, 23);
 }
 
 int node_state_conn_insert(node_state_t *self, const node_conn_t *conn)
@@ -538,14 +568,15 @@ int node_state_conn_insert(node_state_t *self, const node_conn_t *conn)
     int rc =
         s_exec(self,
                "INSERT INTO connections(" S_CONN_COLUMNS ") VALUES"
-               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-               "tttiittttttiiiiiitiit", conn->id, conn->name, conn->mode, (int64_t)conn->role,
+               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+               "tttiittttttiiiiiitiittii", conn->id, conn->name, conn->mode, (int64_t)conn->role,
                (int64_t)conn->status, conn->error_text, conn->peer_description, conn->peer_url,
                conn->trigger, conn->broker_endpoint, conn->broker_key, conn->expires,
                (int64_t)conn->invite_sent, conn->joined_at,
                (int64_t)(conn->next_out_seq ? conn->next_out_seq : 1), (int64_t)conn->stored_seq,
                (int64_t)conn->applied_in_seq, conn->poll_cursor, conn->last_poll_at,
-               conn->created_at ? conn->created_at : s_now(), conn->fingerprint);
+               conn->created_at ? conn->created_at : s_now(), conn->fingerprint, conn->file_cursor,
+               (int64_t)conn->attachments, (int64_t)conn->attachment_max);
     if (rc < 0 && sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_UNIQUE)
         return 1;
     if (rc < 0 && sqlite3_extended_errcode(self->db) == SQLITE_CONSTRAINT_PRIMARYKEY)
@@ -586,7 +617,7 @@ int node_state_conn_list(node_state_t *self, node_conn_t **list_p, size_t *count
 int node_state_conn_delete(node_state_t *self, const char *id)
 {
     static const char *const tables[] = {"twins",  "comments", "outbox",  "intents", "blocked",
-                                         "errors", "requests", "applied", NULL};
+                                         "errors", "requests", "applied", "files",   NULL};
     bool own = sqlite3_get_autocommit(self->db) != 0;
     if (own && node_state_begin(self))
         return -1;
@@ -930,17 +961,18 @@ int node_state_comment_add(node_state_t *self, const char *conn, node_comment_di
 //  --- outbox
 
 int node_state_outbox_add(node_state_t *self, const char *conn, uint64_t seq,
-                          const uint8_t *payload, size_t size)
+                          const uint8_t *payload, size_t size, bool file)
 {
-    return s_exec(self, "INSERT INTO outbox(conn, seq, payload, created_at) VALUES(?,?,?,?)",
-                  "tibi", conn, (int64_t)seq, payload, size, s_now()) < 0
+    return s_exec(self,
+                  "INSERT INTO outbox(conn, seq, payload, created_at, file) VALUES(?,?,?,?,?)",
+                  "tibii", conn, (int64_t)seq, payload, size, s_now(), (int64_t)file) < 0
                ? -1
                : 0;
 }
 
 //  A caller's payload callback, for s_walk over (seq, [text,] blob) rows.
 typedef struct {
-    int (*outbox)(uint64_t seq, const uint8_t *payload, size_t size, void *arg);
+    int (*outbox)(uint64_t seq, const uint8_t *payload, size_t size, bool file, void *arg);
     int (*blocked)(uint64_t seq, const char *remote_sys_id, const uint8_t *plain, size_t size,
                    void *arg);
     void *arg; //  The caller's argument
@@ -950,19 +982,21 @@ static int s_outbox_row(sqlite3_stmt *stmt, void *arg)
 {
     s_payload_walk_t *walk = arg;
     return walk->outbox((uint64_t)sqlite3_column_int64(stmt, 0), sqlite3_column_blob(stmt, 1),
-                        (size_t)sqlite3_column_bytes(stmt, 1), walk->arg)
+                        (size_t)sqlite3_column_bytes(stmt, 1), sqlite3_column_int(stmt, 2) != 0,
+                        walk->arg)
                ? 1
                : 0;
 }
 
 int node_state_outbox_each(node_state_t *self, const char *conn, uint64_t after, size_t limit,
-                           int (*fn)(uint64_t seq, const uint8_t *payload, size_t size, void *arg),
+                           int (*fn)(uint64_t seq, const uint8_t *payload, size_t size, bool file,
+                                     void *arg),
                            void *arg)
 {
     s_payload_walk_t walk = {.outbox = fn, .arg = arg};
     return s_walk(self,
                   s_prepare(self,
-                            "SELECT seq, payload FROM outbox WHERE conn = ? AND seq > ?"
+                            "SELECT seq, payload, file FROM outbox WHERE conn = ? AND seq > ?"
                             " ORDER BY seq LIMIT ?",
                             "tii", conn, (int64_t)after, limit ? (int64_t)limit : -1),
                   s_outbox_row, &walk, "read outbox");
@@ -986,6 +1020,166 @@ int node_state_outbox_count(node_state_t *self, const char *conn, uint64_t *coun
 {
     return s_count(self, s_prepare(self, "SELECT count(*) FROM outbox WHERE conn = ?", "t", conn),
                    count);
+}
+
+//  --- files
+
+const char *node_file_state_name(node_file_state_t state)
+{
+    static const char *const names[] = {"queued",   "sending", "sent",    "receiving", "complete",
+                                        "received", "refused", "skipped", "deleted",   "failed"};
+    return (unsigned)state < sizeof names / sizeof names[0] ? names[state] : "unknown";
+}
+
+#define S_FILE_COLUMNS                                                                             \
+    "conn, dir, file_id, record, name, content_type, size, hash, state, done, acked, downloaded,"  \
+    " twin_file, text, finished, notify, created_at, updated_at"
+
+static void s_read_file(sqlite3_stmt *stmt, void *arg)
+{
+    node_file_t *out = arg;
+    memset(out, 0, sizeof *out);
+    s_copy(stmt, 0, out->conn, sizeof out->conn);
+    out->dir = (node_file_dir_t)sqlite3_column_int(stmt, 1);
+    s_copy(stmt, 2, out->file_id, sizeof out->file_id);
+    s_copy(stmt, 3, out->record, sizeof out->record);
+    s_copy(stmt, 4, out->name, sizeof out->name);
+    s_copy(stmt, 5, out->content_type, sizeof out->content_type);
+    out->size = (uint64_t)sqlite3_column_int64(stmt, 6);
+    s_copy(stmt, 7, out->hash, sizeof out->hash);
+    out->state = (node_file_state_t)sqlite3_column_int(stmt, 8);
+    out->done = (uint64_t)sqlite3_column_int64(stmt, 9);
+    out->acked = (uint64_t)sqlite3_column_int64(stmt, 10);
+    out->downloaded = sqlite3_column_int(stmt, 11) != 0;
+    s_copy(stmt, 12, out->twin_file, sizeof out->twin_file);
+    s_copy(stmt, 13, out->text, sizeof out->text);
+    out->finished = sqlite3_column_int(stmt, 14) != 0;
+    out->notify = sqlite3_column_int(stmt, 15) != 0;
+    out->created_at = sqlite3_column_int64(stmt, 16);
+    out->updated_at = sqlite3_column_int64(stmt, 17);
+}
+
+int node_state_file_add(node_state_t *self, const node_file_t *f)
+{
+    int64_t now = s_now();
+    int rc = s_exec(self,
+                    "INSERT OR IGNORE INTO files(" S_FILE_COLUMNS
+                    ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "tittttitiiiittiiii", f->conn, (int64_t)f->dir, f->file_id, f->record, f->name,
+                    f->content_type, (int64_t)f->size, f->hash, (int64_t)f->state, (int64_t)f->done,
+                    (int64_t)f->acked, (int64_t)f->downloaded, f->twin_file, f->text,
+                    (int64_t)f->finished, (int64_t)f->notify, now, now);
+    return rc < 0 ? -1 : rc == 0 ? 1 : 0;
+}
+
+int node_state_file_get(node_state_t *self, const char *conn, node_file_dir_t dir,
+                        const char *file_id, node_file_t *out)
+{
+    sqlite3_stmt *stmt = s_prepare(self,
+                                   "SELECT " S_FILE_COLUMNS " FROM files"
+                                   " WHERE conn = ? AND dir = ? AND file_id = ?",
+                                   "tit", conn, (int64_t)dir, file_id);
+    if (!stmt)
+        return -1;
+    int rc = s_step_row(self, stmt);
+    if (rc)
+        return rc;
+    s_read_file(stmt, out);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+int node_state_file_put(node_state_t *self, const node_file_t *f)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE files SET name = ?, content_type = ?, size = ?, hash = ?,"
+                             " state = ?, done = ?, acked = ?, downloaded = ?, twin_file = ?,"
+                             " text = ?, finished = ?, notify = ?, updated_at = ?"
+                             " WHERE conn = ? AND dir = ? AND file_id = ?",
+                             "ttitiiiittiiitit", f->name, f->content_type, (int64_t)f->size,
+                             f->hash, (int64_t)f->state, (int64_t)f->done, (int64_t)f->acked,
+                             (int64_t)f->downloaded, f->twin_file, f->text, (int64_t)f->finished,
+                             (int64_t)f->notify, s_now(), f->conn, (int64_t)f->dir, f->file_id));
+}
+
+int node_state_file_list(node_state_t *self, const char *conn, node_file_dir_t dir,
+                         const node_file_state_t *states, size_t n, const char *record,
+                         size_t limit, node_file_t **list_p, size_t *count_p)
+{
+    //  The states are small numbers: a bit mask keeps the statement fixed.
+    int64_t mask = 0;
+    for (size_t i = 0; i < n; i++)
+        mask |= (int64_t)1 << states[i];
+    return s_rows(self,
+                  s_prepare(self,
+                            "SELECT " S_FILE_COLUMNS " FROM files WHERE (?1 IS NULL OR conn = ?1)"
+                            " AND dir = ?2 AND (?3 = 0 OR (?3 >> state) & 1)"
+                            " AND (?4 IS NULL OR record = ?4)"
+                            " ORDER BY created_at, rowid LIMIT ?5",
+                            "ziizi", conn, (int64_t)dir, mask, record, limit ? (int64_t)limit : -1),
+                  sizeof(node_file_t), s_read_file, (void **)list_p, count_p, "list files");
+}
+
+int node_state_file_list_twin(node_state_t *self, const char *conn, const char *local_sys_id,
+                              const char *remote_sys_id, node_file_t **list_p, size_t *count_p)
+{
+    return s_rows(self,
+                  s_prepare(self,
+                            "SELECT " S_FILE_COLUMNS " FROM files WHERE conn = ?"
+                            " AND ((dir = 0 AND record = ?) OR (dir = 1 AND record = ?))"
+                            " ORDER BY created_at, rowid",
+                            "ttt", conn, local_sys_id, remote_sys_id),
+                  sizeof(node_file_t), s_read_file, (void **)list_p, count_p, "list files");
+}
+
+int node_state_conn_set_file_cursor(node_state_t *self, const char *id, const char *cursor)
+{
+    return s_exec_one(
+        s_exec(self, "UPDATE connections SET file_cursor = ? WHERE id = ?", "tt", cursor, id));
+}
+
+int node_state_conn_set_attachments(node_state_t *self, const char *id, node_attach_mode_t mode,
+                                    uint64_t max_bytes)
+{
+    return s_exec_one(s_exec(self,
+                             "UPDATE connections SET attachments = ?, attachment_max = ?"
+                             " WHERE id = ?",
+                             "iit", (int64_t)mode, (int64_t)max_bytes, id));
+}
+
+//  s_walk reader that copies one sys_id into the caller's array.
+typedef struct {
+    char (*ids)[PROTO_MAX_SN_ID + 1]; //  Where to write
+    size_t count;                     //  Written so far
+} s_ids_t;
+
+static int s_id_row(sqlite3_stmt *stmt, void *arg)
+{
+    s_ids_t *ids = arg;
+    s_copy(stmt, 0, ids->ids[ids->count++], PROTO_MAX_SN_ID + 1);
+    return 0;
+}
+
+int node_state_twin_unscanned(node_state_t *self, const char *conn, size_t limit,
+                              char (*ids)[PROTO_MAX_SN_ID + 1], size_t *count_p)
+{
+    s_ids_t walk = {.ids = ids};
+    int rc = s_walk(self,
+                    s_prepare(self,
+                              "SELECT local_sys_id FROM twins WHERE conn = ? AND under_sync"
+                              " AND NOT peer_stopped AND NOT files_scanned"
+                              " ORDER BY created_at LIMIT ?",
+                              "ti", conn, (int64_t)limit),
+                    s_id_row, &walk, "list twins to scan");
+    *count_p = walk.count;
+    return rc;
+}
+
+int node_state_twin_set_scanned(node_state_t *self, const char *conn, const char *local_sys_id)
+{
+    return s_exec_one(
+        s_exec(self, "UPDATE twins SET files_scanned = 1 WHERE conn = ? AND local_sys_id = ?", "tt",
+               conn, local_sys_id));
 }
 
 //  --- intents

@@ -63,6 +63,13 @@ typedef enum {
     NODE_CONN_ERROR = 4        //  Cannot proceed; error_text says why
 } node_conn_status_t;
 
+//  Attachments a side sends and takes (docs/sync.md §2.3).
+typedef enum {
+    NODE_ATTACH_DEFAULT = 0, //  As the node's configuration says (node.attachments)
+    NODE_ATTACH_ALL = 1,     //  Every file up to the size cap
+    NODE_ATTACH_NONE = 2     //  No file
+} node_attach_mode_t;
+
 typedef struct {
     char id[PROTO_MAX_ID + 1];                       //  Connection id
     char name[PROTO_MAX_NAME + 1];                   //  Name chosen by the admin
@@ -85,6 +92,11 @@ typedef struct {
     int64_t last_poll_at;                            //  Unix ms of the last good poll, 0 never
     int64_t created_at;                              //  Unix seconds
     char fingerprint[PROTO_INVITE_FINGERPRINT_SIZE]; //  What the admins compare ("" unknown)
+    char file_cursor[NODE_CURSOR_SIZE];              //  Highest sys_attachment.sys_created_on
+                                                     //  polled ("" none)
+    node_attach_mode_t attachments;                  //  What this side sends and takes
+    uint64_t attachment_max;                         //  Largest file sent or taken (0: the
+                                                     //  node's default)
 } node_conn_t;
 
 typedef struct {
@@ -279,14 +291,17 @@ int node_state_comment_add(node_state_t *self, const char *conn, node_comment_di
 
 //  --- outbox
 
+//  Adds the sealed payload seq of conn; file says it carries file data (the
+//  broker counts those bytes apart).
 int node_state_outbox_add(node_state_t *self, const char *conn, uint64_t seq,
-                          const uint8_t *payload, size_t size);
+                          const uint8_t *payload, size_t size, bool file);
 
 //  Calls fn for each outbox row of conn with seq > after, in seq order, at
 //  most limit rows (0: all); stops when fn returns non-zero. The payload
 //  lives until fn returns.
 int node_state_outbox_each(node_state_t *self, const char *conn, uint64_t after, size_t limit,
-                           int (*fn)(uint64_t seq, const uint8_t *payload, size_t size, void *arg),
+                           int (*fn)(uint64_t seq, const uint8_t *payload, size_t size, bool file,
+                                     void *arg),
                            void *arg);
 
 //  Deletes the outbox row seq of conn (STORED); no row is not an error.
@@ -349,6 +364,97 @@ int node_state_error_failed_again(node_state_t *self, int64_t id, const char *me
 //  Deletes error id (resolved). No row is not an error.
 int node_state_error_remove(node_state_t *self, int64_t id);
 int node_state_error_count(node_state_t *self, const char *conn, uint64_t *count);
+
+//  --- files (attachments in transfer or transferred; docs/sync.md §2.3)
+
+typedef enum {
+    NODE_FILE_OUT = 0, //  A file of our instance, sent to the twin
+    NODE_FILE_IN = 1   //  A file of the other instance, received here
+} node_file_dir_t;
+
+typedef enum {
+    NODE_FILE_QUEUED = 0,    //  Out: found; the transfer thread reads it from our instance
+    NODE_FILE_SENDING = 1,   //  Out: being read and sent in chunks
+    NODE_FILE_SENT = 2,      //  Out: the twin has it (uploaded by the other node)
+    NODE_FILE_RECEIVING = 3, //  In: chunks arriving into the spool file
+    NODE_FILE_COMPLETE = 4,  //  In: whole and checked; waits for its upload here
+    NODE_FILE_RECEIVED = 5,  //  In: uploaded to our instance (twin_file)
+    NODE_FILE_REFUSED = 6,   //  ServiceNow refused the upload (out: theirs; in: ours)
+    NODE_FILE_SKIPPED = 7,   //  Not sent or not taken: attachments none, size cap
+    NODE_FILE_DELETED = 8,   //  Deleted at its source (in: our copy deleted too)
+    NODE_FILE_FAILED = 9     //  In: arrived damaged; asked for again
+} node_file_state_t;
+
+#define NODE_FILE_NAME_MAX 1024 //  File name bytes (UTF-8)
+#define NODE_FILE_TYPE_MAX 256  //  MIME type bytes
+
+typedef struct {
+    char conn[PROTO_MAX_ID + 1];               //  Connection
+    node_file_dir_t dir;                       //  Ours going out, or theirs coming in
+    char file_id[PROTO_MAX_SN_ID + 1];         //  The attachment's sys_id at its source
+    char record[PROTO_MAX_SN_ID + 1];          //  Its incident's sys_id at its source
+    char name[NODE_FILE_NAME_MAX + 1];         //  File name
+    char content_type[NODE_FILE_TYPE_MAX + 1]; //  MIME type
+    uint64_t size;                             //  Bytes
+    char hash[65];                             //  SHA-256, lowercase hex
+    node_file_state_t state;                   //  See node_file_state_t
+    uint64_t done;                             //  Out: bytes queued in chunks; in: bytes spooled
+    uint64_t acked;                            //  Out: bytes the receiver confirmed; in: bytes
+                                               //  confirmed to the sender
+    bool downloaded;                           //  Out: read whole from our instance and checked
+    char twin_file[PROTO_MAX_SN_ID + 1];       //  The copy's sys_id (out: theirs; in: ours)
+    char text[NODE_TEXT_MAX + 1];              //  Why refused, skipped or failed
+    bool finished;                             //  Out: every chunk is queued
+    bool notify;                               //  A message is owed to the other side: in, the
+                                               //  FILE_RECEIPT of state; out, the FILE_DELETE
+    int64_t created_at;                        //  Unix seconds
+    int64_t updated_at;                        //  Unix seconds of the last change
+} node_file_t;
+
+const char *node_file_state_name(node_file_state_t state);
+
+//  Inserts file unless a row of the same connection, direction and file id
+//  exists. Returns 0 inserted, 1 existed, -1.
+int node_state_file_add(node_state_t *self, const node_file_t *file);
+
+//  Reads one file. Returns 0, 1 when none, -1.
+int node_state_file_get(node_state_t *self, const char *conn, node_file_dir_t dir,
+                        const char *file_id, node_file_t *out);
+
+//  Writes every changing column of an existing file (state, done, acked,
+//  downloaded, twin_file, text, finished, notify, and the name, type, size
+//  and hash a first chunk brings). Two threads write files: read, change and
+//  put inside one transaction (node_state_begin) so no write is lost.
+//  Returns 0, 1 when none, -1.
+int node_state_file_put(node_state_t *self, const node_file_t *file);
+
+//  The files of conn (NULL: every connection) in direction dir whose state
+//  is one of states (count n; 0: any), of record (NULL: any), oldest first,
+//  at most limit (0: all), as an array owned by the caller (free).
+int node_state_file_list(node_state_t *self, const char *conn, node_file_dir_t dir,
+                         const node_file_state_t *states, size_t n, const char *record,
+                         size_t limit, node_file_t **list_p, size_t *count_p);
+
+//  Every file of conn attached to record on either side (out: record is our
+//  incident; in: record is the twin's incident), oldest first.
+int node_state_file_list_twin(node_state_t *self, const char *conn, const char *local_sys_id,
+                              const char *remote_sys_id, node_file_t **list_p, size_t *count_p);
+
+//  Sets the attachment poll cursor of conn.
+int node_state_conn_set_file_cursor(node_state_t *self, const char *id, const char *cursor);
+
+//  Sets what this side of conn sends and takes, and the size cap (0: the
+//  node's default).
+int node_state_conn_set_attachments(node_state_t *self, const char *id, node_attach_mode_t mode,
+                                    uint64_t max_bytes);
+
+//  Up to limit twins of conn under sync whose attachments were never
+//  listed, their local sys_ids into ids (each PROTO_MAX_SN_ID + 1 bytes).
+int node_state_twin_unscanned(node_state_t *self, const char *conn, size_t limit,
+                              char (*ids)[PROTO_MAX_SN_ID + 1], size_t *count_p);
+
+//  Marks the attachments of twin local_sys_id as listed.
+int node_state_twin_set_scanned(node_state_t *self, const char *conn, const char *local_sys_id);
 
 //  --- admin requests
 

@@ -53,6 +53,9 @@ node_sync_t *node_sync_new(const node_sync_config_t *cfg)
     self->lookback_s = cfg->lookback_s > 0 ? cfg->lookback_s : S_DEFAULT_LOOKBACK;
     self->rekey_interval_s = cfg->rekey_interval_s;
     self->no_padding = cfg->no_padding;
+    self->attachments_none = cfg->attachments_none;
+    self->attachment_max = cfg->attachment_max;
+    self->attachment_scan_ms = cfg->attachment_scan_ms > 0 ? cfg->attachment_scan_ms : 60000;
     if (!self->state_dir || !self->instance || !self->sync_user)
         node_sync_destroy(&self);
     return self;
@@ -81,6 +84,7 @@ void node_sync_destroy(node_sync_t **self_p)
 
 void node_sync_forget(node_sync_t *self, const char *conn)
 {
+    node_sync_files_forget(self, conn);
     for (size_t i = 0; i < self->ctx_count; i++) {
         if (strcmp(self->ctx[i].id, conn))
             continue;
@@ -362,7 +366,8 @@ int node_sync_queue(node_sync_t *self, const node_conn_t *conn, node_sync_ctx_t 
     if (proto_seal_box(ctx->seal, proto_dir_outbound(conn->role), *seq, plain.data, plain.size,
                        &sealed) != PROTO_OK)
         goto done;
-    rc = node_state_outbox_add(self->state, conn->id, *seq, sealed.data, sealed.size);
+    rc = node_state_outbox_add(self->state, conn->id, *seq, sealed.data, sealed.size,
+                               payload->type == PROTO_FILE_CHUNK);
 done:
     proto_buf_wipe(&plain);
     proto_buf_release(&sealed);

@@ -49,14 +49,17 @@ typedef enum {
 } node_sync_rc_t;
 
 typedef struct {
-    node_state_t *state;      //  State store, used by this object only (not owned)
-    sn_client_t *sn;          //  ServiceNow client (not owned)
-    const char *state_dir;    //  Where key files live (node_keys.h)
-    const char *instance;     //  Our instance's short name, e.g. "acme"
-    const char *sync_user;    //  The integration user's user_name (echo prevention)
-    int lookback_s;           //  Poll look-back, seconds (0: 10)
-    int64_t rekey_interval_s; //  The public node starts a rekey this often (0: never)
-    bool no_padding;          //  Seal payloads without padding them to size buckets
+    node_state_t *state;        //  State store, used by this object only (not owned)
+    sn_client_t *sn;            //  ServiceNow client (not owned)
+    const char *state_dir;      //  Where key files live (node_keys.h)
+    const char *instance;       //  Our instance's short name, e.g. "acme"
+    const char *sync_user;      //  The integration user's user_name (echo prevention)
+    int lookback_s;             //  Poll look-back, seconds (0: 10)
+    int64_t rekey_interval_s;   //  The public node starts a rekey this often (0: never)
+    bool no_padding;            //  Seal payloads without padding them to size buckets
+    bool attachments_none;      //  node.attachments = none: no file sent or taken by default
+    uint64_t attachment_max;    //  Largest file sent or taken by default (0: 1 GiB)
+    int64_t attachment_scan_ms; //  Between scans for attachments deleted at the source (0: 60 s)
 } node_sync_config_t;
 
 typedef struct {
@@ -95,6 +98,11 @@ node_sync_rc_t node_sync_requests(node_sync_t *self);
 //  Retries errors an admin asked to retry, and the blocked twins of conn
 //  when a new message arrived for them. report may be NULL.
 node_sync_rc_t node_sync_retry(node_sync_t *self, node_sync_report_t *report);
+
+//  Moves attachments along (docs/sync.md §2.3): cuts the files being sent
+//  into chunks within their window and sends the receipts and deletions
+//  owed. No ServiceNow call; sets *sent when it queued a message.
+node_sync_rc_t node_sync_files_pump(node_sync_t *self, bool *sent);
 
 //  Forgets the per-connection memory (sealer, seen set) of conn, e.g. after
 //  it was deleted.

@@ -710,6 +710,18 @@ node_sync_rc_t node_sync_apply(node_sync_t *self, const char *conn_id, uint64_t 
                             payload.type == PROTO_REKEY
                                 ? s_rekey_in(self, &conn, ctx, &payload.rekey)
                                 : s_rekey_ack_in(self, &conn, ctx, &payload.rekey));
+    } else if (payload.type == PROTO_FILE_DELETE) {
+        rc = node_sync_files_delete_in(self, &conn, &payload.file_delete);
+        if (rc == NODE_SYNC_OK)
+            rc = node_state_begin(self->state)
+                     ? node_sync_fatal(self, "attachments")
+                     : s_finish(self, conn.id, seq,
+                                node_sync_files_deleted(self, &conn, &payload.file_delete));
+    } else if (payload.type == PROTO_FILE_CHUNK || payload.type == PROTO_FILE_ACK ||
+               payload.type == PROTO_FILE_RECEIPT) {
+        rc = node_state_begin(self->state)
+                 ? node_sync_fatal(self, "attachments")
+                 : s_finish(self, conn.id, seq, node_sync_files_in(self, &conn, ctx, &payload));
     } else if (payload.type == PROTO_RECEIPT) {
         rc = node_state_begin(self->state)
                  ? node_sync_fatal(self, "receipt")
@@ -863,6 +875,8 @@ static node_sync_rc_t s_retry_error(node_sync_t *self, const node_error_t *error
         return NODE_SYNC_HOLD;
     if (!strcmp(error->origin, "local"))
         return s_retry_twin(self, &conn, ctx, error->remote_sys_id, report);
+    if (!strcmp(error->origin, "file"))
+        return node_sync_files_retry(self, error) ? node_sync_fatal(self, "retry") : NODE_SYNC_OK;
     if (!strcmp(error->origin, "broker") && !strcmp(error->code, "restored") &&
         error->seq > conn.applied_in_seq) {
         //  The admin accepts the broker's word that the other side's

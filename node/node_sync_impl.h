@@ -26,6 +26,7 @@ typedef struct {
     bool has_previous;         //  The one before is still held (node_rekey.h)
     bool rekey_pending;        //  A rekey started here awaits its REKEY_ACK
     int64_t rotated_at;        //  Unix seconds current came into use
+    int64_t files_scan_at;     //  Monotonic ms of the next scan for deleted attachments
 } node_sync_ctx_t;
 
 struct node_sync {
@@ -37,6 +38,9 @@ struct node_sync {
     int lookback_s;                   //  Poll look-back
     int64_t rekey_interval_s;         //  The public node rekeys this often (0: never)
     bool no_padding;                  //  Payloads sealed without padding
+    bool attachments_none;            //  node.attachments = none
+    uint64_t attachment_max;          //  node.attachment_max_bytes
+    int64_t attachment_scan_ms;       //  Between scans for deleted attachments
     node_sync_ctx_t *ctx;             //  Per-connection memory, owned
     size_t ctx_count;                 //  Entries in ctx
     uint8_t digest[NODE_DIGEST_SIZE]; //  SHA-256 of the inbound payload being applied
@@ -102,5 +106,35 @@ int node_sync_gens_load(node_sync_t *self, const char *conn, node_rekey_gens_t *
 //  0 or -1 with a reason in err.
 int node_sync_gens_save(node_sync_t *self, const char *conn, const node_rekey_gens_t *gens,
                         char *err, size_t errlen);
+
+//  --- attachments (node_sync_files.c)
+
+//  Finds new and deleted attachments of conn on our instance (after a
+//  successful poll). Returns OK, a ServiceNow failure's code, or FATAL.
+node_sync_rc_t node_sync_files_poll(node_sync_t *self, const node_conn_t *conn,
+                                    node_sync_ctx_t *ctx);
+
+//  An inbound FILE_CHUNK, FILE_ACK or FILE_RECEIPT, inside the apply's
+//  transaction. Returns 0 or -1.
+int node_sync_files_in(node_sync_t *self, const node_conn_t *conn, node_sync_ctx_t *ctx,
+                       const proto_payload_t *payload);
+
+//  The ServiceNow half of an inbound FILE_DELETE, before the transaction:
+//  deletes our copy when twinsync put it here. Returns OK or the failure's
+//  code (the message is applied again later).
+node_sync_rc_t node_sync_files_delete_in(node_sync_t *self, const node_conn_t *conn,
+                                         const proto_file_delete_t *del);
+
+//  The state half of an inbound FILE_DELETE, inside the apply's
+//  transaction. Returns 0 or -1.
+int node_sync_files_deleted(node_sync_t *self, const node_conn_t *conn,
+                            const proto_file_delete_t *del);
+
+//  `errors retry` of a refused upload: the twin's refused files wait for
+//  their upload again, the error goes. Returns 0 or -1.
+int node_sync_files_retry(node_sync_t *self, const node_error_t *error);
+
+//  Removes the spool files of a deleted connection.
+void node_sync_files_forget(node_sync_t *self, const char *conn);
 
 #endif

@@ -248,6 +248,8 @@ node_sync_rc_t node_sync_poll(node_sync_t *self, const char *conn_id, node_sync_
     }
     if (code == SN_OK && rc == NODE_SYNC_OK)
         rc = s_plan_commit(self, &conn, ctx, &plan, journal, result.cursor, report);
+    if (code == SN_OK && rc == NODE_SYNC_OK)
+        rc = node_sync_files_poll(self, &conn, ctx);
     if (rc != NODE_SYNC_OK)
         node_sync_ctx_reset_seen(ctx);
     if (report)

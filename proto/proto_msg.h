@@ -39,24 +39,28 @@
 //  the invitation code body 48. Who sends each and what it carries is its
 //  table (proto_msg.c; docs/protocol.md §5).
 typedef enum {
-    PROTO_HELLO = 1,      //  Opens a session
-    PROTO_WELCOME = 2,    //  Session accepted
-    PROTO_ERROR = 3,      //  A refusal or a failure
-    PROTO_PING = 4,       //  Heartbeat
-    PROTO_PONG = 5,       //  Heartbeat answer
-    PROTO_INVITE = 6,     //  Register a join token
-    PROTO_JOIN = 7,       //  Present a join token
-    PROTO_JOINED = 8,     //  Connection bound
-    PROTO_PUBLISH = 9,    //  A sealed payload to store
-    PROTO_STORED = 10,    //  PUBLISH is durable
-    PROTO_DELIVER = 11,   //  A stored payload
-    PROTO_CONSUMED = 12,  //  DELIVER applied durably
-    PROTO_INVITED = 13,   //  INVITE registered durably
-    PROTO_SYNC = 32,      //  Sealed payload: one replica (proto_sync.h)
-    PROTO_RECEIPT = 33,   //  Sealed payload: result of applying a SYNC
-    PROTO_REKEY = 34,     //  Sealed payload: start a new key generation (X25519 share)
-    PROTO_REKEY_ACK = 35, //  Sealed payload: the answer that completes it
-    PROTO_INVITATION = 48 //  Body of an invitation code (proto_invite.h)
+    PROTO_HELLO = 1,         //  Opens a session
+    PROTO_WELCOME = 2,       //  Session accepted
+    PROTO_ERROR = 3,         //  A refusal or a failure
+    PROTO_PING = 4,          //  Heartbeat
+    PROTO_PONG = 5,          //  Heartbeat answer
+    PROTO_INVITE = 6,        //  Register a join token
+    PROTO_JOIN = 7,          //  Present a join token
+    PROTO_JOINED = 8,        //  Connection bound
+    PROTO_PUBLISH = 9,       //  A sealed payload to store
+    PROTO_STORED = 10,       //  PUBLISH is durable
+    PROTO_DELIVER = 11,      //  A stored payload
+    PROTO_CONSUMED = 12,     //  DELIVER applied durably
+    PROTO_INVITED = 13,      //  INVITE registered durably
+    PROTO_SYNC = 32,         //  Sealed payload: one replica (proto_sync.h)
+    PROTO_RECEIPT = 33,      //  Sealed payload: result of applying a SYNC
+    PROTO_REKEY = 34,        //  Sealed payload: start a new key generation (X25519 share)
+    PROTO_REKEY_ACK = 35,    //  Sealed payload: the answer that completes it
+    PROTO_FILE_CHUNK = 36,   //  Sealed payload: a piece of an attachment
+    PROTO_FILE_ACK = 37,     //  Sealed payload: how much of an attachment arrived
+    PROTO_FILE_RECEIPT = 38, //  Sealed payload: what became of an attachment
+    PROTO_FILE_DELETE = 39,  //  Sealed payload: an attachment was deleted at its source
+    PROTO_INVITATION = 48    //  Body of an invitation code (proto_invite.h)
 } proto_type_t;
 
 //  The three kinds of sender, as bits: a message's table says which of them

@@ -121,7 +121,126 @@ static const proto_schema_t s_rekey_ack = PROTO_S_MESSAGE(
     "Completes a new key generation: the other X25519 share, sealed in the old one; the "
     "sender seals in the new generation from its next message on");
 
-static const proto_schema_t *const s_schemas[] = {&s_sync, &s_receipt, &s_rekey, &s_rekey_ack};
+//  --- attachments (docs/protocol.md §8.5)
+
+#define S_MAX_FILE_NAME 1024 //  File names: ServiceNow allows long ones, in UTF-8
+#define S_MAX_TYPE      256  //  MIME types
+
+static bool s_is_hash(const char *hash)
+{
+    if (strlen(hash) != PROTO_FILE_HASH_HEX)
+        return false;
+    for (const char *c = hash; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+            return false;
+    return true;
+}
+
+//  The chunk at offset 0 names the file; later ones must not. Every chunk
+//  lies inside the file, and only an empty file has an empty chunk.
+static proto_status_t s_chunk_rule(const void *obj, proto_error_t *err)
+{
+    const proto_file_chunk_t *chunk = obj;
+    if (chunk->offset == 0) {
+        if (!chunk->name || !*chunk->name)
+            return proto_error_set(err, PROTO_E_MISSING, "name", 0, 0);
+        if (!chunk->content_type)
+            return proto_error_set(err, PROTO_E_MISSING, "content_type", 0, 0);
+        if (!chunk->hash)
+            return proto_error_set(err, PROTO_E_MISSING, "hash", 0, 0);
+        if (!s_is_hash(chunk->hash))
+            return proto_error_set(err, PROTO_E_VALUE, "hash", 0, 0);
+    } else if (chunk->name || chunk->content_type || chunk->hash) {
+        return proto_error_set(err, PROTO_E_VALUE, chunk->name ? "name" : "hash", 0, 0);
+    }
+    if (chunk->offset > chunk->size || chunk->data_size > chunk->size - chunk->offset)
+        return proto_error_set(err, PROTO_E_VALUE, "data", chunk->offset, chunk->size);
+    if (chunk->data_size == 0 && chunk->size != 0)
+        return proto_error_set(err, PROTO_E_VALUE, "data", 0, 0);
+    return PROTO_OK;
+}
+
+static const proto_fdef_t s_chunk_fields[] = {
+    PROTO_S_FIELD(proto_file_chunk_t, file, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "The attachment's `sys_id` on the sender's instance"),
+    PROTO_S_FIELD(proto_file_chunk_t, record, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "The record it is attached to, on the sender's instance (its `sys_id`)"),
+    PROTO_S_FIELD(proto_file_chunk_t, offset, PROTO_K_U64, PROTO_F_REQ, 0, 0,
+                  "Where `data` starts in the file; 0 starts (or restarts) the file"),
+    PROTO_S_FIELD(proto_file_chunk_t, size, PROTO_K_U64, PROTO_F_REQ, 0, 0,
+                  "Size of the whole file in bytes"),
+    PROTO_S_BYTES(proto_file_chunk_t, data, data_size, PROTO_F_REQ | PROTO_F_PAYLOAD, 0,
+                  "The bytes: at most 523,264 (512 KiB - 1 KiB), empty only for an empty file"),
+    PROTO_S_FIELD(proto_file_chunk_t, name, PROTO_K_STR, 0, 0, S_MAX_FILE_NAME,
+                  "At offset 0 only: the file name (UTF-8)"),
+    PROTO_S_FIELD(proto_file_chunk_t, content_type, PROTO_K_STR, 0, 0, S_MAX_TYPE,
+                  "At offset 0 only: the MIME type declared on the sender's instance"),
+    PROTO_S_FIELD(proto_file_chunk_t, hash, PROTO_K_STR, 0, 0, PROTO_FILE_HASH_HEX,
+                  "At offset 0 only: SHA-256 of the whole file, 64 lowercase hex digits"),
+};
+static const proto_schema_t s_file_chunk = PROTO_S_MESSAGE(
+    "FILE_CHUNK", PROTO_FILE_CHUNK, proto_file_chunk_t, s_chunk_fields, s_chunk_rule, S_NODE,
+    S_NODE,
+    "A piece of an attachment, in order; the receiver keeps it on disk until the file "
+    "is whole and its SHA-256 matches");
+
+static const proto_fdef_t s_ack_fields[] = {
+    PROTO_S_FIELD(proto_file_ack_t, file, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "The attachment's `sys_id` on the other side (from FILE_CHUNK)"),
+    PROTO_S_FIELD(proto_file_ack_t, record, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "Its record's `sys_id` on the other side"),
+    PROTO_S_FIELD(proto_file_ack_t, received, PROTO_K_U64, PROTO_F_REQ, 0, 0,
+                  "Bytes of the file the receiver has stored"),
+};
+static const proto_schema_t s_file_ack = PROTO_S_MESSAGE(
+    "FILE_ACK", PROTO_FILE_ACK, proto_file_ack_t, s_ack_fields, NULL, S_NODE, S_NODE,
+    "Flow control: how much of a file arrived; the sender keeps at most a window of bytes "
+    "beyond it in flight");
+
+//  Uploaded receipts name the twin's file; the others say why not.
+static proto_status_t s_file_receipt_rule(const void *obj, proto_error_t *err)
+{
+    const proto_file_receipt_t *r = obj;
+    if (r->code > PROTO_FILE_FAILED)
+        return proto_error_set(err, PROTO_E_VALUE, "code", r->code, PROTO_FILE_FAILED);
+    if (r->code == PROTO_FILE_UPLOADED)
+        return r->twin_file ? PROTO_OK : proto_error_set(err, PROTO_E_MISSING, "twin_file", 0, 0);
+    return r->error_text ? PROTO_OK : proto_error_set(err, PROTO_E_MISSING, "error_text", 0, 0);
+}
+
+static const proto_fdef_t s_file_receipt_fields[] = {
+    PROTO_S_FIELD(proto_file_receipt_t, file, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "The attachment's `sys_id` on the other side (from FILE_CHUNK)"),
+    PROTO_S_FIELD(proto_file_receipt_t, record, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "Its record's `sys_id` on the other side"),
+    PROTO_S_FIELD(proto_file_receipt_t, code, PROTO_K_U16, PROTO_F_REQ, 0, 0,
+                  "0 uploaded; 1 refused by the receiver's ServiceNow; 2 skipped by the "
+                  "receiver's rules (attachments none, size cap); 3 failed (damaged): send "
+                  "it again"),
+    PROTO_S_FIELD(proto_file_receipt_t, twin_file, PROTO_K_STR, PROTO_F_ID, 0, PROTO_MAX_SN_ID,
+                  "Code 0: the new attachment's `sys_id` on the receiver"),
+    PROTO_S_FIELD(proto_file_receipt_t, error_text, PROTO_K_STR, 0, 0, PROTO_MAX_ERRTEXT,
+                  "Codes 1 to 3: why, naming the file"),
+};
+static const proto_schema_t s_file_receipt = PROTO_S_MESSAGE(
+    "FILE_RECEIPT", PROTO_FILE_RECEIPT, proto_file_receipt_t, s_file_receipt_fields,
+    s_file_receipt_rule, S_NODE, S_NODE, "What became of an attachment on the receiver");
+
+static const proto_fdef_t s_file_delete_fields[] = {
+    PROTO_S_FIELD(proto_file_delete_t, file, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "The attachment's `sys_id` on the sender's instance"),
+    PROTO_S_FIELD(proto_file_delete_t, record, PROTO_K_STR, PROTO_S_ID, 0, PROTO_MAX_SN_ID,
+                  "Its record's `sys_id` on the sender's instance"),
+};
+static const proto_schema_t s_file_delete = PROTO_S_MESSAGE(
+    "FILE_DELETE", PROTO_FILE_DELETE, proto_file_delete_t, s_file_delete_fields, NULL, S_NODE,
+    S_NODE,
+    "An attachment was deleted at its source: the receiver deletes its copy if twinsync "
+    "put it there, and stops a transfer under way");
+
+static const proto_schema_t *const s_schemas[] = {&s_sync,         &s_receipt,    &s_rekey,
+                                                  &s_rekey_ack,    &s_file_chunk, &s_file_ack,
+                                                  &s_file_receipt, &s_file_delete};
 static const proto_dialect_t s_dialect = {PROTO_S_ARR(s_schemas)};
 
 const proto_dialect_t *proto_sync_model(void)

@@ -72,13 +72,68 @@ typedef struct {
     uint8_t kx[PROTO_KEY_SIZE]; //  The sender's X25519 public key for it
 } proto_rekey_t;
 
+//  Bytes of file content in one FILE_CHUNK: its sealed form fills the 512 KiB
+//  size bucket (docs/protocol.md §8.5), so padding adds almost nothing.
+#define PROTO_FILE_CHUNK_DATA (512 * 1024 - 1024)
+#define PROTO_FILE_HASH_HEX   64 //  SHA-256 as lowercase hex
+
+//  FILE_CHUNK: bytes [offset, offset + data_size) of attachment `file` of
+//  record `record` on the sender's instance. The chunk at offset 0 also
+//  names the file; chunks travel in order, and offset 0 again restarts the
+//  file (the sender read it anew).
 typedef struct {
-    proto_type_t type; //  PROTO_SYNC, PROTO_RECEIPT, PROTO_REKEY or PROTO_REKEY_ACK
+    const char *file;         //  Source attachment sys_id
+    const char *record;       //  Source record (incident) sys_id
+    uint64_t offset;          //  Where data starts in the file
+    uint64_t size;            //  Size of the whole file
+    const uint8_t *data;      //  The bytes
+    size_t data_size;         //  Bytes in data (0 only for an empty file)
+    const char *name;         //  Offset 0: file name
+    const char *content_type; //  Offset 0: MIME type
+    const char *hash;         //  Offset 0: SHA-256 of the whole file, lowercase hex
+} proto_file_chunk_t;
+
+//  FILE_ACK: the receiver holds the first `received` bytes of `file`.
+typedef struct {
+    const char *file;   //  Source attachment sys_id
+    const char *record; //  Source record sys_id
+    uint64_t received;  //  Bytes stored durably on the receiver
+} proto_file_ack_t;
+
+//  Codes of a FILE_RECEIPT.
+typedef enum {
+    PROTO_FILE_UPLOADED = 0, //  On the twin; twin_file names it
+    PROTO_FILE_REFUSED = 1,  //  The receiver's ServiceNow refused it (error_text)
+    PROTO_FILE_SKIPPED = 2,  //  The receiver takes no such file (attachments none, size cap)
+    PROTO_FILE_FAILED = 3    //  Arrived damaged or not at all (error_text): sent again
+} proto_file_code_t;
+
+//  FILE_RECEIPT: what became of `file` on the receiver.
+typedef struct {
+    const char *file;       //  Source attachment sys_id
+    const char *record;     //  Source record sys_id
+    uint16_t code;          //  proto_file_code_t
+    const char *twin_file;  //  Uploaded: the attachment's sys_id on the receiver
+    const char *error_text; //  Refused, skipped, failed: why
+} proto_file_receipt_t;
+
+//  FILE_DELETE: `file` was deleted on the sender's instance.
+typedef struct {
+    const char *file;   //  Source attachment sys_id
+    const char *record; //  Source record sys_id
+} proto_file_delete_t;
+
+typedef struct {
+    proto_type_t type; //  PROTO_SYNC, PROTO_RECEIPT, PROTO_REKEY, PROTO_REKEY_ACK, PROTO_FILE_*
     uint16_t version;  //  Decoded "v"
     union {
-        proto_sync_t sync;       //  PROTO_SYNC
-        proto_receipt_t receipt; //  PROTO_RECEIPT
-        proto_rekey_t rekey;     //  PROTO_REKEY, PROTO_REKEY_ACK
+        proto_sync_t sync;                 //  PROTO_SYNC
+        proto_receipt_t receipt;           //  PROTO_RECEIPT
+        proto_rekey_t rekey;               //  PROTO_REKEY, PROTO_REKEY_ACK
+        proto_file_chunk_t file_chunk;     //  PROTO_FILE_CHUNK
+        proto_file_ack_t file_ack;         //  PROTO_FILE_ACK
+        proto_file_receipt_t file_receipt; //  PROTO_FILE_RECEIPT
+        proto_file_delete_t file_delete;   //  PROTO_FILE_DELETE
     };
     proto_mem_t *mem; //  Memory owned after decode; private
 } proto_payload_t;

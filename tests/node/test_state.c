@@ -66,8 +66,9 @@ static node_conn_t s_conn(const char *id, const char *name, proto_role_t role)
 }
 
 //  Outbox iteration: counts rows, checks the payloads written below.
-static int s_collect(uint64_t s, const uint8_t *p, size_t size, void *arg)
+static int s_collect(uint64_t s, const uint8_t *p, size_t size, bool file, void *arg)
 {
+    (void)file;
     (void)s;
     assert_int_equal(size, 2);
     assert_int_equal(p[0], 'p');
@@ -218,7 +219,7 @@ static void test_outbox_atomic_with_seq(void **state)
     uint64_t seq;
     assert_int_equal(node_state_begin(f->st), 0);
     assert_int_equal(node_state_conn_take_seq(f->st, "c1", &seq), 0);
-    assert_int_equal(node_state_outbox_add(f->st, "c1", seq, (const uint8_t *)"abc", 3), 0);
+    assert_int_equal(node_state_outbox_add(f->st, "c1", seq, (const uint8_t *)"abc", 3, false), 0);
     node_state_rollback(f->st);
     uint64_t count = 9;
     assert_int_equal(node_state_outbox_count(f->st, "c1", &count), 0);
@@ -229,11 +230,11 @@ static void test_outbox_atomic_with_seq(void **state)
         assert_int_equal(seq, (uint64_t)i + 1); //  the rollback gave its seq back
         char payload[8];
         snprintf(payload, sizeof payload, "p%d", i);
-        assert_int_equal(node_state_outbox_add(f->st, "c1", seq, (uint8_t *)payload, 2), 0);
+        assert_int_equal(node_state_outbox_add(f->st, "c1", seq, (uint8_t *)payload, 2, false), 0);
         assert_int_equal(node_state_commit(f->st), 0);
     }
     //  The same seq twice is refused (never reused).
-    assert_int_equal(node_state_outbox_add(f->st, "c1", 2, (const uint8_t *)"x", 1), -1);
+    assert_int_equal(node_state_outbox_add(f->st, "c1", 2, (const uint8_t *)"x", 1, false), -1);
     assert_non_null(strstr(node_state_error(f->st), "UNIQUE"));
     assert_int_equal(node_state_outbox_count(f->st, "c1", &count), 0);
     assert_int_equal(count, 3);
@@ -432,7 +433,7 @@ static void test_delete_connection_cascades(void **state)
     snprintf(t.conn, sizeof t.conn, "c1");
     snprintf(t.local_sys_id, sizeof t.local_sys_id, "aaaa");
     assert_int_equal(node_state_twin_put(f->st, &t), 0);
-    assert_int_equal(node_state_outbox_add(f->st, "c1", 1, (const uint8_t *)"x", 1), 0);
+    assert_int_equal(node_state_outbox_add(f->st, "c1", 1, (const uint8_t *)"x", 1, false), 0);
     assert_int_equal(node_state_conn_delete(f->st, "c1"), 0);
     assert_int_equal(node_state_conn_delete(f->st, "c1"), 1);
     uint64_t total, synced, count;

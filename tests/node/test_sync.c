@@ -249,8 +249,9 @@ typedef struct {
     bool stop;                //  A message was held: keep order, stop here
 } s_carry_t;
 
-static int s_deliver(uint64_t seq, const uint8_t *payload, size_t size, void *arg)
+static int s_deliver(uint64_t seq, const uint8_t *payload, size_t size, bool file, void *arg)
 {
+    (void)file;
     s_carry_t *carry = arg;
     node_sync_rc_t rc = node_sync_apply(carry->to->sync, S_CONN, seq, payload, size);
     if (rc != NODE_SYNC_OK) {
@@ -374,8 +375,9 @@ static size_t s_count_text(json_t *entries, const char *needle)
 //  --- tests
 
 //  Outbox iteration: copies the first row as seq (8 bytes), size (8), payload.
-static int s_grab(uint64_t s, const uint8_t *p, size_t n, void *arg)
+static int s_grab(uint64_t s, const uint8_t *p, size_t n, bool file, void *arg)
 {
+    (void)file;
     uint8_t *out = arg;
     memcpy(out, &s, sizeof s);
     memcpy(out + 8, &n, sizeof n);
