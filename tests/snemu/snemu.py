@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
 """snemu: a ServiceNow instance emulator for twinsync's tests.
 
-twinsync's nodes talk to ServiceNow over the REST Table API. This module plays one ServiceNow
-instance on 127.0.0.1 so the C client, the end-to-end tests and the chaos tests can run without a
-real instance. It follows the facts about the real API (collected with their sources in
+twinsync's nodes talk to ServiceNow over the REST Table and Attachment APIs. This module plays one
+ServiceNow instance on 127.0.0.1 so the C client, the end-to-end tests and the chaos tests can run
+without a real instance. It follows the facts about the real API (collected with their sources in
 docs/servicenow-api.md), quirks included, and documents its own choices in docs/snemu.md.
 
 How the parts fit:
-  schema      TABLES: the fields of incident, sys_user and sys_journal_field, their types,
-              defaults and choice labels.
+  schema      TABLES: the fields of incident, sys_user, sys_journal_field and sys_attachment,
+              their types, defaults and choice labels.
   time        Clock: the emulator's clock ("YYYY-MM-DD HH:MM:SS" UTC, one-second resolution,
               shiftable for tests) and the javascript:gs.* date helpers used in queries.
   Query       the encoded-query language (sysparm_query): parse once, then match and sort rows.
   Store       every record in memory, the business rules (numbers, priority, active, journal
-              entries, data policy) and the optional state file.
+              entries, data policy) and the optional state file; attachment contents are files
+              on disk (ContentStore), beside the state file or in a temporary directory.
   Auth        Basic credentials and OAuth tokens (/oauth_token.do).
   Faults      injected faults (rate limit, failures, latency, hibernation, journal ACL, short
-              pages, extra mandatory fields), switched by flags or by the control API.
+              pages, extra mandatory fields) and the attachment rules (allowed extensions, size
+              limit, attachment ACL), switched by flags or by the control API.
   RequestLog  what the client asked, for tests to count requests.
-  Emulator    the HTTP server: routing, response envelopes, gzip, the /__snemu control API.
+  Emulator    the HTTP server: routing, response envelopes, gzip, the Attachment API (bodies
+              streamed to and from disk in blocks), the /__snemu control API.
   main()      the command line.
 
 Standard library only. Run `python3 snemu.py --help`.
@@ -33,6 +36,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -41,7 +45,7 @@ import time
 import traceback
 from collections import namedtuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 # --------------------------------------------------------------------------------------------
 # Schema
@@ -141,6 +145,32 @@ JOURNAL_FIELDS = {
     "sys_created_by": _f("string"),
 }
 
+ATTACHMENT_FIELDS = {
+    "sys_id": _f("sys_id"),
+    "file_name": _f("string"),
+    "content_type": _f("string"),
+    "size_bytes": _f("integer", "0"),
+    "compressed": _f("boolean", "false"),
+    "size_compressed": _f("string"),
+    "table_name": _f("string"),
+    "table_sys_id": _f("string"),
+    "download_link": _f("string"),
+    "state": _f("string", "available"),
+    "chunk_size_bytes": _f("string", "700000"),
+    "hash": _f("string"),
+    "image_width": _f("string"),
+    "image_height": _f("string"),
+    "average_image_color": _f("string"),
+    "sys_tags": _f("string"),
+    "sys_created_on": _f("datetime"),
+    "sys_created_by": _f("string"),
+    "created_by_name": _f("string"),
+    "sys_updated_on": _f("datetime"),
+    "sys_updated_by": _f("string"),
+    "updated_by_name": _f("string"),
+    "sys_mod_count": _f("integer", "0"),
+}
+
 TableSpec = namedtuple("TableSpec", "fields read_only display_field computed")
 """fields: the schema; read_only: writes are refused with the ACL 403; display_field: the field a
 reference to this table displays; computed: fields a client write is ignored on (besides sys_*)."""
@@ -151,6 +181,8 @@ TABLES = {
                            "comments_and_work_notes"}),
     "sys_user": TableSpec(SYS_USER_FIELDS, False, "name", set()),
     "sys_journal_field": TableSpec(JOURNAL_FIELDS, True, "value", set()),
+    # Attachment metadata: written only through the Attachment API (Table API writes get the 403).
+    "sys_attachment": TableSpec(ATTACHMENT_FIELDS, True, "file_name", set()),
 }
 
 STATE_LABELS = {"1": "New", "2": "In Progress", "3": "On Hold", "6": "Resolved", "7": "Closed",
@@ -186,6 +218,9 @@ REFRESH_TTL = 8640000                                # OAuth refresh-token lifes
 DEFAULT_LIMIT = 10000                                # sysparm_limit default
 MAX_CONTENT_LENGTH = 10485760                        # glide.rest.max_content_length default
 LOG_CAP = 100000                                     # request-log entries kept
+ATTACHMENT_LIMIT = 1000                              # sysparm_limit default of the Attachment API
+ATTACHMENT_MAX_BYTES = 1073741824                    # com.glide.attachment.max_size default (1 GiB)
+BLOCK = 1 << 20                                      # attachment bytes move in blocks of at most this
 
 
 def field_label(name):
@@ -305,6 +340,14 @@ def not_found():
     return ApiError(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
 
 
+def too_large(limit, length):
+    """The 413 of an upload above the attachment size limit (com.glide.attachment.max_size); length
+    is the declared size (None when unknown, the body being chunked)."""
+    size = "%d bytes" % length if length is not None else "more than that"
+    return ApiError(413, "Maximum file size of %d bytes exceeded" % limit,
+                    "Attachment refused: com.glide.attachment.max_size is %d bytes; the file is %s" % (limit, size))
+
+
 def acl_denied(operation):
     """The documented 403 for a write an ACL refuses; operation is Insert, Update or Delete."""
     return ApiError(403, "Operation Failed", "ACL Exception %s Failed due to security constraints" % operation)
@@ -323,6 +366,7 @@ class Response:
         self.headers += list(headers)
         self.body = body
         self.rows = 0  # records in a list answer (the request log shows it)
+        self.stream = None  # a FileBody sent instead of body (attachment downloads)
 
     @classmethod
     def json(cls, status, obj, headers=()):
@@ -527,6 +571,66 @@ def to_string(value):
 
 Caller = namedtuple("Caller", "user_name sys_id")
 
+_SYS_ID_NAME = re.compile(r"^[0-9a-f]{32}$")
+
+
+class ContentStore:
+    """Attachment contents on disk: one file per attachment, named by its sys_id, in directory.
+
+    Without a directory, a temporary one is made on first use and removed by close(). An upload
+    is written to a hidden temporary file (".upload-*") in the same directory and renamed to its
+    sys_id when it is stored, so a half-received file never shows."""
+
+    def __init__(self, directory=None):
+        self.lock = threading.Lock()
+        self.directory = directory
+        self.temporary = directory is None
+        if directory and os.path.isdir(directory):
+            for name in os.listdir(directory):  # uploads cut short by a crash or a kill
+                if name.startswith(".upload-"):
+                    os.unlink(os.path.join(directory, name))
+
+    def _dir(self):
+        """The directory, created when missing."""
+        with self.lock:
+            if self.directory is None:
+                self.directory = tempfile.mkdtemp(prefix="snemu-files-")
+            os.makedirs(self.directory, exist_ok=True)
+            return self.directory
+
+    def path(self, sys_id):
+        """Where the content of attachment sys_id is (or would be)."""
+        return os.path.join(self._dir(), sys_id)
+
+    def new_upload(self):
+        """A fresh temporary file for an upload: (binary file object, its path)."""
+        fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=self._dir())
+        return os.fdopen(fd, "wb"), tmp
+
+    def commit(self, tmp, sys_id):
+        """Give an uploaded temporary file its final name."""
+        os.replace(tmp, self.path(sys_id))
+
+    def remove(self, sys_id):
+        """Delete the content of attachment sys_id (nothing when absent)."""
+        try:
+            os.unlink(self.path(sys_id))
+        except FileNotFoundError:
+            pass
+
+    def clear(self):
+        """Delete every stored content (uploads in progress are left alone)."""
+        for name in os.listdir(self._dir()):
+            if _SYS_ID_NAME.match(name):
+                self.remove(name)
+
+    def close(self):
+        """Remove the directory if it is a temporary one."""
+        with self.lock:
+            if self.temporary and self.directory:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.directory = None
+
 
 class Store:
     """All records, the business rules and the state file. Thread-safe: every public method takes
@@ -542,6 +646,7 @@ class Store:
         self.next_number = FIRST_NUMBER
         self.credentials = {}      # user_name -> password
         self.tokens = {"access": {}, "refresh": {}}  # see Auth
+        self.files = ContentStore(state_file + ".files" if state_file else None)
         if state_file and os.path.exists(state_file):
             self._load()
 
@@ -799,11 +904,64 @@ class Store:
             self.save()
 
     def wipe(self):
-        """Delete every incident and journal entry (users and tokens stay); numbering restarts."""
+        """Delete every incident, journal entry and attachment (with its content); users and
+        tokens stay; numbering restarts."""
         with self.lock:
             self.tables["incident"].clear()
             self.tables["sys_journal_field"].clear()
+            self.tables["sys_attachment"].clear()
+            self.files.clear()
             self.next_number = FIRST_NUMBER
+            self.save()
+
+    # -- attachments
+
+    def exists(self, table, sys_id):
+        """Whether table holds a record sys_id."""
+        with self.lock:
+            return sys_id in self.tables[table]
+
+    def add_attachment(self, tmp, fields, caller):
+        """Store an uploaded attachment: tmp is its content (a ContentStore upload), fields the
+        metadata the upload determines (sys_id, file_name, content_type, size_bytes, hash,
+        table_name, table_sys_id, download_link). The parent record is not touched. Raises the 404 (and drops
+        tmp) when the parent went away meanwhile. Returns a copy of the sys_attachment record."""
+        with self.lock:
+            if not self.exists(fields["table_name"], fields["table_sys_id"]):
+                os.unlink(tmp)
+                raise not_found()
+            now = self.clock.stamp()
+            full_name = self.full_name(caller.user_name)
+            rec = self._defaults("sys_attachment")
+            rec.update(fields)
+            rec.update({"sys_created_on": now, "sys_created_by": caller.user_name,
+                        "created_by_name": full_name, "sys_updated_on": now,
+                        "sys_updated_by": caller.user_name, "updated_by_name": full_name})
+            self.files.commit(tmp, rec["sys_id"])
+            self.tables["sys_attachment"][rec["sys_id"]] = rec
+            self.save()
+            return dict(rec)
+
+    def rename_attachment(self, sys_id, file_name, caller):
+        """Change an attachment's file_name (the 404 when absent); sys_updated_* and sys_mod_count
+        move when the name changes."""
+        with self.lock:
+            rec = self.tables["sys_attachment"].get(sys_id)
+            if rec is None:
+                raise not_found()
+            if rec["file_name"] != file_name:
+                rec.update({"file_name": file_name, "sys_updated_on": self.clock.stamp(),
+                            "sys_updated_by": caller.user_name,
+                            "updated_by_name": self.full_name(caller.user_name),
+                            "sys_mod_count": str(int(rec["sys_mod_count"]) + 1)})
+                self.save()
+
+    def delete_attachment(self, sys_id):
+        """Delete an attachment and its content (the 404 when absent)."""
+        with self.lock:
+            if self.tables["sys_attachment"].pop(sys_id, None) is None:
+                raise not_found()
+            self.files.remove(sys_id)
             self.save()
 
 
@@ -918,7 +1076,8 @@ class Faults:
     """Injected faults. Thread-safe. The fault keys and their JSON forms are the control API's:
     rate_limit {"count","retry_after"[,"limit"]}|null, fail_next {"count","status"[,"method"]}|null,
     lose_answer {"count"[,"method"][,"user"]}|null, latency_ms int, hibernate bool, journal_acl bool,
-    short_pages int, data_policy {"mandatory":[field,…]}|null."""
+    short_pages int, data_policy {"mandatory":[field,…]}|null, and the instance's attachment rules
+    attachment_extensions "ext,ext"|null, attachment_max_bytes int, attachment_acl [user,…]|null."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -935,6 +1094,9 @@ class Faults:
             self.journal_acl = False
             self.short_pages = 0
             self.data_policy = None
+            self.attachment_extensions = None   # tuple of lower-case extensions; None: all allowed
+            self.attachment_max_bytes = ATTACHMENT_MAX_BYTES
+            self.attachment_acl = None          # tuple of user names refused on sys_attachment
 
     def snapshot(self):
         """The current fault state as the JSON object GET /__snemu/faults returns."""
@@ -944,7 +1106,11 @@ class Faults:
                     "lose_answer": dict(self.lose_answer) if self.lose_answer else None,
                     "latency_ms": self.latency_ms, "hibernate": self.hibernate,
                     "journal_acl": self.journal_acl, "short_pages": self.short_pages,
-                    "data_policy": {"mandatory": list(self.data_policy)} if self.data_policy else None}
+                    "data_policy": {"mandatory": list(self.data_policy)} if self.data_policy else None,
+                    "attachment_extensions": ",".join(self.attachment_extensions)
+                    if self.attachment_extensions else None,
+                    "attachment_max_bytes": self.attachment_max_bytes,
+                    "attachment_acl": list(self.attachment_acl) if self.attachment_acl else None}
 
     def update(self, obj):
         """Apply a POST /__snemu/faults object: keys present are set, absent ones unchanged.
@@ -982,6 +1148,12 @@ class Faults:
                 new[key] = value
             elif key == "data_policy":
                 new[key] = None if value is None else self._mandatory_fields(value)
+            elif key == "attachment_extensions":
+                new[key] = None if value is None else self._extensions(value)
+            elif key == "attachment_max_bytes":
+                new[key] = int_member(obj, key, 0)
+            elif key == "attachment_acl":
+                new[key] = None if value is None else self._user_names(value)
             else:
                 raise ValueError("unknown fault %r" % key)
         with self.lock:
@@ -1005,6 +1177,27 @@ class Faults:
                     or field.type in ("journal", "journal_list")):
                 raise ValueError("data_policy: %r is not a writable incident field" % (name,))
         return tuple(dict.fromkeys(names)) or None
+
+    @staticmethod
+    def _extensions(value):
+        """Validate attachment_extensions, a comma list like glide.attachment.extensions
+        ("pdf,txt", no dots): returns the tuple of lower-case extensions (blanks around commas and
+        empty items dropped; empty means every extension is allowed, None); ValueError otherwise."""
+        if not isinstance(value, str):
+            raise ValueError('attachment_extensions must be a string like "pdf,txt" or null')
+        items = [item.strip().lower() for item in value.split(",") if item.strip()]
+        for item in items:
+            if not re.fullmatch(r"[^.\s/\\]+", item):
+                raise ValueError("attachment_extensions: %r is not an extension without a dot" % item)
+        return tuple(dict.fromkeys(items)) or None
+
+    @staticmethod
+    def _user_names(value):
+        """Validate attachment_acl, a list of user names: returns the tuple (duplicates dropped;
+        empty is None); ValueError otherwise."""
+        if not isinstance(value, list) or not all(isinstance(u, str) and u for u in value):
+            raise ValueError('attachment_acl must be a list of user names or null')
+        return tuple(dict.fromkeys(value)) or None
 
     def mandatory_fields(self):
         """The incident fields the data_policy fault requires (an empty tuple when none)."""
@@ -1113,7 +1306,120 @@ class Request:
         return obj
 
 
+class BodyStream:
+    """A request body read from the socket bit by bit (an attachment upload), never whole:
+    Content-Length or chunked. length is the declared length (None when chunked)."""
+
+    def __init__(self, rfile, headers):
+        self.rfile = rfile
+        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self.length = None if self.chunked else int(headers.get("Content-Length") or 0)
+        if self.length is not None and self.length < 0:
+            raise ValueError("negative Content-Length")
+        self.left = self.length or 0  # bytes left in the body, or in the current chunk
+        self.done = not self.chunked and self.left == 0
+
+    def readinto(self, buf):
+        """Read the next bytes of the body into buf (a memoryview); 0 at its end. Raises EOFError
+        when the client stops sending early, ValueError on a malformed chunk."""
+        if self.done:
+            return 0
+        if self.left == 0:  # chunked: the next chunk
+            self.left = self._chunk_size()
+            if self.left == 0:
+                self.done = True
+                return 0
+        n = self.rfile.readinto(buf[:min(len(buf), self.left)])
+        if not n:
+            raise EOFError("the request body ended early")
+        self.left -= n
+        if self.left == 0:
+            if self.chunked:
+                self.rfile.readline(64)  # the CRLF after a chunk's data
+            else:
+                self.done = True
+        return n
+
+    def _chunk_size(self):
+        """Read a chunk-size line (and the trailers after the last chunk); returns the size."""
+        line = self.rfile.readline(1024)
+        if not line:
+            raise EOFError("the request body ended early")
+        size = int(line.split(b";")[0].strip(), 16)
+        if size == 0:
+            while self.rfile.readline(65537).strip():
+                pass
+        return size
+
+    def drain(self):
+        """Read and discard what is left of the body, so the connection can serve the next request."""
+        buf = memoryview(bytearray(min(BLOCK, 65536)))
+        while self.readinto(buf):
+            pass
+
+
+class FileBody:
+    """A response body streamed from a file in blocks: length bytes from offset. The file is
+    opened at once, so a deletion meanwhile does not cut the answer."""
+
+    def __init__(self, path, offset, length):
+        self.file = open(path, "rb")
+        self.file.seek(offset)
+        self.length = length
+
+    def write_to(self, wfile):
+        """Send the bytes; returns how many went (fewer only when the file shrank)."""
+        buf = memoryview(bytearray(min(BLOCK, max(self.length, 1))))
+        sent = 0
+        while sent < self.length:
+            n = self.file.readinto(buf[:min(len(buf), self.length - sent)])
+            if not n:
+                break
+            wfile.write(buf[:n])
+            sent += n
+        return sent
+
+    def close(self):
+        self.file.close()
+
+
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+
+
+def byte_range(header, size):
+    """The (first, last) byte positions a Range header asks of a size-byte file: bytes=N-,
+    bytes=N-M (M clamped to the end) or bytes=-N (the last N). None, meaning the whole file, when
+    there is no header, it is malformed or holds several ranges, or the file is empty. Raises the
+    416 when the range starts at or past the end."""
+    m = _RANGE.match(header or "")
+    if not m or size == 0 or not (m.group(1) or m.group(2)):
+        return None
+    if m.group(1):
+        first = int(m.group(1))
+        if m.group(2) and int(m.group(2)) < first:
+            return None
+        last = int(m.group(2)) if m.group(2) else size - 1
+    else:  # bytes=-N: the last N bytes
+        suffix = int(m.group(2))
+        first, last = (max(0, size - suffix) if suffix else size), size - 1
+    if first >= size:
+        raise ApiError(416, "Requested range not satisfiable",
+                       "Range %s of a %d-byte file" % (header.strip(), size), [("Content-Range", "bytes */%d" % size)])
+    return first, min(last, size - 1)
+
+
+def content_disposition(name):
+    """Content-Disposition of a download: attachment;filename="<name>";filename*=UTF-8''<name
+    percent-encoded>. The quoted form carries the name's UTF-8 bytes as they are (quotes and
+    backslashes escaped, control characters as "_"), as a servlet that pastes the name does."""
+    plain = re.sub(r"[\x00-\x1f\x7f]", "_", name).replace("\\", "\\\\").replace('"', '\\"')
+    return "attachment;filename=\"%s\";filename*=UTF-8''%s" % (
+        plain.encode("utf-8").decode("latin-1"), quote(name, safe=""))
+
+
 _TABLE_ROUTE = re.compile(r"^/api/now/(?:(v1|v2)/)?table/([^/]+)(?:/([^/]+))?/?$")
+_ATTACHMENT_ROUTE = re.compile(r"^/api/now/(?:v1/)?attachment(?:/([^/]+))?(/file)?/?$")
+_UPLOAD_ROUTE = re.compile(r"^/api/now/(?:v1/)?attachment/file/?$")
 
 COMMON_HEADERS = (("Cache-Control", "no-cache,no-store,must-revalidate,max-age=-1"),
                   ("Pragma", "no-store,no-cache"), ("Expires", "0"))
@@ -1239,6 +1545,7 @@ class Emulator:
         if self.thread is not None:
             self.thread.join()
             self.thread = None
+        self.store.files.close()
 
     @property
     def base_url(self):
@@ -1272,9 +1579,19 @@ class Emulator:
         """Serve one HTTP request: control requests directly, everything else through faults,
         auth and the API, logging it."""
         req = None
+        stream = None
         try:
-            body = self._read_body(handler)
+            if handler.command == "POST" and _UPLOAD_ROUTE.match(urlsplit(handler.path).path):
+                try:
+                    stream = BodyStream(handler.rfile, handler.headers)  # read while storing, not here
+                except ValueError:
+                    handler.close_connection = True
+                    raise ApiError(400, "Exception while reading request", "Invalid Content-Length")
+                body = b""
+            else:
+                body = self._read_body(handler)
             req = Request(handler, body)
+            req.stream = stream
             if req.path.startswith("/__snemu/"):
                 resp = self._control(req)
             else:
@@ -1286,6 +1603,26 @@ class Emulator:
                                        "status": "failure"})
             if self.verbose:
                 traceback.print_exc()
+        try:
+            self._finish_body(handler, stream)
+            self._answer(handler, req, resp)
+        finally:
+            if resp.stream is not None:
+                resp.stream.close()
+
+    @staticmethod
+    def _finish_body(handler, stream):
+        """Read what is left of a streamed request body (a refused or failed upload), so that the
+        client gets the answer and the connection stays usable; close it if the body is broken."""
+        if stream is None:
+            return
+        try:
+            stream.drain()
+        except (EOFError, ValueError, OSError):
+            handler.close_connection = True
+
+    def _answer(self, handler, req, resp):
+        """Log the request, then send resp, or close the connection unanswered (lose_answer)."""
         lost = (req is not None and req.path.startswith("/api/")
                 and self.faults.take_lost_answer(req.method, req.user) is not None)
         if req is None or not req.path.startswith("/__snemu/"):
@@ -1297,10 +1634,14 @@ class Emulator:
             # as when a load balancer drops a connection while the instance works.
             handler.close_connection = True
             return
-        self._send(handler, resp)
+        try:
+            self._send(handler, resp)
+        except OSError:  # the client went away (e.g. it stopped reading a download)
+            handler.close_connection = True
 
     def _send(self, handler, resp):
-        """Write resp, gzipped when the client accepts gzip; HEAD gets the headers only."""
+        """Write resp, gzipped when the client accepts gzip (never a streamed file); HEAD gets the
+        headers only."""
         body = resp.body
         headers = list(COMMON_HEADERS) + resp.headers
         accept = [t.split(";")[0].strip().lower() for t in handler.headers.get("Accept-Encoding", "").split(",")]
@@ -1311,10 +1652,15 @@ class Emulator:
         for name, value in headers:
             handler.send_header(name, value)
         if resp.status not in (204, 304):
-            handler.send_header("Content-Length", str(len(body)))
+            length = resp.stream.length if resp.stream is not None else len(body)
+            handler.send_header("Content-Length", str(length))
         handler.end_headers()
-        if handler.command != "HEAD" and resp.status not in (204, 304):
+        if handler.command == "HEAD" or resp.status in (204, 304):
+            return
+        if resp.stream is None:
             handler.wfile.write(body)
+        elif resp.stream.write_to(handler.wfile) < resp.stream.length:
+            handler.close_connection = True  # the file shrank: the client must not wait for more
 
     def _serve(self, req):
         """An instance request: latency, hibernation, rate limit and injected failures first,
@@ -1334,9 +1680,13 @@ class Emulator:
             raise ApiError(401, "User Not Authenticated", "Required to provide Auth information",
                            [("WWW-Authenticate", 'BASIC realm="Service-now"')])
         m = _TABLE_ROUTE.match(req.path)
-        if not m:
+        a = _ATTACHMENT_ROUTE.match(req.path)
+        if m:
+            resp = self._table(req, m.group(1), m.group(2), m.group(3))
+        elif a:
+            resp = self._attachment(req, a.group(1), bool(a.group(2)))
+        else:
             raise ApiError(400, "Requested URI does not represent any resource")
-        resp = self._table(req, m.group(1), m.group(2), m.group(3))
         resp.headers += [("X-Is-Logged-In", "true"), ("X-Transaction-ID", secrets.token_hex(6))]
         return resp
 
@@ -1379,6 +1729,8 @@ class Emulator:
         if table not in TABLES:
             raise ApiError(400, "Invalid table %s" % table)
         caller = self.store.caller(req.user)
+        if table == "sys_attachment":
+            self._attachment_acl(req, caller)
         method = req.method
         allowed = ("GET", "HEAD", "PUT", "PATCH", "DELETE") if sys_id else ("GET", "HEAD", "POST")
         if method not in allowed:
@@ -1406,15 +1758,17 @@ class Emulator:
             return Response(status, b"", JSON_TYPE, headers)
         return Response.json(status, {"result": result}, headers)
 
-    def _list(self, req, version, table, caller):
-        """GET a collection: query, order, page; X-Total-Count and Link headers."""
+    def _list(self, req, version, table, caller, default_limit=DEFAULT_LIMIT, filters=()):
+        """GET a collection: query, order, page; X-Total-Count and Link headers. filters are
+        (field, value) pairs every row must also equal (the Attachment API's plain parameters)."""
         query = Query(req.params.get("sysparm_query", ""), self.store, table, caller.sys_id)
         if "sysparm_query" not in req.params:  # name=value pairs filter when there is no query
             pairs = [k + "=" + v for k, v in req.params.items()
                      if not k.startswith("sysparm_") and self.store.resolve_path(table, k)]
             query = Query("^".join(pairs), self.store, table, caller.sys_id)
         rows = [] if (query.invalid and self.strict_query) else self.store.select(table, query)
-        limit = self._int_param(req, "sysparm_limit", DEFAULT_LIMIT, 1)
+        rows = [r for r in rows if all(r.get(k) == v for k, v in filters)]
+        limit = self._int_param(req, "sysparm_limit", default_limit, 1)
         offset = self._int_param(req, "sysparm_offset", 0, 0)
         total = len(rows)
         page = rows[offset:offset + limit]
@@ -1473,6 +1827,8 @@ class Emulator:
         mode = mode if mode in ("true", "all") else "false"
         exclude = req.flag("sysparm_exclude_reference_link")
         spec = TABLES[table].fields
+        if table == "sys_attachment":
+            rec = dict(rec, download_link=self._download_link(req, rec["sys_id"]))
         if req.params.get("sysparm_fields"):
             names = [n.strip() for n in req.params["sysparm_fields"].split(",")]
             names = [n for n in dict.fromkeys(names) if n and self.store.resolve_path(table, n)]
@@ -1513,6 +1869,161 @@ class Emulator:
         if not is_ref or exclude:
             return value
         return {"display_value": value, "link": link} if mode == "true" else {"link": link, "value": value}
+
+    # -- Attachment API
+
+    def _attachment(self, req, sys_id, file_part):
+        """Route an Attachment API request (/api/now/[v1/]attachment[/sys_id[/file]]) after the
+        attachment_acl check."""
+        caller = self.store.caller(req.user)
+        self._attachment_acl(req, caller)
+        allowed = self._attachment_methods(sys_id, file_part, req.method)
+        if req.method not in allowed:
+            raise ApiError(405, "Method not Supported", "Requested method is not supported by this API",
+                           [("Allow", ", ".join(allowed))])
+        if sys_id is None:
+            filters = [(k, req.params[k]) for k in ("table_name", "table_sys_id") if k in req.params]
+            return self._list(req, None, "sys_attachment", caller, ATTACHMENT_LIMIT, filters)
+        if file_part:
+            return self._download(req, sys_id)
+        if sys_id == "upload":
+            raise ApiError(400, "Requested URI does not represent any resource",
+                           "snemu does not emulate multipart uploads; use POST /api/now/v1/attachment/file")
+        if req.method == "POST":
+            return self._upload(req, caller)
+        if req.method == "DELETE":
+            self.store.delete_attachment(sys_id)
+            return Response(204)
+        if req.method == "PATCH":
+            return self._rename(req, sys_id, caller)
+        return self._result(req, 200, self._render(req, "sys_attachment", self.store.get("sys_attachment", sys_id)))
+
+    @staticmethod
+    def _attachment_methods(sys_id, file_part, method):
+        """The methods an attachment path allows: the list and a file GET and HEAD; /file (and
+        /upload) POST; an attachment GET, HEAD, PATCH and DELETE."""
+        if sys_id is None or file_part:
+            return ("GET", "HEAD")
+        if sys_id in ("file", "upload") and method == "POST":
+            return ("POST",)
+        return ("GET", "HEAD", "PATCH", "DELETE")
+
+    def _attachment_acl(self, req, caller):
+        """The 403 of the attachment_acl setting for a caller it names (any sys_attachment access)."""
+        if caller.user_name in (self.faults.attachment_acl or ()):
+            operation = {"POST": "Insert", "PUT": "Update", "PATCH": "Update", "DELETE": "Delete"}
+            raise acl_denied(operation.get(req.method, "Read"))
+
+    def _attachment_meta(self, req, rec):
+        """The metadata of an attachment as the Attachment API shows it: every field, raw."""
+        rec = dict(rec, download_link=self._download_link(req, rec["sys_id"]))
+        return {name: rec.get(name, "") for name in ATTACHMENT_FIELDS}
+
+    @staticmethod
+    def _download_link(req, sys_id):
+        """The absolute URL of an attachment's content, on the host the client called."""
+        return "%s/api/now/attachment/%s/file" % (req.base, sys_id)
+
+    def _download(self, req, sys_id):
+        """GET /attachment/{sys_id}/file: the content streamed from disk, whole (200) or the one
+        range asked (206; 416 past the end), with the stored Content-Type, Content-Disposition and
+        X-Attachment-Metadata."""
+        rec = self.store.get("sys_attachment", sys_id)
+        size = int(rec["size_bytes"])
+        span = byte_range(req.headers.get("Range"), size)
+        first, last = span or (0, size - 1)
+        headers = [("Content-Disposition", content_disposition(rec["file_name"])),
+                   ("X-Attachment-Metadata", json.dumps(self._attachment_meta(req, rec))),
+                   ("Accept-Ranges", "bytes")]
+        if span:
+            headers.append(("Content-Range", "bytes %d-%d/%d" % (first, last, size)))
+        try:
+            stream = FileBody(self.store.files.path(sys_id), first, last - first + 1)
+        except FileNotFoundError:  # deleted meanwhile, or a state file moved without its .files
+            raise not_found()
+        resp = Response(206 if span else 200, b"", rec["content_type"], headers)
+        resp.stream = stream
+        return resp
+
+    def _upload(self, req, caller):
+        """POST /attachment/file?table_name&table_sys_id&file_name with the raw content: checks
+        (400 parameters and Content-Type, 404 target record, 400 extension, 413 size), then the body
+        streamed to disk while hashed, then 201 with Location and the metadata."""
+        names = ("table_name", "table_sys_id", "file_name")
+        table, parent, file_name = (req.params.get(k, "") for k in names)
+        for key, value in zip(names, (table, parent, file_name)):
+            if not value:
+                raise ApiError(400, "Missing parameter: %s" % key,
+                               "table_name, table_sys_id and file_name are required")
+        content_type = (req.headers.get("Content-Type") or "").strip()
+        if not content_type:
+            raise ApiError(400, "Missing header: Content-Type", "The Content-Type of the file is required")
+        if table not in TABLES or table == "sys_attachment" or not self.store.exists(table, parent):
+            raise not_found()
+        self._check_extension(file_name)
+        limit = self.faults.attachment_max_bytes
+        if req.stream.length is not None and req.stream.length > limit:
+            raise too_large(limit, req.stream.length)
+        tmp, size, digest = self._receive(req.stream, limit)
+        sys_id = new_sys_id()
+        fields = {"sys_id": sys_id, "file_name": file_name, "content_type": content_type,
+                  "size_bytes": str(size), "hash": digest, "table_name": table, "table_sys_id": parent,
+                  "download_link": self._download_link(req, sys_id)}
+        rec = self.store.add_attachment(tmp, fields, caller)
+        location = "%s/api/now/v1/attachment/%s" % (req.base, rec["sys_id"])
+        return self._result(req, 201, self._render(req, "sys_attachment", rec), [("Location", location)])
+
+    def _check_extension(self, file_name):
+        """The 400 of the attachment_extensions setting when file_name's extension (after its last
+        dot, compared case-insensitively) is not listed; a name without one is refused too."""
+        allowed = self.faults.attachment_extensions
+        if not allowed:
+            return
+        ext = file_name.rpartition(".")[2].lower() if "." in file_name else ""
+        if ext not in allowed:
+            what = "extension %s" % ext if ext else "a file name without an extension"
+            raise ApiError(400, "Attachment refused: %s is not allowed" % what,
+                           "glide.attachment.extensions allows: %s" % ",".join(allowed))
+
+    def _receive(self, stream, limit):
+        """Copy an upload body to a new file in blocks, hashing it with SHA-256. Returns (temporary
+        path, size, hex digest); raises the 413 once more than limit bytes came (chunked bodies) or
+        the 400 when the body is cut short, the file removed either way."""
+        out, tmp = self.store.files.new_upload()
+        digest = hashlib.sha256()
+        buf = memoryview(bytearray(BLOCK))
+        size = 0
+        try:
+            with out:
+                while True:
+                    n = stream.readinto(buf)
+                    if not n:
+                        break
+                    size += n
+                    if size > limit:
+                        raise too_large(limit, None)
+                    digest.update(buf[:n])
+                    out.write(buf[:n])
+                if self.store.state_file:
+                    out.flush()
+                    os.fsync(out.fileno())
+        except (EOFError, ValueError):
+            os.unlink(tmp)
+            raise ApiError(400, "Exception while reading request", "The request body was cut short or malformed")
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp, size, digest.hexdigest()
+
+    def _rename(self, req, sys_id, caller):
+        """PATCH /attachment/{sys_id} {"file_name": …}: 204; the extension rule applies."""
+        name = req.json_body().get("file_name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "Missing parameter: file_name", "The body must be {\"file_name\": \"…\"}")
+        self.store.get("sys_attachment", sys_id)  # the 404 first
+        self._check_extension(name)
+        self.store.rename_attachment(sys_id, name, caller)
+        return Response(204)
 
     # -- control API
 
@@ -1610,6 +2121,12 @@ def parse_args(argv):
     p.add_argument("--data-policy", type=lambda t: [f.strip() for f in t.split(",") if f.strip()],
                    metavar="FIELD[,FIELD]", help="incident writes leaving one of these fields empty get "
                    "the data-policy 403")
+    p.add_argument("--attachment-extensions", metavar="EXT[,EXT]", help="allowed attachment extensions "
+                   "(glide.attachment.extensions); others are refused")
+    p.add_argument("--attachment-max-bytes", type=int, metavar="N", help="largest attachment in bytes "
+                   "(com.glide.attachment.max_size; default 1073741824)")
+    p.add_argument("--attachment-acl", type=lambda t: [u.strip() for u in t.split(",") if u.strip()],
+                   metavar="USER[,USER]", help="these users get the ACL 403 on every attachment request")
     p.add_argument("--resolved-inactive", action="store_true", help="state 6 also sets active=false")
     p.add_argument("--strict-query", action="store_true", help="an invalid query part returns no rows")
     p.add_argument("--negative-prev", action="store_true", help='emit rel="prev" with a negative offset '
@@ -1631,6 +2148,12 @@ def faults_from_args(args):
         faults["lose_answer"] = {"count": args.lose_answer}
     if args.data_policy:
         faults["data_policy"] = {"mandatory": args.data_policy}
+    if args.attachment_extensions is not None:
+        faults["attachment_extensions"] = args.attachment_extensions
+    if args.attachment_max_bytes is not None:
+        faults["attachment_max_bytes"] = args.attachment_max_bytes
+    if args.attachment_acl:
+        faults["attachment_acl"] = args.attachment_acl
     return faults
 
 
@@ -1673,6 +2196,7 @@ def main(argv=None):
     sys.stderr.flush()
     emu.server.serve_forever()
     emu.server.server_close()
+    emu.store.files.close()
     return 0
 
 

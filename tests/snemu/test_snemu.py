@@ -9,6 +9,7 @@ state file across a restart). Standard library only: `python3 -m unittest -v tes
 import base64
 import concurrent.futures
 import gzip
+import hashlib
 import http.client
 import json
 import os
@@ -75,6 +76,23 @@ def send(base, method, path, params=None, body=None, auth=ADMIN, headers=None, f
             return Reply(resp.status, resp.headers, resp.read())
     except urllib.error.HTTPError as e:
         return Reply(e.code, e.headers, e.read())
+
+
+def raw_request(base, method, path, body=b"", headers=None, auth=ADMIN):
+    """One request through http.client with exactly these headers (none added but Authorization,
+    Host and Content-Length): body is bytes, or an iterable of bytes sent chunked."""
+    host, port = urllib.parse.urlsplit(base).netloc.split(":")
+    hdrs = dict(headers or {})
+    if auth:
+        hdrs["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % auth).encode()).decode()
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        chunked = not isinstance(body, bytes)
+        conn.request(method, path, body=body if chunked or body else None, headers=hdrs, encode_chunked=chunked)
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
 
 
 def parse_link(header):
@@ -843,18 +861,24 @@ class TestFaults(EmuTest):
         self.assertEqual(self.ctl("GET", "/__snemu/faults")["data_policy"], {"mandatory": ["description"]})
         self.assertEqual(self.ctl("POST", "/__snemu/reset"),
                          {"rate_limit": None, "fail_next": None, "lose_answer": None, "latency_ms": 0,
-                          "hibernate": False, "journal_acl": False, "short_pages": 0, "data_policy": None})
+                          "hibernate": False, "journal_acl": False, "short_pages": 0, "data_policy": None,
+                          "attachment_extensions": None, "attachment_max_bytes": 1073741824,
+                          "attachment_acl": None})
 
     def test_command_line_fault_flags(self):
         args = snemu.parse_args(["--port", "0", "--user", "admin:admin", "--rate-limit", "1:9", "--fail-next",
                                  "2:502", "--lose-answer", "3", "--latency-ms", "10", "--hibernate",
-                                 "--journal-acl", "--short-pages", "4", "--data-policy", "description,caller_id"])
+                                 "--journal-acl", "--short-pages", "4", "--data-policy", "description,caller_id",
+                                 "--attachment-extensions", "pdf,TXT", "--attachment-max-bytes", "5000",
+                                 "--attachment-acl", "beth,sync"])
         emu = snemu.emulator_from_args(args)
         self.assertEqual(emu.faults.snapshot(), {"rate_limit": {"count": 1, "retry_after": 9, "limit": 100},
                                                  "fail_next": {"count": 2, "status": 502},
                                                  "lose_answer": {"count": 3}, "latency_ms": 10,
                                                  "hibernate": True, "journal_acl": True, "short_pages": 4,
-                                                 "data_policy": {"mandatory": ["description", "caller_id"]}})
+                                                 "data_policy": {"mandatory": ["description", "caller_id"]},
+                                                 "attachment_extensions": "pdf,txt", "attachment_max_bytes": 5000,
+                                                 "attachment_acl": ["beth", "sync"]})
         with self.assertRaises(ValueError):
             snemu.emulator_from_args(snemu.parse_args(["--data-policy", "description,no_such_field"]))
 
@@ -932,6 +956,431 @@ class TestConnection(EmuTest):
         self.assertEqual(self.list("sys_journal_field").headers["X-Total-Count"], "40")
 
 
+ATT = "/api/now/v1/attachment"
+SHA256_EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def disposition_names(header):
+    """(quoted filename, filename*) of a Content-Disposition, both decoded to str: the quoted one
+    carries UTF-8 bytes (read by http.client as latin-1) with \\-escapes; filename* is UTF-8''<pct>."""
+    m = re.fullmatch(r'attachment;filename="((?:[^"\\]|\\.)*)";filename\*=UTF-8\'\'(\S*)', header)
+    assert m, header
+    quoted = re.sub(r"\\(.)", r"\1", m.group(1)).encode("latin-1").decode("utf-8")
+    return quoted, urllib.parse.unquote(m.group(2), errors="strict")
+
+
+class AttachmentTest(EmuTest):
+    """Helpers for the Attachment API."""
+
+    def upload(self, parent, name="notes.txt", data=b"hello", ctype="text/plain", auth=ADMIN,
+               table="incident", prefix=ATT, **extra):
+        """POST /attachment/file; a None parameter or ctype is left out. Returns the Reply."""
+        params = {"table_name": table, "table_sys_id": parent, "file_name": name}
+        params.update(extra)
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None},
+                                       quote_via=urllib.parse.quote)
+        headers = {"Accept": "application/json"}
+        if ctype is not None:
+            headers["Content-Type"] = ctype
+        return raw_request(self.base, "POST", prefix + "/file?" + query, data, headers, auth)
+
+    def attach(self, parent, name="notes.txt", data=b"hello", ctype="text/plain", **kw):
+        """Upload; asserts 201 and returns the metadata."""
+        r = self.upload(parent, name, data, ctype, **kw)
+        self.assertEqual(r.status, 201, r.raw)
+        return r.result
+
+    def download(self, sys_id, headers=None, auth=ADMIN, method="GET"):
+        return raw_request(self.base, method, "%s/%s/file" % (ATT, sys_id), b"", headers, auth)
+
+    def attachments(self, **params):
+        """GET /attachment; asserts 200 and returns the Reply."""
+        r = self.call("GET", ATT, params)
+        self.assertEqual(r.status, 200, r.raw)
+        return r
+
+
+class TestAttachments(AttachmentTest):
+    """The Attachment API: upload, list, metadata, download, delete, and what they refuse."""
+
+    def test_upload_list_get_file_delete_round_trip(self):
+        inc = self.create(short_description="with a file")["sys_id"]
+        data = bytes(range(256)) * 40
+        r = self.upload(inc, "dump.bin", data, "application/octet-stream")
+        self.assertEqual(r.status, 201, r.raw)
+        meta = r.result
+        sid = meta["sys_id"]
+        self.assertRegex(sid, r"^[0-9a-f]{32}$")
+        self.assertEqual(r.headers["Location"], self.base + "/api/now/v1/attachment/" + sid)
+        self.assertEqual(r.headers["Content-Type"], "application/json;charset=UTF-8")
+        expected = {"file_name": "dump.bin", "content_type": "application/octet-stream", "size_bytes": "10240",
+                    "compressed": "false", "size_compressed": "", "table_name": "incident", "table_sys_id": inc,
+                    "download_link": "%s/api/now/attachment/%s/file" % (self.base, sid), "state": "available",
+                    "chunk_size_bytes": "700000", "hash": sha256(data), "image_width": "", "image_height": "",
+                    "average_image_color": "", "sys_tags": "", "sys_created_by": "admin",
+                    "sys_updated_by": "admin", "created_by_name": "System Administrator",
+                    "updated_by_name": "System Administrator", "sys_mod_count": "0"}
+        self.assertEqual({k: meta[k] for k in expected}, expected)
+        self.assertRegex(meta["sys_created_on"], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+        self.assertEqual(meta["sys_updated_on"], meta["sys_created_on"])
+        self.assertTrue(all(isinstance(v, str) for v in meta.values()))
+        for prefix in ("/api/now/attachment", ATT):  # both URL forms, same answers
+            self.assertEqual(self.call("GET", prefix, {"table_sys_id": inc}).result, [meta])
+            self.assertEqual(self.call("GET", prefix + "/" + sid).result, meta)
+        f = self.download(sid)
+        self.assertEqual((f.status, f.raw), (200, data))
+        self.assertEqual(f.headers["Content-Type"], "application/octet-stream")
+        self.assertEqual(f.headers["Content-Length"], "10240")
+        self.assertEqual(f.headers["Content-Disposition"],
+                         "attachment;filename=\"dump.bin\";filename*=UTF-8''dump.bin")
+        self.assertNotIn("\n", f.headers["X-Attachment-Metadata"])
+        self.assertEqual(json.loads(f.headers["X-Attachment-Metadata"]), meta)
+        head = self.download(sid, method="HEAD")
+        self.assertEqual((head.status, head.headers["Content-Length"], head.raw), (200, "10240", b""))
+        content = self.emu.store.files.path(sid)
+        self.assertTrue(os.path.exists(content))
+        r = self.call("DELETE", ATT + "/" + sid)
+        self.assertEqual((r.status, r.raw), (204, b""))
+        self.assertFalse(os.path.exists(content))
+        self.assertError(self.call("GET", ATT + "/" + sid), 404, "No Record found")
+        self.assertError(self.download(sid), 404, "No Record found")
+        self.assertError(self.call("DELETE", ATT + "/" + sid), 404, "No Record found")
+        self.assertEqual(self.attachments().result, [])
+
+    def test_empty_file(self):
+        inc = self.create()["sys_id"]
+        meta = self.attach(inc, "empty.txt", b"")
+        self.assertEqual((meta["size_bytes"], meta["hash"]), ("0", SHA256_EMPTY))
+        for headers in (None, {"Range": "bytes=0-"}):  # a range of an empty file is the whole of it
+            f = self.download(meta["sys_id"], headers)
+            self.assertEqual((f.status, f.raw, f.headers["Content-Length"]), (200, b"", "0"))
+
+    def test_awkward_names_round_trip(self):
+        inc = self.create()["sys_id"]
+        names = ["résumé 2026 – 東京.pdf", "two  spaces and+plus.txt", "..", "../../etc/passwd",
+                 "n" * 196 + ".txt", 'say "hi"\\now.txt', "semi;colon,comma%25.txt"]
+        for name in names:
+            meta = self.attach(inc, name, name.encode("utf-8"))
+            self.assertEqual(meta["file_name"], name)
+            self.assertEqual(self.call("GET", ATT + "/" + meta["sys_id"]).result["file_name"], name)
+            f = self.download(meta["sys_id"])
+            self.assertEqual(f.raw, name.encode("utf-8"))
+            self.assertEqual(disposition_names(f.headers["Content-Disposition"]), (name, name))
+            self.assertEqual(json.loads(f.headers["X-Attachment-Metadata"])["file_name"], name)
+        listed = self.attachments(table_sys_id=inc, sysparm_query="ORDERBYsys_created_on").result
+        self.assertEqual(sorted(m["file_name"] for m in listed), sorted(names))
+        self.assertEqual(sorted(os.listdir(os.path.dirname(self.emu.store.files.path("x")))),
+                         sorted(m["sys_id"] for m in listed))  # stored by sys_id, never by name
+
+    def test_range_requests(self):
+        data = bytes(range(250)) * 4
+        sid = self.attach(self.create()["sys_id"], "r.bin", data)["sys_id"]
+        for rng, first, last in (("bytes=100-", 100, 999), ("bytes=10-19", 10, 19), ("bytes=990-5000", 990, 999),
+                                 ("bytes=-10", 990, 999), ("bytes=0-0", 0, 0)):
+            f = self.download(sid, {"Range": rng})
+            self.assertEqual(f.status, 206, rng)
+            self.assertEqual(f.headers["Content-Range"], "bytes %d-%d/1000" % (first, last), rng)
+            self.assertEqual(f.raw, data[first:last + 1], rng)
+            self.assertEqual(int(f.headers["Content-Length"]), last - first + 1)
+            self.assertIn("X-Attachment-Metadata", f.headers)
+        for rng in ("bytes=1000-", "bytes=5000-6000"):
+            f = self.download(sid, {"Range": rng})
+            self.assertError(f, 416, "Requested range not satisfiable")
+            self.assertEqual(f.headers["Content-Range"], "bytes */1000")
+        for rng in ("bytes=5-2", "items=0-1", "bytes=0-1,5-6"):  # ignored: the whole file
+            f = self.download(sid, {"Range": rng})
+            self.assertEqual((f.status, f.raw), (200, data), rng)
+
+    def test_upload_400_for_a_missing_parameter_or_content_type(self):
+        inc = self.create()["sys_id"]
+        for missing in ("table_name", "table_sys_id", "file_name"):
+            for value in (None, ""):
+                params = {"table": "incident", "parent": inc, "name": "a.txt"}
+                key = {"table_name": "table", "table_sys_id": "parent", "file_name": "name"}[missing]
+                params[key] = value
+                r = self.upload(params["parent"], params["name"], b"x", table=params["table"])
+                self.assertError(r, 400, "Missing parameter: " + missing)
+        for ctype in (None, ""):
+            self.assertError(self.upload(inc, "a.txt", b"x", ctype), 400, "Missing header: Content-Type")
+        self.assertEqual(self.attachments().result, [])
+
+    def test_404_for_an_unknown_record_or_attachment(self):
+        inc = self.create()["sys_id"]
+        self.assertError(self.upload("f" * 32), 404, "No Record found",
+                         "Record doesn't exist or ACL restricts the record retrieval")
+        self.assertError(self.upload(inc, table="problem"), 404, "No Record found")
+        self.assertError(self.upload(inc, table="sys_attachment"), 404, "No Record found")
+        for method, path in (("GET", "/" + "a" * 32), ("GET", "/%s/file" % ("a" * 32)), ("DELETE", "/" + "a" * 32),
+                             ("PATCH", "/" + "a" * 32)):
+            self.assertError(self.call(method, ATT + path, body={"file_name": "x"}), 404, "No Record found")
+        self.assertEqual(self.attachments().result, [])
+
+    def test_extension_rule_refuses_then_accepts_when_cleared(self):
+        inc = self.create()["sys_id"]
+        state = self.ctl("POST", "/__snemu/faults", {"attachment_extensions": " pdf, TXT,,"})
+        self.assertEqual(state["attachment_extensions"], "pdf,txt")
+        r = self.upload(inc, "setup.exe", b"MZ")
+        self.assertError(r, 400, "Attachment refused: extension exe is not allowed",
+                         "glide.attachment.extensions allows: pdf,txt")
+        self.assertError(self.upload(inc, "README", b"x"), 400,
+                         "Attachment refused: a file name without an extension is not allowed")
+        self.assertEqual(self.upload(inc, "archive.txt.gz", b"x").status, 400)  # the last extension counts
+        self.assertEqual(self.attachments().result, [])
+        self.assertEqual(self.attach(inc, "Report.PDF", b"%PDF")["file_name"], "Report.PDF")
+        sid = self.attach(inc, "notes.txt")["sys_id"]
+        self.assertEqual(self.call("PATCH", ATT + "/" + sid, body={"file_name": "notes.exe"}).status, 400)
+        for clear in (None, "", " , "):
+            self.ctl("POST", "/__snemu/faults", {"attachment_extensions": "pdf"})
+            self.assertIsNone(self.ctl("POST", "/__snemu/faults", {"attachment_extensions": clear})
+                              ["attachment_extensions"])
+            self.assertEqual(self.upload(inc, "setup.exe", b"MZ").status, 201)
+        self.ctl("POST", "/__snemu/faults", {"attachment_extensions": "pdf"})
+        self.assertIsNone(self.ctl("POST", "/__snemu/reset")["attachment_extensions"])
+        for bad in (5, ".pdf", "p df", ["pdf"], "a/b"):
+            r = send(self.base, "POST", "/__snemu/faults", body={"attachment_extensions": bad}, auth=None)
+            self.assertEqual(r.status, 400, bad)
+
+    def test_size_limit_413(self):
+        inc = self.create()["sys_id"]
+        self.assertEqual(self.ctl("POST", "/__snemu/faults", {"attachment_max_bytes": 1000})["attachment_max_bytes"],
+                         1000)
+        self.assertEqual(self.attach(inc, "fits.bin", b"x" * 1000)["size_bytes"], "1000")
+        r = self.upload(inc, "big.bin", b"x" * 1001)
+        self.assertError(r, 413, "Maximum file size of 1000 bytes exceeded",
+                         "Attachment refused: com.glide.attachment.max_size is 1000 bytes; the file is 1001 bytes")
+        # Chunked (no Content-Length): refused while reading; the rest of the body is read and
+        # dropped, so the same connection answers the next request.
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=30)
+        try:
+            hdrs = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode(),
+                    "Content-Type": "application/octet-stream"}
+            path = ATT + "/file?table_name=incident&table_sys_id=%s&file_name=c.bin" % inc
+            conn.request("POST", path, body=iter([b"y" * 700] * 10), headers=hdrs, encode_chunked=True)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            self.assertEqual((resp.status, body["error"]["message"]), (413, "Maximum file size of 1000 bytes exceeded"))
+            conn.request("GET", ATT, headers=hdrs)
+            resp = conn.getresponse()
+            self.assertEqual((resp.status, len(json.loads(resp.read())["result"])), (200, 1))
+        finally:
+            conn.close()
+        directory = os.path.dirname(self.emu.store.files.path("x"))
+        self.assertEqual(len(os.listdir(directory)), 1)  # no half-written upload left behind
+        for bad in (-1, "1", None, True):
+            r = send(self.base, "POST", "/__snemu/faults", body={"attachment_max_bytes": bad}, auth=None)
+            self.assertEqual(r.status, 400, bad)
+        self.assertEqual(self.ctl("POST", "/__snemu/reset")["attachment_max_bytes"], 1073741824)
+        self.assertEqual(self.upload(inc, "big.bin", b"x" * 1001).status, 201)
+
+    def test_acl_403_on_every_attachment_request(self):
+        inc = self.create()["sys_id"]
+        sid = self.attach(inc)["sys_id"]
+        state = self.ctl("POST", "/__snemu/faults", {"attachment_acl": ["sync", "sync"]})
+        self.assertEqual(state["attachment_acl"], ["sync"])
+        denied = "ACL Exception %s Failed due to security constraints"
+        self.assertError(self.upload(inc, auth=SYNC), 403, "Operation Failed", denied % "Insert")
+        for method, path, op in (("GET", ATT, "Read"), ("GET", ATT + "/" + sid, "Read"),
+                                 ("GET", ATT + "/%s/file" % sid, "Read"), ("DELETE", ATT + "/" + sid, "Delete"),
+                                 ("PATCH", ATT + "/" + sid, "Update"),
+                                 ("GET", "/api/now/table/sys_attachment", "Read")):
+            r = self.call(method, path, body={"file_name": "n.txt"} if method == "PATCH" else None, auth=SYNC)
+            self.assertError(r, 403, "Operation Failed", denied % op)
+        self.assertEqual(len(self.attachments().result), 1)  # others are not concerned
+        self.assertEqual(self.call("GET", ATT, auth=SYNC).status, 403)
+        self.assertIsNone(self.ctl("POST", "/__snemu/faults", {"attachment_acl": []})["attachment_acl"])
+        self.assertEqual(self.call("GET", ATT + "/" + sid, auth=SYNC).status, 200)
+        self.ctl("POST", "/__snemu/faults", {"attachment_acl": ["sync"]})
+        self.ctl("POST", "/__snemu/reset")
+        self.assertEqual(self.upload(inc, auth=SYNC).status, 201)
+        for bad in ("sync", [""], [1], {"users": ["sync"]}):
+            r = send(self.base, "POST", "/__snemu/faults", body={"attachment_acl": bad}, auth=None)
+            self.assertEqual(r.status, 400, bad)
+
+    def test_upload_leaves_the_parent_incident_untouched(self):
+        inc = self.create(short_description="parent")
+        self.ctl("POST", "/__snemu/clock", {"offset_seconds": 3600})
+        meta = self.attach(inc["sys_id"], auth=SYNC)
+        self.assertEqual((meta["sys_created_by"], meta["created_by_name"]), ("sync", "Sync User"))
+        self.assertGreater(meta["sys_created_on"], inc["sys_updated_on"])
+        after = self.call("GET", "/api/now/table/incident/" + inc["sys_id"]).result
+        for field in ("sys_updated_on", "sys_updated_by", "sys_mod_count"):
+            self.assertEqual(after[field], inc[field], field)
+        self.call("DELETE", ATT + "/" + meta["sys_id"])
+        after = self.call("GET", "/api/now/table/incident/" + inc["sys_id"]).result
+        self.assertEqual((after["sys_updated_on"], after["sys_mod_count"]), (inc["sys_updated_on"], "0"))
+
+    def test_list_filters_queries_order_and_paging(self):
+        one, two = self.create()["sys_id"], self.create()["sys_id"]
+        made = []
+        for i, (parent, name) in enumerate([(one, "c.txt"), (two, "a.txt"), (one, "b.txt"), (one, "d.txt"),
+                                            (two, "e.txt")]):
+            self.ctl("POST", "/__snemu/clock", {"offset_seconds": 10 * i})
+            made.append(self.attach(parent, name, b"x" * (i + 1)))
+        names = lambda r: [m["file_name"] for m in r.result]  # noqa: E731
+        self.assertEqual(names(self.attachments(table_sys_id=one)), ["c.txt", "b.txt", "d.txt"])
+        self.assertEqual(names(self.attachments(table_name="incident", table_sys_id=two)), ["a.txt", "e.txt"])
+        self.assertEqual(names(self.attachments(table_name="sys_user")), [])
+        cursor = made[2]["sys_created_on"]
+        q = "table_name=incident^table_sys_idIN%s,%s^sys_created_on>=%s^ORDERBYDESCsys_created_on" % (one, two, cursor)
+        self.assertEqual(names(self.attachments(sysparm_query=q)), ["e.txt", "d.txt", "b.txt"])
+        q = "sys_created_on>%s^ORDERBYsys_created_on^ORDERBYsys_id" % cursor
+        self.assertEqual(names(self.attachments(sysparm_query=q, table_sys_id=one)), ["d.txt"])  # both apply
+        self.assertEqual(names(self.attachments(sysparm_query="ORDERBYfile_name")),
+                         ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt"])
+        self.assertEqual(names(self.attachments(sysparm_query="size_bytes>=4^ORfile_name=a.txt^ORDERBYfile_name")),
+                         ["a.txt", "d.txt", "e.txt"])
+        self.assertEqual(names(self.attachments(sysparm_query="hash=%s" % made[3]["hash"])), ["d.txt"])
+        r = self.attachments(sysparm_query="ORDERBYfile_name", sysparm_limit="2", sysparm_offset="2")
+        self.assertEqual(names(r), ["c.txt", "d.txt"])
+        self.assertEqual(r.headers["X-Total-Count"], "5")
+        links = parse_link(r.headers["Link"])
+        self.assertEqual((links["prev"], links["next"], links["last"]), ((0, 2), (4, 2), (4, 2)))
+        self.assertIn(self.base + ATT + "?sysparm_query=ORDERBYfile_name&", r.headers["Link"])
+        r = self.attachments(sysparm_offset="4")
+        self.assertEqual((names(r), parse_link(r.headers["Link"])["prev"]), (["e.txt"], (0, 1000)))  # limit 1000
+        self.assertIsNone(self.attachments().headers["Link"])
+        self.ctl("POST", "/__snemu/faults", {"short_pages": 1})
+        r = self.attachments(sysparm_limit="3")
+        self.assertEqual((len(r.result), r.headers["X-Total-Count"], parse_link(r.headers["Link"])["next"]),
+                         (1, "5", (3, 3)))
+        log = self.ctl("GET", "/__snemu/log")["requests"]
+        self.assertEqual((log[-1]["path"], log[-1]["rows"], log[-1]["user"]), (ATT, 1, "admin"))
+
+    def test_generic_faults_and_auth_apply(self):
+        inc = self.create()["sys_id"]
+        sid = self.attach(inc)["sys_id"]
+        self.assertError(self.upload(inc, auth=None), 401, "User Not Authenticated")
+        self.assertError(self.download(sid, auth=None), 401, "User Not Authenticated")
+        self.ctl("POST", "/__snemu/faults", {"rate_limit": {"count": 1, "retry_after": 2}})
+        self.assertEqual(self.upload(inc, data=b"z" * 5000).status, 429)
+        self.ctl("POST", "/__snemu/faults", {"fail_next": {"count": 1, "status": 500, "method": "POST"}})
+        self.assertEqual(self.download(sid).status, 200)  # not a POST: passes
+        self.assertEqual(self.upload(inc).status, 500)
+        self.assertEqual(len(self.attachments().result), 1)  # refused uploads stored nothing
+        self.ctl("POST", "/__snemu/faults", {"fail_next": {"count": 1, "status": 503}})
+        f = self.download(sid)
+        self.assertEqual(f.status, 503)
+        self.assertTrue(f.headers["Content-Type"].startswith("text/html"))
+        self.ctl("POST", "/__snemu/faults", {"hibernate": True})
+        f = self.download(sid)
+        self.assertEqual(f.status, 200)
+        self.assertIn(b"Instance Hibernating page", f.raw)
+        self.ctl("POST", "/__snemu/faults", {"hibernate": False, "latency_ms": 200})
+        t0 = time.monotonic()
+        self.assertEqual(self.download(sid).raw, b"hello")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.2)
+        log = [(e["method"], e["path"], e["status"]) for e in self.ctl("GET", "/__snemu/log")["requests"]]
+        file_path = ATT + "/%s/file" % sid
+        self.assertEqual(log[-9:], [("POST", ATT + "/file", 401), ("GET", file_path, 401), ("POST", ATT + "/file", 429),
+                                    ("GET", file_path, 200), ("POST", ATT + "/file", 500), ("GET", ATT, 200),
+                                    ("GET", file_path, 503), ("GET", file_path, 200), ("GET", file_path, 200)])
+
+    def test_lose_answer_on_upload_stores_the_file_but_drops_the_answer(self):
+        inc = self.create()["sys_id"]
+        self.ctl("POST", "/__snemu/faults", {"lose_answer": {"count": 1, "method": "POST", "user": "sync"}})
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+            self.upload(inc, "lost.txt", b"carried out", auth=SYNC)
+        listed = self.attachments(table_sys_id=inc).result
+        self.assertEqual([(m["file_name"], m["hash"], m["sys_created_by"]) for m in listed],
+                         [("lost.txt", sha256(b"carried out"), "sync")])
+        self.assertEqual(self.download(listed[0]["sys_id"]).raw, b"carried out")
+        lost = [e for e in self.ctl("GET", "/__snemu/log")["requests"] if e["lost"]]
+        self.assertEqual([(e["method"], e["path"], e["status"]) for e in lost], [("POST", ATT + "/file", 201)])
+        self.ctl("POST", "/__snemu/faults", {"lose_answer": {"count": 1, "method": "GET"}})
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+            self.download(listed[0]["sys_id"])
+        self.assertEqual(self.download(listed[0]["sys_id"]).raw, b"carried out")
+
+    def test_rename_chunked_upload_and_routes(self):
+        inc = self.create()["sys_id"]
+        r = raw_request(self.base, "POST", "/api/now/attachment/file?table_name=incident&table_sys_id=%s"
+                        "&file_name=chunked.txt" % inc, iter([b"one ", b"two ", b"three"]),
+                        {"Content-Type": "text/plain;charset=UTF-8"})
+        self.assertEqual(r.status, 201, r.raw)
+        meta = r.result
+        self.assertEqual((meta["size_bytes"], meta["hash"], meta["content_type"]),
+                         ("13", sha256(b"one two three"), "text/plain;charset=UTF-8"))
+        self.assertEqual(self.download(meta["sys_id"]).headers["Content-Type"], "text/plain;charset=UTF-8")
+        self.ctl("POST", "/__snemu/clock", {"offset_seconds": 60})
+        r = self.call("PATCH", ATT + "/" + meta["sys_id"], body={"file_name": "renamed.txt"}, auth=SYNC)
+        self.assertEqual((r.status, r.raw), (204, b""))
+        after = self.call("GET", ATT + "/" + meta["sys_id"]).result
+        self.assertEqual((after["file_name"], after["sys_mod_count"], after["sys_updated_by"]),
+                         ("renamed.txt", "1", "sync"))
+        self.assertGreater(after["sys_updated_on"], meta["sys_updated_on"])
+        self.assertEqual(self.call("PATCH", ATT + "/" + meta["sys_id"], body={}).status, 400)
+        self.assertError(self.call("POST", "/api/now/attachment/upload", body=b"--x--"), 400,
+                         "Requested URI does not represent any resource")
+        self.assertError(self.call("GET", "/api/now/v2/attachment"), 400,
+                         "Requested URI does not represent any resource")
+        r = self.call("PUT", ATT + "/" + meta["sys_id"], body={})
+        self.assertError(r, 405, "Method not Supported")
+        self.assertEqual(r.headers["Allow"], "GET, HEAD, PATCH, DELETE")
+        self.assertError(self.call("DELETE", ATT), 405, "Method not Supported")
+        self.assertError(self.call("POST", ATT + "/%s/file" % meta["sys_id"], body=b"x"), 405,
+                         "Method not Supported")
+
+    def test_table_api_reads_sys_attachment_and_refuses_writes(self):
+        inc = self.create()["sys_id"]
+        meta = self.attach(inc)
+        r = self.list("sys_attachment", sysparm_query="table_sys_id=" + inc)
+        self.assertEqual(r.result, [meta])
+        self.assertError(self.call("POST", "/api/now/table/sys_attachment", body={"file_name": "x"}), 403,
+                         "Operation Failed")
+        self.assertError(self.call("DELETE", "/api/now/table/sys_attachment/" + meta["sys_id"]), 403,
+                         "Operation Failed")
+
+    def test_wipe_removes_attachments_and_their_content(self):
+        sid = self.attach(self.create()["sys_id"])["sys_id"]
+        path = self.emu.store.files.path(sid)
+        self.assertTrue(os.path.exists(path))
+        self.ctl("DELETE", "/__snemu/data")
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(self.attachments().result, [])
+
+    def test_abandoned_transfers_leave_nothing_behind(self):
+        inc = self.create()["sys_id"]
+        sid = self.attach(inc, "big.bin", os.urandom(4 << 20))["sys_id"]
+        auth = "Basic " + base64.b64encode(b"admin:admin").decode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=30)
+        conn.putrequest("POST", ATT + "/file?table_name=incident&table_sys_id=%s&file_name=cut.bin" % inc)
+        for name, value in (("Authorization", auth), ("Content-Type", "application/octet-stream"),
+                            ("Content-Length", str(1 << 20))):
+            conn.putheader(name, value)
+        conn.endheaders()
+        conn.send(b"only the start")
+        conn.close()  # the upload is cut short
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=30)
+        conn.request("GET", ATT + "/%s/file" % sid, headers={"Authorization": auth})
+        self.assertEqual(len(conn.getresponse().read(1000)), 1000)
+        conn.close()  # the download is abandoned after 1000 bytes
+        deadline = time.monotonic() + 10
+        while not any(e["status"] == 400 for e in self.ctl("GET", "/__snemu/log")["requests"]):
+            self.assertLess(time.monotonic(), deadline, "the cut upload was never answered")
+            time.sleep(0.05)
+        self.assertEqual([m["file_name"] for m in self.attachments().result], ["big.bin"])
+        self.assertEqual(os.listdir(os.path.dirname(self.emu.store.files.path(sid))), [sid])  # no half file
+        self.assertEqual(self.download(sid).headers["Content-Length"], str(4 << 20))
+
+    def test_concurrent_transfers(self):
+        inc = self.create()["sys_id"]
+        blobs = [os.urandom(3 << 20) + bytes([i]) for i in range(6)]
+
+        def round_trip(i):
+            meta = self.attach(inc, "blob%d.bin" % i, blobs[i], "application/octet-stream")
+            got = self.download(meta["sys_id"]).raw
+            return meta["hash"], sha256(got), got == blobs[i]
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(round_trip, range(6)))
+        self.assertEqual(results, [(sha256(b), sha256(b), True) for b in blobs])
+        self.assertEqual(self.attachments().headers["X-Total-Count"], "6")
+
+
 class TestResolvedInactive(EmuTest):
     """--resolved-inactive: the issue's reading, Resolved also inactive."""
 
@@ -942,8 +1391,8 @@ class TestResolvedInactive(EmuTest):
         self.assertEqual(rec["active"], "false")
 
 
-class TestProcess(unittest.TestCase):
-    """The command line: port file, SIGTERM, and the state file surviving a restart."""
+class ProcessTest(unittest.TestCase):
+    """Base: runs the command line as a subprocess with a state file in a temporary directory."""
 
     def start(self, *extra):
         port_file = os.path.join(self.tmp.name, "port")
@@ -972,6 +1421,10 @@ class TestProcess(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
+
+class TestProcess(ProcessTest):
+    """The command line: port file, SIGTERM, and the state file surviving a restart."""
+
     def test_state_survives_restart_and_sigterm_exits_cleanly(self):
         proc, base = self.start()
         try:
@@ -988,6 +1441,131 @@ class TestProcess(unittest.TestCase):
             self.assertIn("(Additional comments)\nc\n\n", r.json["result"]["comments"])
             r = send(base, "POST", "/api/now/table/incident", body={})
             self.assertEqual(r.json["result"]["number"], "INC0010002")
+        finally:
+            self.stop(proc)
+
+
+
+def memory_kib(pid):
+    """(VmRSS, VmHWM) of a process in KiB, from /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        values = dict(line.split(":", 1) for line in f)
+    return int(values["VmRSS"].split()[0]), int(values["VmHWM"].split()[0])
+
+
+class GeneratedFile:
+    """size bytes made up on the fly, never held whole: 1 MiB blocks of one random block, each
+    stamped with its index so no two are alike. blocks() yields them; sha256 is their hash."""
+
+    def __init__(self, size, block=1 << 20):
+        self.size = size
+        self.block = block
+        self.base = os.urandom(block)
+        digest = hashlib.sha256()
+        for b in self.blocks():
+            digest.update(b)
+        self.sha256 = digest.hexdigest()
+
+    def blocks(self):
+        for i, start in enumerate(range(0, self.size, self.block)):
+            yield (i.to_bytes(8, "big") + self.base[8:])[:self.size - start]
+
+
+class TestAttachmentProcess(ProcessTest):
+    """Attachment contents on disk: kept beside the state file across a restart, in a temporary
+    directory otherwise, and streamed so that a large file does not grow the emulator."""
+
+    def setUp(self):
+        super().setUp()
+        self.files = self.state + ".files"
+
+    def new_incident(self, base):
+        r = send(base, "POST", "/api/now/table/incident", body={"short_description": "files"})
+        self.assertEqual(r.status, 201)
+        return r.json["result"]["sys_id"]
+
+    @staticmethod
+    def upload_path(inc, name):
+        return ATT + "/file?table_name=incident&table_sys_id=%s&file_name=%s" % (inc, name)
+
+    def test_attachments_survive_a_restart_beside_the_state_file(self):
+        proc, base = self.start()
+        try:
+            inc = self.new_incident(base)
+            r = raw_request(base, "POST", self.upload_path(inc, "kept.txt"), b"persistent bytes",
+                            {"Content-Type": "text/plain"})
+            self.assertEqual(r.status, 201, r.raw)
+            meta = r.json["result"]
+        finally:
+            self.stop(proc)
+        self.assertEqual(os.listdir(self.files), [meta["sys_id"]])
+        proc, base = self.start()
+        try:
+            got = send(base, "GET", ATT + "/" + meta["sys_id"]).json["result"]
+            self.assertEqual({k: v for k, v in got.items() if k != "download_link"},
+                             {k: v for k, v in meta.items() if k != "download_link"})
+            self.assertEqual(got["download_link"], base + "/api/now/attachment/%s/file" % meta["sys_id"])
+            f = raw_request(base, "GET", ATT + "/%s/file" % meta["sys_id"])
+            self.assertEqual((f.status, f.raw), (200, b"persistent bytes"))
+            self.assertEqual(send(base, "DELETE", ATT + "/" + meta["sys_id"]).status, 204)
+            self.assertEqual(os.listdir(self.files), [])
+        finally:
+            self.stop(proc)
+
+    def test_without_a_state_file_contents_live_in_a_temporary_directory_removed_at_stop(self):
+        emu = snemu.Emulator(users=USERS)
+        emu.start()
+        try:
+            inc = self.new_incident(emu.base_url)
+            r = raw_request(emu.base_url, "POST", self.upload_path(inc, "t.txt"), b"temp", {"Content-Type": "text/plain"})
+            self.assertEqual(r.status, 201)
+            directory = os.path.dirname(emu.store.files.path(r.json["result"]["sys_id"]))
+            self.assertEqual(os.listdir(directory), [r.json["result"]["sys_id"]])
+        finally:
+            emu.stop()
+        self.assertFalse(os.path.exists(directory))
+
+    def test_a_large_file_is_streamed_with_bounded_memory(self):
+        size = 64 << 20
+        data = GeneratedFile(size)
+        proc, base = self.start()
+        try:
+            inc = self.new_incident(base)
+            auth = "Basic " + base64.b64encode(b"admin:admin").decode()
+            small = raw_request(base, "POST", self.upload_path(inc, "warm.bin"), b"w" * 4096,
+                                {"Content-Type": "application/octet-stream"})  # warm up the code paths
+            raw_request(base, "GET", ATT + "/%s/file" % small.json["result"]["sys_id"])
+            _, peak_before = memory_kib(proc.pid)
+            conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=120)
+            try:
+                conn.putrequest("POST", self.upload_path(inc, "big.bin"))
+                for name, value in (("Authorization", auth), ("Content-Type", "application/octet-stream"),
+                                    ("Content-Length", str(size))):
+                    conn.putheader(name, value)
+                conn.endheaders()
+                for block in data.blocks():
+                    conn.send(block)
+                resp = conn.getresponse()
+                meta = json.loads(resp.read())["result"]
+                self.assertEqual((resp.status, meta["size_bytes"], meta["hash"]), (201, str(size), data.sha256))
+                conn.request("GET", ATT + "/%s/file" % meta["sys_id"], headers={"Authorization": auth})
+                resp = conn.getresponse()
+                self.assertEqual(resp.headers["Content-Length"], str(size))
+                digest, got = hashlib.sha256(), 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    got += len(chunk)
+                self.assertEqual((resp.status, got, digest.hexdigest()), (200, size, data.sha256))
+            finally:
+                conn.close()
+            _, peak_after = memory_kib(proc.pid)
+            self.assertLess(peak_after - peak_before, 16 << 10,
+                            "the emulator's peak RSS grew by %d KiB for a %d MiB file" % (
+                                peak_after - peak_before, size >> 20))
+            self.assertEqual(os.path.getsize(os.path.join(self.files, meta["sys_id"])), size)
         finally:
             self.stop(proc)
 
