@@ -605,7 +605,7 @@ class ContentStore:
     def new_upload(self):
         """A fresh temporary file for an upload: (binary file object, its path)."""
         fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=self._dir())
-        return os.fdopen(fd, "wb", buffering=0), tmp
+        return os.fdopen(fd, "wb"), tmp
 
     def commit(self, tmp, sys_id):
         """Give an uploaded temporary file its final name."""
@@ -1877,14 +1877,7 @@ class Emulator:
         attachment_acl check."""
         caller = self.store.caller(req.user)
         self._attachment_acl(req, caller)
-        if sys_id is None:
-            allowed = ("GET", "HEAD")
-        elif file_part:
-            allowed = ("GET", "HEAD")
-        elif sys_id in ("file", "upload") and req.method == "POST":
-            allowed = ("POST",)
-        else:
-            allowed = ("GET", "HEAD", "PATCH", "DELETE")
+        allowed = self._attachment_methods(sys_id, file_part, req.method)
         if req.method not in allowed:
             raise ApiError(405, "Method not Supported", "Requested method is not supported by this API",
                            [("Allow", ", ".join(allowed))])
@@ -1904,6 +1897,16 @@ class Emulator:
         if req.method == "PATCH":
             return self._rename(req, sys_id, caller)
         return self._result(req, 200, self._render(req, "sys_attachment", self.store.get("sys_attachment", sys_id)))
+
+    @staticmethod
+    def _attachment_methods(sys_id, file_part, method):
+        """The methods an attachment path allows: the list and a file GET and HEAD; /file (and
+        /upload) POST; an attachment GET, HEAD, PATCH and DELETE."""
+        if sys_id is None or file_part:
+            return ("GET", "HEAD")
+        if sys_id in ("file", "upload") and method == "POST":
+            return ("POST",)
+        return ("GET", "HEAD", "PATCH", "DELETE")
 
     def _attachment_acl(self, req, caller):
         """The 403 of the attachment_acl setting for a caller it names (any sys_attachment access)."""
@@ -2002,6 +2005,7 @@ class Emulator:
                     digest.update(buf[:n])
                     out.write(buf[:n])
                 if self.store.state_file:
+                    out.flush()
                     os.fsync(out.fileno())
         except (EOFError, ValueError):
             os.unlink(tmp)

@@ -1342,6 +1342,30 @@ class TestAttachments(AttachmentTest):
         self.assertFalse(os.path.exists(path))
         self.assertEqual(self.attachments().result, [])
 
+    def test_abandoned_transfers_leave_nothing_behind(self):
+        inc = self.create()["sys_id"]
+        sid = self.attach(inc, "big.bin", os.urandom(4 << 20))["sys_id"]
+        auth = "Basic " + base64.b64encode(b"admin:admin").decode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=30)
+        conn.putrequest("POST", ATT + "/file?table_name=incident&table_sys_id=%s&file_name=cut.bin" % inc)
+        for name, value in (("Authorization", auth), ("Content-Type", "application/octet-stream"),
+                            ("Content-Length", str(1 << 20))):
+            conn.putheader(name, value)
+        conn.endheaders()
+        conn.send(b"only the start")
+        conn.close()  # the upload is cut short
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=30)
+        conn.request("GET", ATT + "/%s/file" % sid, headers={"Authorization": auth})
+        self.assertEqual(len(conn.getresponse().read(1000)), 1000)
+        conn.close()  # the download is abandoned after 1000 bytes
+        deadline = time.monotonic() + 10
+        while not any(e["status"] == 400 for e in self.ctl("GET", "/__snemu/log")["requests"]):
+            self.assertLess(time.monotonic(), deadline, "the cut upload was never answered")
+            time.sleep(0.05)
+        self.assertEqual([m["file_name"] for m in self.attachments().result], ["big.bin"])
+        self.assertEqual(os.listdir(os.path.dirname(self.emu.store.files.path(sid))), [sid])  # no half file
+        self.assertEqual(self.download(sid).headers["Content-Length"], str(4 << 20))
+
     def test_concurrent_transfers(self):
         inc = self.create()["sys_id"]
         blobs = [os.urandom(3 << 20) + bytes([i]) for i in range(6)]
@@ -1367,8 +1391,8 @@ class TestResolvedInactive(EmuTest):
         self.assertEqual(rec["active"], "false")
 
 
-class TestProcess(unittest.TestCase):
-    """The command line: port file, SIGTERM, and the state file surviving a restart."""
+class ProcessTest(unittest.TestCase):
+    """Base: runs the command line as a subprocess with a state file in a temporary directory."""
 
     def start(self, *extra):
         port_file = os.path.join(self.tmp.name, "port")
@@ -1397,6 +1421,10 @@ class TestProcess(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
+
+class TestProcess(ProcessTest):
+    """The command line: port file, SIGTERM, and the state file surviving a restart."""
+
     def test_state_survives_restart_and_sigterm_exits_cleanly(self):
         proc, base = self.start()
         try:
@@ -1413,6 +1441,131 @@ class TestProcess(unittest.TestCase):
             self.assertIn("(Additional comments)\nc\n\n", r.json["result"]["comments"])
             r = send(base, "POST", "/api/now/table/incident", body={})
             self.assertEqual(r.json["result"]["number"], "INC0010002")
+        finally:
+            self.stop(proc)
+
+
+
+def memory_kib(pid):
+    """(VmRSS, VmHWM) of a process in KiB, from /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        values = dict(line.split(":", 1) for line in f)
+    return int(values["VmRSS"].split()[0]), int(values["VmHWM"].split()[0])
+
+
+class GeneratedFile:
+    """size bytes made up on the fly, never held whole: 1 MiB blocks of one random block, each
+    stamped with its index so no two are alike. blocks() yields them; sha256 is their hash."""
+
+    def __init__(self, size, block=1 << 20):
+        self.size = size
+        self.block = block
+        self.base = os.urandom(block)
+        digest = hashlib.sha256()
+        for b in self.blocks():
+            digest.update(b)
+        self.sha256 = digest.hexdigest()
+
+    def blocks(self):
+        for i, start in enumerate(range(0, self.size, self.block)):
+            yield (i.to_bytes(8, "big") + self.base[8:])[:self.size - start]
+
+
+class TestAttachmentProcess(ProcessTest):
+    """Attachment contents on disk: kept beside the state file across a restart, in a temporary
+    directory otherwise, and streamed so that a large file does not grow the emulator."""
+
+    def setUp(self):
+        super().setUp()
+        self.files = self.state + ".files"
+
+    def new_incident(self, base):
+        r = send(base, "POST", "/api/now/table/incident", body={"short_description": "files"})
+        self.assertEqual(r.status, 201)
+        return r.json["result"]["sys_id"]
+
+    @staticmethod
+    def upload_path(inc, name):
+        return ATT + "/file?table_name=incident&table_sys_id=%s&file_name=%s" % (inc, name)
+
+    def test_attachments_survive_a_restart_beside_the_state_file(self):
+        proc, base = self.start()
+        try:
+            inc = self.new_incident(base)
+            r = raw_request(base, "POST", self.upload_path(inc, "kept.txt"), b"persistent bytes",
+                            {"Content-Type": "text/plain"})
+            self.assertEqual(r.status, 201, r.raw)
+            meta = r.json["result"]
+        finally:
+            self.stop(proc)
+        self.assertEqual(os.listdir(self.files), [meta["sys_id"]])
+        proc, base = self.start()
+        try:
+            got = send(base, "GET", ATT + "/" + meta["sys_id"]).json["result"]
+            self.assertEqual({k: v for k, v in got.items() if k != "download_link"},
+                             {k: v for k, v in meta.items() if k != "download_link"})
+            self.assertEqual(got["download_link"], base + "/api/now/attachment/%s/file" % meta["sys_id"])
+            f = raw_request(base, "GET", ATT + "/%s/file" % meta["sys_id"])
+            self.assertEqual((f.status, f.raw), (200, b"persistent bytes"))
+            self.assertEqual(send(base, "DELETE", ATT + "/" + meta["sys_id"]).status, 204)
+            self.assertEqual(os.listdir(self.files), [])
+        finally:
+            self.stop(proc)
+
+    def test_without_a_state_file_contents_live_in_a_temporary_directory_removed_at_stop(self):
+        emu = snemu.Emulator(users=USERS)
+        emu.start()
+        try:
+            inc = self.new_incident(emu.base_url)
+            r = raw_request(emu.base_url, "POST", self.upload_path(inc, "t.txt"), b"temp", {"Content-Type": "text/plain"})
+            self.assertEqual(r.status, 201)
+            directory = os.path.dirname(emu.store.files.path(r.json["result"]["sys_id"]))
+            self.assertEqual(os.listdir(directory), [r.json["result"]["sys_id"]])
+        finally:
+            emu.stop()
+        self.assertFalse(os.path.exists(directory))
+
+    def test_a_large_file_is_streamed_with_bounded_memory(self):
+        size = 64 << 20
+        data = GeneratedFile(size)
+        proc, base = self.start()
+        try:
+            inc = self.new_incident(base)
+            auth = "Basic " + base64.b64encode(b"admin:admin").decode()
+            small = raw_request(base, "POST", self.upload_path(inc, "warm.bin"), b"w" * 4096,
+                                {"Content-Type": "application/octet-stream"})  # warm up the code paths
+            raw_request(base, "GET", ATT + "/%s/file" % small.json["result"]["sys_id"])
+            _, peak_before = memory_kib(proc.pid)
+            conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=120)
+            try:
+                conn.putrequest("POST", self.upload_path(inc, "big.bin"))
+                for name, value in (("Authorization", auth), ("Content-Type", "application/octet-stream"),
+                                    ("Content-Length", str(size))):
+                    conn.putheader(name, value)
+                conn.endheaders()
+                for block in data.blocks():
+                    conn.send(block)
+                resp = conn.getresponse()
+                meta = json.loads(resp.read())["result"]
+                self.assertEqual((resp.status, meta["size_bytes"], meta["hash"]), (201, str(size), data.sha256))
+                conn.request("GET", ATT + "/%s/file" % meta["sys_id"], headers={"Authorization": auth})
+                resp = conn.getresponse()
+                self.assertEqual(resp.headers["Content-Length"], str(size))
+                digest, got = hashlib.sha256(), 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    got += len(chunk)
+                self.assertEqual((resp.status, got, digest.hexdigest()), (200, size, data.sha256))
+            finally:
+                conn.close()
+            _, peak_after = memory_kib(proc.pid)
+            self.assertLess(peak_after - peak_before, 16 << 10,
+                            "the emulator's peak RSS grew by %d KiB for a %d MiB file" % (
+                                peak_after - peak_before, size >> 20))
+            self.assertEqual(os.path.getsize(os.path.join(self.files, meta["sys_id"])), size)
         finally:
             self.stop(proc)
 
