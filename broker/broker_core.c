@@ -1460,12 +1460,12 @@ static int s_deliver_flush(deliver_t *d)
     const uint8_t *base = self->dbuf.data;
     proto_item_t more[BROKER_BATCH_MAX];
     for (size_t i = 1; i < d->count; i++)
-        more[i - 1] = (proto_item_t){base + d->offset[i], d->size[i]};
+        more[i - 1] = (proto_item_t){base + d->offset[i], d->size[i], PROTO_DATA_RECORD};
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_DELIVER);
     msg.deliver = (proto_data_t){
-        d->conn->id, d->first, base + d->offset[0], d->size[0], d->count > 1 ? more : NULL,
-        d->count - 1};
+        d->conn->id,  d->first,         base + d->offset[0], d->size[0], d->count > 1 ? more : NULL,
+        d->count - 1, PROTO_DATA_RECORD};
     proto_error_t perr;
     int rc = 0;
     if (proto_msg_encode(&msg, &self->limits, &self->buf, &perr) != PROTO_OK) {

@@ -266,14 +266,15 @@ static void s_pump_conn(link_t *self, s_conn_t *conn)
         while (count < limit && (next = link_window_waiting(conn->window, count)) != NULL &&
                next->seq == entry->seq + count &&
                bytes + next->size + PROTO_ITEM_OVERHEAD <= frame) {
-            more[count - 1] = (proto_item_t){next->data, next->size};
+            more[count - 1] = (proto_item_t){next->data, next->size, PROTO_DATA_RECORD};
             bytes += next->size + PROTO_ITEM_OVERHEAD;
             count++;
         }
         proto_msg_t msg;
         proto_msg_init(&msg, PROTO_PUBLISH);
         msg.publish = (proto_data_t){
-            conn->id, entry->seq, entry->data, entry->size, count > 1 ? more : NULL, count - 1};
+            conn->id,  entry->seq,       entry->data, entry->size, count > 1 ? more : NULL,
+            count - 1, PROTO_DATA_RECORD};
         if (s_send_msg(self, &msg) != 0)
             return;
         for (size_t i = 0; i < count; i++)

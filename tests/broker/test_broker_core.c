@@ -680,7 +680,7 @@ static void test_guest_may_only_hello_join_ping(void **state)
     core_rig_clear(rig);
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_PUBLISH);
-    msg.publish = (proto_data_t){"c1", 1, (const uint8_t *)"x", 1, NULL, 0};
+    msg.publish = (proto_data_t){"c1", 1, (const uint8_t *)"x", 1, NULL, 0, 0};
     assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
     msg.publish.conn = "no-such-conn";
     assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
@@ -921,13 +921,13 @@ static void test_behind_node_told_in_welcome(void **state)
 //  PUBLISH of seq with the next more_count messages in the same frame.
 static void s_publish_batch(core_rig_t *rig, int id, uint64_t seq, size_t more_count)
 {
-    static const proto_item_t items[16] = {{(const uint8_t *)"sealed", 6}};
+    static const proto_item_t items[16] = {{(const uint8_t *)"sealed", 6, 0}};
     proto_item_t more[16];
     for (size_t i = 0; i < more_count; i++)
         more[i] = items[0];
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_PUBLISH);
-    msg.publish = (proto_data_t){"c1", seq, (const uint8_t *)"sealed", 6, more, more_count};
+    msg.publish = (proto_data_t){"c1", seq, (const uint8_t *)"sealed", 6, more, more_count, 0};
     assert_int_equal(core_rig_send(rig, id, &msg), 0);
 }
 
@@ -1032,7 +1032,7 @@ static void test_batches_within_the_default_frame(void **state)
     static uint8_t payload[200 * 1024];
     for (uint64_t seq = 1; seq <= 16; seq++) {
         proto_msg_init(&msg, PROTO_PUBLISH);
-        msg.publish = (proto_data_t){"c1", seq, payload, sizeof payload, NULL, 0};
+        msg.publish = (proto_data_t){"c1", seq, payload, sizeof payload, NULL, 0, 0};
         assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
     }
     assert_int_equal(core_rig_flush(&rig), 0);

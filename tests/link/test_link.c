@@ -475,9 +475,9 @@ static void test_batches(void **state)
     assert_int_equal(msg.publish.more_count, 0);
     proto_msg_clear(&msg);
 
-    proto_item_t more[2] = {{(const uint8_t *)"two", 3}, {(const uint8_t *)"three", 5}};
+    proto_item_t more[2] = {{(const uint8_t *)"two", 3, 0}, {(const uint8_t *)"three", 5, 0}};
     proto_msg_init(&msg, PROTO_DELIVER);
-    msg.deliver = (proto_data_t){"c1", 1, (const uint8_t *)"one", 3, more, 2};
+    msg.deliver = (proto_data_t){"c1", 1, (const uint8_t *)"one", 3, more, 2, 0};
     s_send(env, &msg);
     assert_int_equal(s_count(env, 'D'), 3);
     static const char *const texts[] = {"one", "two", "three"};
@@ -603,7 +603,7 @@ static void test_deliver_consumed(void **state)
     s_ready(env, 16);
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_DELIVER);
-    msg.deliver = (proto_data_t){"c1", 8, (const uint8_t *)"hello", 5, NULL, 0};
+    msg.deliver = (proto_data_t){"c1", 8, (const uint8_t *)"hello", 5, NULL, 0, 0};
     s_send(env, &msg);
     const event_t *e = s_last(env, 'D');
     assert_non_null(e);
@@ -658,7 +658,7 @@ static void test_consumed_once_per_burst(void **state)
     for (uint64_t seq = 1; seq <= 40; seq++) {
         proto_msg_t msg;
         proto_msg_init(&msg, PROTO_DELIVER);
-        msg.deliver = (proto_data_t){"c1", seq, (const uint8_t *)"x", 1, NULL, 0};
+        msg.deliver = (proto_data_t){"c1", seq, (const uint8_t *)"x", 1, NULL, 0, 0};
         assert_int_equal(proto_msg_encode(&msg, NULL, &buf, NULL), PROTO_OK);
         zmq_send(env->router, env->rid, env->rid_size, ZMQ_SNDMORE);
         zmq_send(env->router, buf.data, buf.size, 0);
