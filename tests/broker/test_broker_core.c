@@ -19,7 +19,11 @@
       budget of their own (max_guests, max_guests_per_address) that known
       keys never draw from;
     - heartbeats: idle peers are pinged, silent ones dropped;
-    - a restart restores connections, bindings and queues from the store.
+    - a restart restores connections, bindings and queues from the store;
+    - file data (PUBLISH "file"): counted per queue apart from the records,
+      by CONSUMED, by HELLO's consumed and across a restart, echoed in
+      DELIVER item by item (from the tail and from the store); a duplicate
+      changes no count.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1057,6 +1061,120 @@ static void test_batches_within_the_default_frame(void **state)
     core_rig_release(&rig);
 }
 
+//  The value of the sample name{labels} in the core's metrics text; -1 when
+//  absent.
+static double s_metric(core_rig_t *rig, const char *name, const char *labels)
+{
+    proto_buf_t text;
+    proto_buf_init(&text);
+    broker_core_write_metrics(rig->core, &text, rig->now_ms);
+    assert_int_equal(proto_buf_append(&text, "", 1), 0);
+    char want[256];
+    snprintf(want, sizeof want, "\n%s%s%s%s ", name, labels ? "{" : "", labels ? labels : "",
+             labels ? "}" : "");
+    const char *at = strstr((const char *)text.data, want);
+    double value = at ? strtod(at + strlen(want), NULL) : -1;
+    proto_buf_release(&text);
+    return value;
+}
+
+#define C1_P2P "connection=\"c1\",direction=\"public_to_private\""
+
+//  What the private node was delivered since the last clear: kinds[seq] is
+//  1 for file data, 0 for a record, -1 when not delivered.
+static void s_delivered_kinds(const core_rig_t *rig, int *kinds, size_t cap)
+{
+    for (size_t i = 0; i < cap; i++)
+        kinds[i] = -1;
+    const proto_msg_t *d;
+    for (size_t n = 0; (d = core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, n)) != NULL; n++) {
+        if (d->deliver.seq < cap)
+            kinds[d->deliver.seq] = d->deliver.file;
+        for (size_t i = 0; i < d->deliver.more_count; i++)
+            if (d->deliver.seq + 1 + i < cap)
+                kinds[d->deliver.seq + 1 + i] = d->deliver.more[i].file;
+    }
+}
+
+static void test_file_accounting(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    //  The private node takes batches of 4: the flags travel item by item.
+    proto_conn_state_t c1 = {"c1", 0, 0, 0};
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_HELLO);
+    msg.hello = (proto_hello_t){"priv", PROTO_ROLE_PRIVATE, 0, &c1, 1, 4};
+    assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    core_rig_clear(rig);
+
+    //  1 record (6), 2 file (100), 3 record (6), 4 file (300), 5 file (50).
+    static uint8_t bytes[300];
+    proto_item_t more[4] = {{bytes, 100, PROTO_DATA_FILE},
+                            {bytes, 6, PROTO_DATA_RECORD},
+                            {bytes, 300, PROTO_DATA_FILE},
+                            {bytes, 50, PROTO_DATA_FILE}};
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish = (proto_data_t){"c1", 1, bytes, 6, more, 4, PROTO_DATA_RECORD};
+    assert_int_equal(core_rig_send(rig, RIG_PUBLIC, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 5);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 462);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 450);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_messages", C1_P2P) == 3);
+    assert_true(s_metric(rig, "twinsync_broker_queues_file_bytes", NULL) == 450);
+    assert_true(s_metric(rig, "twinsync_broker_queues_file_messages", NULL) == 3);
+    int kinds[8];
+    s_delivered_kinds(rig, kinds, 8);
+    static const int published[8] = {-1, 0, 1, 0, 1, 1, -1, -1};
+    assert_memory_equal(kinds, published, sizeof kinds); //  from the tail
+
+    //  A duplicate with another flag changes nothing.
+    core_rig_clear(rig);
+    msg.publish = (proto_data_t){"c1", 4, bytes, 300, NULL, 0, PROTO_DATA_RECORD};
+    assert_int_equal(core_rig_send(rig, RIG_PUBLIC, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 450);
+
+    //  CONSUMED 2: a record and a file chunk go.
+    s_consumed(rig, RIG_PRIVATE, 2);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 356);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 350);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_messages", C1_P2P) == 2);
+
+    //  A restart reads the counters back with the queue.
+    assert_int_equal(core_rig_restart(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 356);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 350);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_messages", C1_P2P) == 2);
+    assert_true(s_metric(rig, "twinsync_broker_queues_file_bytes", NULL) == 350);
+
+    //  HELLO's consumed (3, a record) removes like CONSUMED; what is left
+    //  comes from the store with its flags.
+    core_rig_clear(rig);
+    c1.consumed = 3;
+    proto_msg_init(&msg, PROTO_HELLO);
+    msg.hello = (proto_hello_t){"priv", PROTO_ROLE_PRIVATE, 0, &c1, 1, 4};
+    assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 350);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 350);
+    s_delivered_kinds(rig, kinds, 8);
+    static const int left[8] = {-1, -1, -1, -1, 1, 1, -1, -1};
+    assert_memory_equal(kinds, left, sizeof kinds);
+
+    //  Everything consumed: nothing of either kind is left, for good.
+    s_consumed(rig, RIG_PRIVATE, 5);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_restart(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_messages", C1_P2P) == 0);
+    assert_true(s_metric(rig, "twinsync_broker_queues_file_messages", NULL) == 0);
+}
+
 static void test_garbage_answered_and_counted(void **state)
 {
     core_rig_t *rig = *state;
@@ -1102,6 +1220,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_behind_node_told_in_welcome, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_batches, s_setup, s_teardown),
         cmocka_unit_test(test_batches_within_the_default_frame),
+        cmocka_unit_test_setup_teardown(test_file_accounting, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
