@@ -1142,8 +1142,10 @@ static int s_publish_one(broker_core_t *self, peer_t *peer, conn_t *conn, queue_
         return 1;
     }
     //  File bytes count like any others: max_queue_bytes bounds what the
-    //  store holds, whatever it is.
-    if (queue->bytes + size > (uint64_t)self->config->max_queue_bytes) {
+    //  store holds, whatever it is. An empty queue takes any one message
+    //  (the frame limit bounds it), so that a max_queue_bytes below the
+    //  largest payload slows a sender down and never stops it for good.
+    if (queue->count > 0 && queue->bytes + size > (uint64_t)self->config->max_queue_bytes) {
         s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_QUEUE_FULL,
                  PROTO_ERR_QUEUE_FULL, conn->id, &seq,
                  "queue %s %s holds %" PRIu64 " bytes (max_queue_bytes); retry later", conn->id,

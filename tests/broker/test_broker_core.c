@@ -23,7 +23,8 @@
     - file data (PUBLISH "file"): counted per queue apart from the records,
       by CONSUMED, by HELLO's consumed and across a restart, echoed in
       DELIVER item by item (from the tail and from the store); a duplicate
-      changes no count.
+      changes no count; an empty queue takes a message larger than
+      max_queue_bytes, a queue holding anything refuses it (429).
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1175,6 +1176,40 @@ static void test_file_accounting(void **state)
     assert_true(s_metric(rig, "twinsync_broker_queues_file_messages", NULL) == 0);
 }
 
+//  max_queue_bytes (4096 here) counts file bytes like any others; a queue
+//  holding nothing still takes one message larger than that, so that a
+//  small setting slows a sender of large chunks down and never stops it.
+static void test_queue_limit_and_large_messages(void **state)
+{
+    (void)state;
+    core_rig_t rig;
+    const char *args[] = {"--broker.max_queue_bytes", "4096", NULL};
+    assert_int_equal(core_rig_init(&rig, args, false, NULL), 0);
+    assert_int_equal(core_rig_join(&rig), 0);
+    static uint8_t chunk[8192];
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish = (proto_data_t){"c1", 1, chunk, sizeof chunk, NULL, 0, PROTO_DATA_FILE};
+    assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+    msg.publish = (proto_data_t){"c1", 2, chunk, 1, NULL, 0, PROTO_DATA_RECORD};
+    assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 1);
+    const proto_msg_t *e = core_rig_find(&rig, RIG_PUBLIC, PROTO_ERROR, 0);
+    assert_non_null(e);
+    assert_int_equal(e->error.code, PROTO_ERR_QUEUE_FULL); //  even 1 byte: 8192 held
+    assert_int_equal(e->error.seq, 2);
+    //  Consumed: the queue is empty, and takes the next one.
+    s_consumed(&rig, RIG_PRIVATE, 1);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    core_rig_clear(&rig);
+    assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 2);
+    assert_null(core_rig_find(&rig, RIG_PUBLIC, PROTO_ERROR, 0));
+    core_rig_release(&rig);
+}
+
 static void test_garbage_answered_and_counted(void **state)
 {
     core_rig_t *rig = *state;
@@ -1221,6 +1256,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batches, s_setup, s_teardown),
         cmocka_unit_test(test_batches_within_the_default_frame),
         cmocka_unit_test_setup_teardown(test_file_accounting, s_setup, s_teardown),
+        cmocka_unit_test(test_queue_limit_and_large_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
