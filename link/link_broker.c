@@ -266,15 +266,20 @@ static void s_pump_conn(link_t *self, s_conn_t *conn)
         while (count < limit && (next = link_window_waiting(conn->window, count)) != NULL &&
                next->seq == entry->seq + count &&
                bytes + next->size + PROTO_ITEM_OVERHEAD <= frame) {
-            more[count - 1] = (proto_item_t){next->data, next->size, PROTO_DATA_RECORD};
+            more[count - 1] = (proto_item_t){next->data, next->size,
+                                             next->file ? PROTO_DATA_FILE : PROTO_DATA_RECORD};
             bytes += next->size + PROTO_ITEM_OVERHEAD;
             count++;
         }
         proto_msg_t msg;
         proto_msg_init(&msg, PROTO_PUBLISH);
-        msg.publish = (proto_data_t){
-            conn->id,  entry->seq,       entry->data, entry->size, count > 1 ? more : NULL,
-            count - 1, PROTO_DATA_RECORD};
+        msg.publish = (proto_data_t){conn->id,
+                                     entry->seq,
+                                     entry->data,
+                                     entry->size,
+                                     count > 1 ? more : NULL,
+                                     count - 1,
+                                     entry->file ? PROTO_DATA_FILE : PROTO_DATA_RECORD};
         if (s_send_msg(self, &msg) != 0)
             return;
         for (size_t i = 0; i < count; i++)
@@ -719,7 +724,8 @@ int link_conn_set_next(link_t *self, const char *conn, uint64_t next)
     return LINK_OK;
 }
 
-int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size)
+int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
+                 bool file)
 {
     s_conn_t *found = s_conn_find(self, conn);
     if (!found)
@@ -730,7 +736,7 @@ int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *pa
         return LINK_FULL;
     if (seq == 0 || size > self->config.limits.max_payload || (size && !payload))
         return LINK_E_INVALID;
-    if (link_window_push(found->window, seq, size ? payload : (const uint8_t *)"", size) != 0)
+    if (link_window_push(found->window, seq, size ? payload : (const uint8_t *)"", size, file) != 0)
         return LINK_E_NOMEM;
     if (found->next && seq >= found->next)
         found->next = seq + 1;

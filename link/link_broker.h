@@ -13,7 +13,9 @@
       after HELLO, or a silent broker) -> the broker is dead: the link closes
       the socket and opens a new one after a backoff that doubles from
       backoff_min_ms to backoff_max_ms and returns to the minimum on WELCOME.
-    - Sending: link_publish hands the link one PUBLISH. The link keeps a copy
+    - Sending: link_publish hands the link one PUBLISH, saying whether its
+      payload is file data (an attachment's chunk) or a record; the broker
+      counts file bytes apart (docs/protocol.md §4.7). The link keeps a copy
       until STORED (link_window.h) and sends it again by itself after every
       new session and after a refusal, so the application never re-sends.
       The window per connection is bounded (config.window): when it is full,
@@ -203,11 +205,16 @@ void link_uncork(link_t *self);
 //  LINK_OK or LINK_E_UNKNOWN_CONN.
 int link_conn_set_next(link_t *self, const char *conn, uint64_t next);
 
-//  Offers PUBLISH (conn, seq, payload). seq must be above every sequence
+//  Offers PUBLISH (conn, seq, payload); file says the payload is file data
+//  (an attachment's chunk: PUBLISH "file", docs/protocol.md §4.7), false a
+//  record, a receipt or anything else. The flag goes with the message
+//  whenever it is sent, batched or not; it only informs the broker's
+//  counters (it is outside the seal). seq must be above every sequence
 //  offered or stored before on conn. On LINK_OK the link holds a copy and
 //  sends it as soon as the session and the credit allow, again and again
 //  until STORED. Returns a link_status_t.
-int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size);
+int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
+                 bool file);
 
 //  Free places in conn's window (0 for an unknown connection).
 size_t link_room(const link_t *self, const char *conn);

@@ -52,7 +52,7 @@ void link_window_destroy(link_window_t **self_p)
     *self_p = NULL;
 }
 
-int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, size_t size)
+int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, size_t size, bool file)
 {
     if (self->count == self->capacity)
         return 1;
@@ -63,7 +63,7 @@ int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, siz
         return -1;
     memcpy(copy, data, size);
     link_entry_t *entry = &self->ring[(self->head + self->count) % self->capacity];
-    *entry = (link_entry_t){seq, copy, size};
+    *entry = (link_entry_t){seq, copy, size, file};
     self->count++;
     self->last_seq = seq;
     return 0;
@@ -75,7 +75,7 @@ size_t link_window_ack(link_window_t *self, uint64_t seq)
     while (self->count > 0 && s_at(self, 0)->seq <= seq) {
         link_entry_t *entry = s_at(self, 0);
         free(entry->data);
-        *entry = (link_entry_t){0, NULL, 0};
+        *entry = (link_entry_t){0, NULL, 0, false};
         self->head = (self->head + 1) % self->capacity;
         self->count--;
         if (self->sent > 0)

@@ -168,7 +168,10 @@ typedef struct {
 static int s_offer_row(uint64_t seq, const uint8_t *payload, size_t size, void *arg)
 {
     s_offer_t *offer = arg;
-    int rc = link_publish(offer->engine->link, offer->known->id, seq, payload, size);
+    //  FILE FLAG: every outbox row is a record today. Attachments will be
+    //  outbox rows of their own kind (a `kind` column); pass true for those
+    //  so that the broker counts their bytes as file data.
+    int rc = link_publish(offer->engine->link, offer->known->id, seq, payload, size, false);
     if (rc == LINK_OK || rc == LINK_E_SEQ) {
         offer->known->offered = seq; //  E_SEQ: the link already has it
         return 0;
