@@ -587,6 +587,10 @@ void link_config_defaults(link_config_t *config)
     memset(config, 0, sizeof *config);
     config->role = PROTO_ROLE_PUBLIC;
     config->window = 256;
+    //  16 file chunks of 512 KiB, or far more records than the window holds:
+    //  a bound on what the link copies and what lies in the broker's input
+    //  for this connection (docs/bench.md, broker memory with file data).
+    config->window_bytes = 8u << 20;
     config->batch = 64;
     config->heartbeat_ms = 5000;
     config->liveness = 3;
@@ -724,6 +728,15 @@ int link_conn_set_next(link_t *self, const char *conn, uint64_t next)
     return LINK_OK;
 }
 
+//  Places free in conn's window: none while it holds window_bytes or more
+//  (whatever the next message's size, it is taken below that).
+static size_t s_room(const link_t *self, const s_conn_t *conn)
+{
+    if (self->config.window_bytes && link_window_bytes(conn->window) >= self->config.window_bytes)
+        return 0;
+    return link_window_room(conn->window);
+}
+
 int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
                  bool file)
 {
@@ -732,7 +745,7 @@ int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *pa
         return LINK_E_UNKNOWN_CONN;
     if (seq <= link_window_last_seq(found->window))
         return LINK_E_SEQ;
-    if (link_window_room(found->window) == 0)
+    if (s_room(self, found) == 0)
         return LINK_FULL;
     if (seq == 0 || size > self->config.limits.max_payload || (size && !payload))
         return LINK_E_INVALID;
@@ -759,7 +772,7 @@ void link_uncork(link_t *self)
 size_t link_room(const link_t *self, const char *conn)
 {
     s_conn_t *found = s_conn_find(self, conn);
-    return found ? link_window_room(found->window) : 0;
+    return found ? s_room(self, found) : 0;
 }
 
 size_t link_unstored(const link_t *self, const char *conn)

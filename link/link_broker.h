@@ -18,9 +18,11 @@
       counts file bytes apart (docs/protocol.md §4.7). The link keeps a copy
       until STORED (link_window.h) and sends it again by itself after every
       new session and after a refusal, so the application never re-sends.
-      The window per connection is bounded (config.window): when it is full,
-      link_publish answers LINK_FULL and the application keeps the message in
-      its durable outbox until on_stored makes room. At most WELCOME.credit
+      The window per connection is bounded, in messages (config.window) and
+      in payload bytes (config.window_bytes: file chunks are large): when it
+      is full, link_publish answers LINK_FULL and the application keeps the
+      message in its durable outbox until on_stored makes room. The bytes
+      bound the node's memory and what the broker holds in flight for it. At most WELCOME.credit
       PUBLISHes are sent un-STORED per connection. ERROR 429 and 500 (the
       broker is full or failing) make the connection pause for retry_ms and
       then re-send from the refused sequence; ERROR 422 re-sends from the
@@ -154,6 +156,9 @@ typedef struct {
     uint32_t credit;                    //  DELIVERs accepted unconsumed per
                                         //  connection (HELLO; 0: broker default)
     uint32_t window;                    //  PUBLISHes held un-STORED per connection
+    size_t window_bytes;                //  Payload bytes held un-STORED per connection:
+                                        //  no more is taken once reached (one message is
+                                        //  always taken); 0: no bound
     uint32_t batch;                     //  Most messages per PUBLISH / DELIVER frame,
                                         //  when the broker takes batches (1: never batch)
     uint32_t heartbeat_ms;              //  Until WELCOME says otherwise
@@ -164,7 +169,8 @@ typedef struct {
     proto_limits_t limits;              //  Decoder limits for the broker's frames
 } link_config_t;
 
-//  Fills *config with the defaults: window 256, batch 64, heartbeat 5000 ms, liveness
+//  Fills *config with the defaults: window 256, window_bytes 8 MiB, batch 64,
+//  heartbeat 5000 ms, liveness
 //  3, backoff 1000 -> 32000 ms, retry 1000 ms, credit 0, default limits;
 //  endpoint, node id, role and keys are left for the caller.
 void link_config_defaults(link_config_t *config);
@@ -216,7 +222,9 @@ int link_conn_set_next(link_t *self, const char *conn, uint64_t next);
 int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
                  bool file);
 
-//  Free places in conn's window (0 for an unknown connection).
+//  Free places in conn's window (0 for an unknown connection, and while it
+//  holds window_bytes or more): link_publish takes a message, whatever its
+//  size, while this is not 0.
 size_t link_room(const link_t *self, const char *conn);
 
 //  Messages of conn not yet STORED (0 for an unknown connection).

@@ -71,8 +71,10 @@ int link_window_rewind(link_window_t *self, uint64_t seq);
 //  Makes every entry wait again (new session).
 void link_window_rewind_all(link_window_t *self);
 
-//  Entries held; entries sent and not yet acknowledged; free places.
+//  Entries held; entries sent and not yet acknowledged; free places; payload
+//  bytes of the entries held.
 size_t link_window_count(const link_window_t *self);
+size_t link_window_bytes(const link_window_t *self);
 size_t link_window_sent(const link_window_t *self);
 size_t link_window_room(const link_window_t *self);
 

@@ -628,6 +628,38 @@ static void test_window_and_credit(void **state)
     s_expect_publish(env, "c1", 5, "m5");
 }
 
+//  window_bytes bounds what the link holds in payload bytes: below it any
+//  message is taken (however large), at or above it none (LINK_FULL, no
+//  room) until STORED frees bytes.
+static void test_window_bytes(void **state)
+{
+    env_t *env = *state;
+    env->config.window = 16;
+    env->config.window_bytes = 1000;
+    s_ready(env, 16);
+    static uint8_t big[1500];
+    assert_int_equal(link_room(env->link, "c1"), 16);
+    s_publish_bytes(env, 1, big, 1500); //  larger than the bound: taken alone
+    assert_int_equal(link_room(env->link, "c1"), 0);
+    assert_int_equal(link_publish(env->link, "c1", 2, big, 10, true), LINK_FULL);
+    s_send_ack(env, PROTO_STORED, "c1", 1);
+    assert_int_equal(link_room(env->link, "c1"), 16);
+    s_publish_bytes(env, 2, big, 600);
+    s_publish_bytes(env, 3, big, 600); //  600 held < 1000: taken, 1200 now
+    assert_int_equal(link_room(env->link, "c1"), 0);
+    assert_int_equal(link_publish(env->link, "c1", 4, big, 1, false), LINK_FULL);
+    s_send_ack(env, PROTO_STORED, "c1", 2);
+    assert_true(link_room(env->link, "c1") > 0);
+    s_publish_bytes(env, 4, big, 1);
+    proto_msg_t msg;
+    for (uint64_t seq = 1; seq <= 4; seq++) {
+        s_expect(env, PROTO_PUBLISH, &msg);
+        assert_int_equal(msg.publish.seq, seq);
+        proto_msg_clear(&msg);
+    }
+    assert_true(s_quiet(env, 50));
+}
+
 static void test_resend_after_401(void **state)
 {
     env_t *env = *state;
@@ -1004,6 +1036,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handshake, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_publish_stored, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_file_flag_in_publish, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_window_bytes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_behind_positions_in_welcome, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_batches, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_batch_within_the_link_frame, s_setup, s_teardown),

@@ -49,6 +49,9 @@ static void test_order_and_bound(void **state)
     s_take(w, 9);
     assert_null(link_window_next(w));
     assert_int_equal(link_window_count(w), 3);
+    assert_int_equal(link_window_bytes(w), 3 * 8);
+    assert_int_equal(link_window_ack(w, 6), 2);
+    assert_int_equal(link_window_bytes(w), 8); //  what is held, not what was sent
     link_window_destroy(&w);
     assert_null(w);
     link_window_destroy(&w); //  idempotent
