@@ -17,10 +17,11 @@
               direction of a message is simply the sender's side).
 
     A queue's in-memory state mirrors its store row (last_seq, count, bytes,
-    and of those the file data: file_count, file_bytes) plus the delivery state of the current
-   receiver session: delivered_upto (highest seq sent in this session) and unacked (sent, not
-   consumed). When the receiver changes or goes away, both reset to zero, so that everything
-   unconsumed is delivered again to the next session.
+    and of those the file data: file_count, file_bytes) plus the delivery
+    state of the current receiver session: delivered_upto (highest seq sent
+    in this session) and unacked (sent, not consumed, and unacked_bytes).
+    When the receiver changes or goes away, they reset to zero, so that
+    everything unconsumed is delivered again to the next session.
 
     Lookups are linear scans: a broker serves tens to hundreds of
     connections, and a scan of that size costs less than one commit.
@@ -52,6 +53,12 @@
 #define TAIL_BYTES      (256 * 1024)       //  Payload bytes per queue's tail
 #define TAIL_COUNT      1024               //  Messages per queue's tail
 #define TAILS_BYTES_MAX (16 * 1024 * 1024) //  All tails together
+
+//  Payload bytes delivered and not yet consumed, per queue, besides the
+//  credit's count: 64 file chunks of 512 KiB would otherwise lie in the
+//  broker's output for one receiver (32 MiB); 8 of them keep a receiver
+//  busy as well. A message is always delivered when nothing is unacked.
+#define UNACKED_BYTES_MAX (4 * 1024 * 1024)
 
 #define DEFER_BATCHES_MAX 64  //  Batches of CONSUMED only that may share one commit
 #define BROKER_BATCH_MAX  256 //  Most messages per PUBLISH / DELIVER frame (WELCOME.batch)
@@ -85,6 +92,7 @@ typedef struct {
     uint64_t file_bytes;     //  Their payload bytes
     uint64_t delivered_upto; //  Highest seq sent to the current receiver session
     uint64_t unacked;        //  Sent in this session, not consumed
+    uint64_t unacked_bytes;  //  Their payload bytes (at most UNACKED_BYTES_MAX + one message)
     uint64_t consume_to;     //  Highest seq a CONSUMED named, not removed yet (0: none)
     uint64_t max_delivered;  //  Highest seq ever sent since start (redelivery count)
     int64_t oldest_ms;       //  stored_at of the head message, 0 if empty
@@ -349,6 +357,7 @@ static void s_queue_rewind(broker_core_t *self, queue_t *queue)
 {
     queue->delivered_upto = 0;
     queue->unacked = 0;
+    queue->unacked_bytes = 0;
     queue->wake = true;
     s_tail_release(self, queue);
 }
@@ -1206,9 +1215,12 @@ static int s_consume_upto(broker_core_t *self, queue_t *queue, uint64_t seq)
     //  Everything held at or below delivered_upto went out in this session.
     if (seq >= queue->delivered_upto) {
         queue->unacked = 0;
+        queue->unacked_bytes = 0;
         queue->delivered_upto = seq;
     } else {
         queue->unacked -= count < queue->unacked ? count : queue->unacked;
+        queue->unacked_bytes -=
+            removed.bytes < queue->unacked_bytes ? removed.bytes : queue->unacked_bytes;
     }
     queue->count -= count < queue->count ? count : queue->count;
     queue->bytes -= removed.bytes < queue->bytes ? removed.bytes : queue->bytes;
@@ -1434,7 +1446,7 @@ int broker_core_handle(broker_core_t *self, const broker_sender_t *from, const u
 
 //  The queue's delivery counters, kept to undo a batch that did not leave.
 typedef struct {
-    uint64_t delivered_upto, unacked, delivered, redelivered, max_delivered;
+    uint64_t delivered_upto, unacked, unacked_bytes, delivered, redelivered, max_delivered;
 } counters_t;
 
 typedef struct {
@@ -1444,6 +1456,7 @@ typedef struct {
     peer_t *peer;                    //  Receiver
     int64_t now_ms;                  //  Clock
     int failed;                      //  0, or the errno of the failed send
+    bool full;                       //  UNACKED_BYTES_MAX reached: the rest waits
     uint64_t batch;                  //  Most messages per DELIVER here
     uint64_t first;                  //  Seq of the batch's first message
     size_t count;                    //  Messages in the batch (payloads in core->dbuf)
@@ -1460,6 +1473,7 @@ static void s_deliver_undo(deliver_t *d)
     if (d->count > 0) {
         queue->delivered_upto = d->before.delivered_upto;
         queue->unacked = d->before.unacked;
+        queue->unacked_bytes = d->before.unacked_bytes;
         queue->delivered = d->before.delivered;
         queue->redelivered = d->before.redelivered;
         queue->max_delivered = d->before.max_delivered;
@@ -1521,6 +1535,10 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, bool fi
     deliver_t *d = arg;
     broker_core_t *self = d->core;
     queue_t *queue = d->queue;
+    if (queue->unacked > 0 && queue->unacked_bytes >= UNACKED_BYTES_MAX) {
+        d->full = true; //  Not taken: sent once the receiver consumed some
+        return 1;
+    }
     if (d->count > 0 &&
         (d->count >= d->batch ||
          PROTO_DATA_OVERHEAD + self->dbuf.size + size + PROTO_ITEM_OVERHEAD * (d->count + 1) >
@@ -1530,8 +1548,8 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, bool fi
         return 1;
     if (d->count == 0) {
         d->first = seq;
-        d->before = (counters_t){queue->delivered_upto, queue->unacked, queue->delivered,
-                                 queue->redelivered, queue->max_delivered};
+        d->before = (counters_t){queue->delivered_upto, queue->unacked,     queue->unacked_bytes,
+                                 queue->delivered,      queue->redelivered, queue->max_delivered};
     }
     d->offset[d->count] = self->dbuf.size;
     d->size[d->count] = size;
@@ -1544,6 +1562,7 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, bool fi
     d->count++;
     queue->delivered_upto = seq;
     queue->unacked++;
+    queue->unacked_bytes += size;
     queue->delivered++;
     if (seq <= queue->max_delivered)
         queue->redelivered++;
@@ -1554,10 +1573,13 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, bool fi
 
 //  How many messages may go to queue's receiver now: within the window,
 //  held, and durable (a message is never handed out before its commit's
-//  sync returned, so a receiver never holds what a crash could take back).
+//  sync returned, so a receiver never holds what a crash could take back);
+//  none while UNACKED_BYTES_MAX are unacked (the count may still stop at
+//  fewer than it says: s_deliver_one checks the bytes message by message).
 static uint64_t s_deliverable(const queue_t *queue, uint64_t window)
 {
-    if (queue->unacked >= window || queue->count <= queue->unacked)
+    if (queue->unacked >= window || queue->count <= queue->unacked ||
+        (queue->unacked > 0 && queue->unacked_bytes >= UNACKED_BYTES_MAX))
         return 0;
     uint64_t next = s_queue_next(queue);
     if (next > queue->durable_seq)

@@ -24,7 +24,9 @@
       by CONSUMED, by HELLO's consumed and across a restart, echoed in
       DELIVER item by item (from the tail and from the store); a duplicate
       changes no count; an empty queue takes a message larger than
-      max_queue_bytes, a queue holding anything refuses it (429).
+      max_queue_bytes, a queue holding anything refuses it (429);
+    - deliveries in flight are bounded in bytes as well as by the credit
+      (4 MiB of payload unconsumed per queue; one message always goes).
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1210,6 +1212,66 @@ static void test_queue_limit_and_large_messages(void **state)
     core_rig_release(&rig);
 }
 
+//  Delivered messages of the private node since the last clear.
+static size_t s_delivered_count(const core_rig_t *rig)
+{
+    size_t n = 0;
+    const proto_msg_t *d;
+    for (size_t i = 0; (d = core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, i)) != NULL; i++)
+        n += 1 + d->deliver.more_count;
+    return n;
+}
+
+//  Large payloads: at most 4 MiB of payload delivered and unconsumed per
+//  queue, whatever the credit allows (64 here), so that file chunks never
+//  pile up in the broker's output. Below the bound a message goes whatever
+//  its size: of 600 KiB chunks 7 go (the 7th passes the bound), then one
+//  more for each one consumed.
+static void test_unacked_bytes_bounded(void **state)
+{
+    (void)state;
+    core_rig_t rig;
+    assert_int_equal(core_rig_init(&rig, NULL, false, NULL), 0);
+    assert_int_equal(core_rig_join(&rig), 0);
+    static uint8_t chunk[600 * 1024];
+    proto_msg_t msg;
+    for (uint64_t seq = 1; seq <= 12; seq++) {
+        proto_msg_init(&msg, PROTO_PUBLISH);
+        msg.publish = (proto_data_t){"c1", seq, chunk, sizeof chunk, NULL, 0, PROTO_DATA_FILE};
+        assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+        assert_int_equal(core_rig_flush(&rig), 0);
+    }
+    assert_int_equal(s_delivered_count(&rig), 7); //  6 x 600 KiB < 4 MiB, 7 x > 4 MiB
+    core_rig_clear(&rig);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(s_delivered_count(&rig), 0); //  nothing more until a CONSUMED
+    s_consumed(&rig, RIG_PRIVATE, 2);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(s_delivered_count(&rig), 2); //  8 and 9
+    assert_int_equal(core_rig_find(&rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 8);
+    core_rig_clear(&rig);
+    //  The receiver comes back: the unconsumed go again, as many as fit.
+    core_rig_reconnect(&rig, RIG_PRIVATE);
+    s_hello(&rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(s_delivered_count(&rig), 7);
+    assert_int_equal(core_rig_find(&rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 3);
+    core_rig_clear(&rig);
+    s_consumed(&rig, RIG_PRIVATE, 12);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(s_delivered_count(&rig), 0);
+    //  Chunks of the largest size a frame takes: the same bound in bytes.
+    static uint8_t big[1000 * 1024];
+    for (uint64_t seq = 13; seq <= 18; seq++) {
+        proto_msg_init(&msg, PROTO_PUBLISH);
+        msg.publish = (proto_data_t){"c1", seq, big, sizeof big, NULL, 0, PROTO_DATA_FILE};
+        assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+        assert_int_equal(core_rig_flush(&rig), 0);
+    }
+    assert_int_equal(s_delivered_count(&rig), 5); //  4 x 1000 KiB < 4 MiB, the 5th passes
+    core_rig_release(&rig);
+}
+
 static void test_garbage_answered_and_counted(void **state)
 {
     core_rig_t *rig = *state;
@@ -1257,6 +1319,7 @@ int main(void)
         cmocka_unit_test(test_batches_within_the_default_frame),
         cmocka_unit_test_setup_teardown(test_file_accounting, s_setup, s_teardown),
         cmocka_unit_test(test_queue_limit_and_large_messages),
+        cmocka_unit_test(test_unacked_bytes_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
