@@ -18,7 +18,12 @@
     - a stream of file chunks five times the broker's max_queue_bytes: the
       broker refuses it with 429 while the receiver holds back, the link
       retries by itself, and once the receiver consumes every chunk arrives
-      once, in order, whole; no error reaches the application.
+      once, in order, whole; no error reaches the application;
+    - the broker's memory while 150 MiB of 512 KiB file chunks cross a
+      connection whose receiver consumes, the links configured as the node
+      does (window 256): its peak RSS grows by less than 40 MiB (about 22
+      measured; 49 to 130 before the link bounded its window in bytes). Skipped
+      under the sanitizers, whose shadow memory would be most of it.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +31,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -48,8 +54,9 @@ static const char *s_binary;
 //  one (0: none) is published as file data.
 static uint64_t s_total = TOTAL;
 static size_t s_chunk;
+static uint32_t s_window = 64; //  config.window of the links
 static unsigned s_file_every;
-static uint8_t s_buf[256 * 1024];
+static uint8_t s_buf[512 * 1024];
 
 //  Message seq of the stream into s_buf; returns its size.
 static size_t s_payload(uint64_t seq)
@@ -159,7 +166,7 @@ static void s_node_new(node_t *node, void *ctx, const th_broker_t *broker, proto
     assert_non_null(zmq_z85_decode(config.public_key, public_z85));
     assert_non_null(zmq_z85_decode(config.secret_key, secret_z85));
     assert_non_null(zmq_z85_decode(config.broker_key, broker->server_key));
-    config.window = 64;
+    config.window = s_window;
     config.heartbeat_ms = 200;
     config.backoff_min_ms = 50;
     config.backoff_max_ms = 400;
@@ -376,6 +383,62 @@ static void test_file_stream_through_backpressure(void **state)
     s_world_end(&w);
 }
 
+//  VmRSS or VmHWM (field) of process pid in KiB, from /proc; -1 if unknown.
+static long s_proc_kib(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *file = fopen(path, "r");
+    long kib = -1;
+    size_t len = strlen(field);
+    while (file && fgets(line, sizeof line, file))
+        if (strncmp(line, field, len) == 0 && line[len] == ':')
+            kib = strtol(line + len + 1, NULL, 10);
+    if (file)
+        fclose(file);
+    return kib;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define S_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define S_SANITIZED 1
+#endif
+#endif
+
+//  Large payloads do not grow the broker: what lies in its input for a
+//  connection is bounded by the link's window in bytes, what lies in its
+//  output by its own bound on unconsumed bytes, and nothing else holds a
+//  payload for longer than one frame (the in-memory tail keeps none of this
+//  size; the store's page cache is bounded).
+static void test_broker_memory_with_file_stream(void **state)
+{
+    (void)state;
+#ifdef S_SANITIZED
+    skip();
+#endif
+    s_chunk = 512 * 1024;
+    s_total = 300; //  150 MiB
+    s_file_every = 1;
+    s_next_seq = 1;
+    s_window = 256; //  the node's
+    world_t w;
+    s_world(&w, NULL, NULL);
+    long start = s_proc_kib(w.broker.pid, "VmRSS");
+    assert_true(start > 0);
+    s_drive(&w.pub, &w.priv, 240000, s_all_applied, s_feed);
+    long peak = s_proc_kib(w.broker.pid, "VmHWM");
+    printf("# broker RSS at start %ld KiB, peak %ld KiB, for %llu MiB of file data\n", start, peak,
+           (unsigned long long)(s_total * s_chunk >> 20));
+    assert_int_equal(w.priv.applied, s_total);
+    assert_int_equal(w.priv.gaps, 0);
+    assert_int_equal(w.pub.errors + w.priv.errors, 0);
+    assert_true(peak - start < 40 * 1024);
+    s_window = 64;
+    s_world_end(&w);
+}
+
 static void test_stream_across_broker_kill(void **state)
 {
     (void)state;
@@ -454,6 +517,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stream_across_broker_kill),
         cmocka_unit_test(test_file_flags_reach_the_broker),
         cmocka_unit_test(test_file_stream_through_backpressure),
+        cmocka_unit_test(test_broker_memory_with_file_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
