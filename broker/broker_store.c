@@ -283,7 +283,8 @@ static int s_setup(broker_store_t *self, const broker_store_options_t *options)
              "PRAGMA mmap_size = 0;"
              "PRAGMA temp_store = FILE;"
              "PRAGMA journal_size_limit = %ld;"
-             "PRAGMA foreign_keys = OFF;",
+             "PRAGMA foreign_keys = OFF;"
+             "PRAGMA secure_delete = FAST;",
              no_sync ? "OFF" : "NORMAL", cache_kib, wal_kib * 1024);
     if (s_exec(self, sql) != 0)
         return -1;

@@ -37,9 +37,9 @@
 #include "sn_record.h"
 #include "ts_log.h"
 
-#define S_WINDOW        (16u * 1024 * 1024) //  File bytes in flight per file, unacknowledged
-#define S_ACK_EVERY     (4u * 1024 * 1024)  //  The receiver acknowledges this often
-#define S_IDS_PER_QUERY 50                  //  sys_ids in one table_sys_idIN query
+#define S_WINDOW        (8u * 1024 * 1024) //  File bytes in flight per file, unacknowledged
+#define S_ACK_EVERY     (2u * 1024 * 1024) //  The receiver acknowledges this often
+#define S_IDS_PER_QUERY 50                 //  sys_ids in one table_sys_idIN query
 #define S_DEFAULT_MAX   (1024ull * 1024 * 1024)
 
 //  --- settings
