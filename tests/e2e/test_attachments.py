@@ -21,6 +21,8 @@ from attach_util import SYNC_USER, AttachmentCase, PartialWatch, random_file, sh
 from harness import POLL_MS, wait_until
 
 MiB = 1024 * 1024
+# What a node reads of an idle instance: incident polls and the attachment lists
+POLLS = ("/api/now/table/incident", "/api/now/attachment", "/api/now/v1/attachment")
 AWKWARD = ("Überprüfung €.txt", "  spaced  out name .txt", "..", "a..b.txt",
            "n" * 196 + ".txt")  # the last: 200 characters
 
@@ -154,7 +156,7 @@ class AttachmentTest(AttachmentCase):
             writes = [(r["method"], r["path"]) for r in log if r["method"] != "GET"]
             self.assertEqual(writes, [], "%s saw writes after the sync settled" % inst.name)
             reads = [r["path"] for r in log if r["method"] == "GET" and r["path"] not in
-                     ("/api/now/table/incident", "/api/now/attachment")]
+                     POLLS]
             self.assertEqual(reads, [], "%s saw more than the polls" % inst.name)
 
     def test_4_deletions(self):
@@ -170,9 +172,10 @@ class AttachmentTest(AttachmentCase):
 
         def on(instance, record):
             return {f["sys_id"]: f for f in instance.attachments(record["sys_id"])}
-        # shared.txt: alice's and bob's are the same name and bytes; each arrives once
-        wait_until(lambda: len(on(w.globex, b)) == 5 and len(on(w.acme, a)) == 5,
-                   timeout=self.FILE_TIMEOUT, what="5 files on each side\n" + w.logs())
+        # 2 own files and 2 copies on each side. shared.txt: alice's and bob's are the
+        # same name and bytes; each arrives once
+        wait_until(lambda: len(on(w.globex, b)) == 4 and len(on(w.acme, a)) == 4,
+                   timeout=self.FILE_TIMEOUT, what="4 files on each side\n" + w.logs())
         alice_shared_copy = [f for f in on(w.globex, b).values() if f["file_name"] == "shared.txt"
                              and f["sys_created_by"] == SYNC_USER]
         self.assertEqual(len(alice_shared_copy), 1)
@@ -258,10 +261,16 @@ class AttachmentTest(AttachmentCase):
         self.refused({"attachment_max_bytes": 4096}, "too-big.bin", os.urandom(8192), [])
 
     def test_5c_refused_by_acl(self):
-        # 403 on sys_attachment for the integration user on the receiving instance. (The
-        # emulator answers the reads of that user 403 too, so the private node's own attachment
-        # polls fail as long as the rule holds.)
+        # The ACL 403 on sys_attachment for the integration user on the receiving instance.
+        # The emulator answers that user's reads of sys_attachment 403 too, so the private
+        # node's own attachment lists fail as long as the rule holds: this also asks that a
+        # failing attachment list does not stop fields and comments.
         self.refused({"attachment_acl": [SYNC_USER]}, "acl.txt", b"no entry", [])
+
+    def test_5d_refused_upload_403(self):
+        # A 403 on the upload alone (the next POST to globex, which is the node's upload)
+        self.refused({"fail_next": {"count": 1, "status": 403, "method": "POST"}}, "forbidden.txt",
+                     b"no entry either", ["403"])
 
     def test_6_size_cap_and_none(self):
         w = self.world
@@ -329,7 +338,7 @@ class AttachmentTest(AttachmentCase):
         finally:
             w.globex.reset_faults()
         lost = [r for r in w.globex.log() if r["lost"]]
-        self.assertEqual([(r["method"], r["path"]) for r in lost],
+        self.assertEqual([(r["method"], r["path"].replace("/v1/", "/")) for r in lost],
                          [("POST", "/api/now/attachment/file")], "the fault hit the upload")
         self.assert_once(w.globex, b["sys_id"], [original])
 
