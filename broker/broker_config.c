@@ -170,7 +170,8 @@ static const ts_config_key_t s_keys[] = {
      .min = 4096,
      .max = 1L << 40,
      .offset = FIELD(max_queue_bytes),
-     .help = "payload bytes held per connection and direction before PUBLISH is refused"},
+     .help = "payload bytes held per connection and direction (records and files) before "
+             "PUBLISH is refused"},
     {.section = "broker",
      .key = "max_peers",
      .kind = TS_CONFIG_INT,

@@ -16,10 +16,11 @@
               is the public node and side 1 the private node (so the
               direction of a message is simply the sender's side).
 
-    A queue's in-memory state mirrors its store row (last_seq, count, bytes)
-    plus the delivery state of the current receiver session: delivered_upto
-    (highest seq sent in this session) and unacked (sent, not consumed).
-    When the receiver changes or goes away, both reset to zero, so that
+    A queue's in-memory state mirrors its store row (last_seq, count, bytes,
+    and of those the file data: file_count, file_bytes) plus the delivery
+    state of the current receiver session: delivered_upto (highest seq sent
+    in this session) and unacked (sent, not consumed, and unacked_bytes).
+    When the receiver changes or goes away, they reset to zero, so that
     everything unconsumed is delivered again to the next session.
 
     Lookups are linear scans: a broker serves tens to hundreds of
@@ -53,6 +54,12 @@
 #define TAIL_COUNT      1024               //  Messages per queue's tail
 #define TAILS_BYTES_MAX (16 * 1024 * 1024) //  All tails together
 
+//  Payload bytes delivered and not yet consumed, per queue, besides the
+//  credit's count: 64 file chunks of 512 KiB would otherwise lie in the
+//  broker's output for one receiver (32 MiB); 8 of them keep a receiver
+//  busy as well. A message is always delivered when nothing is unacked.
+#define UNACKED_BYTES_MAX (4 * 1024 * 1024)
+
 #define DEFER_BATCHES_MAX 64  //  Batches of CONSUMED only that may share one commit
 #define BROKER_BATCH_MAX  256 //  Most messages per PUBLISH / DELIVER frame (WELCOME.batch)
 
@@ -80,9 +87,12 @@ typedef struct {
     uint64_t committed_seq;  //  last_seq when the store last committed
     uint64_t durable_seq;    //  Highest seq durable: the only ones delivered
     uint64_t count;          //  Messages held
-    uint64_t bytes;          //  Payload bytes held
+    uint64_t bytes;          //  Payload bytes held, records and files (max_queue_bytes)
+    uint64_t file_count;     //  Of the messages held: file data (PUBLISH "file")
+    uint64_t file_bytes;     //  Their payload bytes
     uint64_t delivered_upto; //  Highest seq sent to the current receiver session
     uint64_t unacked;        //  Sent in this session, not consumed
+    uint64_t unacked_bytes;  //  Their payload bytes (at most UNACKED_BYTES_MAX + one message)
     uint64_t consume_to;     //  Highest seq a CONSUMED named, not removed yet (0: none)
     uint64_t max_delivered;  //  Highest seq ever sent since start (redelivery count)
     int64_t oldest_ms;       //  stored_at of the head message, 0 if empty
@@ -325,7 +335,7 @@ static void s_tail_release(broker_core_t *self, queue_t *queue)
 //  Keeps a message just stored in queue's tail, when the queue has a
 //  receiver to deliver it to and the budget allows.
 static void s_tail_keep(broker_core_t *self, queue_t *queue, bool receiver, uint64_t seq,
-                        const void *payload, size_t size)
+                        const void *payload, size_t size, bool file)
 {
     if (!receiver)
         return;
@@ -337,7 +347,7 @@ static void s_tail_keep(broker_core_t *self, queue_t *queue, bool receiver, uint
             return;
     }
     size_t before = broker_tail_allocated(queue->tail);
-    broker_tail_push(queue->tail, seq, payload, size);
+    broker_tail_push(queue->tail, seq, payload, size, file);
     self->tails_bytes += broker_tail_allocated(queue->tail) - before;
 }
 
@@ -347,6 +357,7 @@ static void s_queue_rewind(broker_core_t *self, queue_t *queue)
 {
     queue->delivered_upto = 0;
     queue->unacked = 0;
+    queue->unacked_bytes = 0;
     queue->wake = true;
     s_tail_release(self, queue);
 }
@@ -401,6 +412,8 @@ static int s_load_queue(const broker_store_queue_t *row, void *arg)
     queue->durable_seq = row->last_seq;
     queue->count = row->count;
     queue->bytes = row->bytes;
+    queue->file_count = row->file_count;
+    queue->file_bytes = row->file_bytes;
     queue->oldest_stale = true;
     queue->wake = true;
     return 0;
@@ -1115,11 +1128,12 @@ static void s_stored_reply(broker_core_t *self, const peer_t *peer, const conn_t
     queue->stored_seq = seq;
 }
 
-//  Stores message seq of a PUBLISH (alone or in a batch). Returns 0 when
-//  stored or a duplicate, 1 when refused (answered ERROR: the rest of a
-//  batch is not looked at), -1 fatal.
+//  Stores message seq of a PUBLISH (alone or in a batch); file says it is
+//  file data. Returns 0 when stored or a duplicate, 1 when refused
+//  (answered ERROR: the rest of a batch is not looked at), -1 fatal.
 static int s_publish_one(broker_core_t *self, peer_t *peer, conn_t *conn, queue_t *queue,
-                         uint64_t seq, const uint8_t *payload, size_t size, int64_t now_ms)
+                         uint64_t seq, const uint8_t *payload, size_t size, bool file,
+                         int64_t now_ms)
 {
     queue->published++;
     if (seq <= queue->last_seq) {
@@ -1136,23 +1150,31 @@ static int s_publish_one(broker_core_t *self, peer_t *peer, conn_t *conn, queue_
                  conn->id, seq, expected);
         return 1;
     }
-    if (queue->bytes + size > (uint64_t)self->config->max_queue_bytes) {
+    //  File bytes count like any others: max_queue_bytes bounds what the
+    //  store holds, whatever it is. An empty queue takes any one message
+    //  (the frame limit bounds it), so that a max_queue_bytes below the
+    //  largest payload slows a sender down and never stops it for good.
+    if (queue->count > 0 && queue->bytes + size > (uint64_t)self->config->max_queue_bytes) {
         s_refuse(self, peer->rid, peer->rid_size, peer->key, BROKER_REJECT_QUEUE_FULL,
                  PROTO_ERR_QUEUE_FULL, conn->id, &seq,
                  "queue %s %s holds %" PRIu64 " bytes (max_queue_bytes); retry later", conn->id,
                  s_dir_name(peer->side), queue->bytes);
         return 1;
     }
-    if (broker_store_append(self->store, queue->qid, seq, payload, size, now_ms) != 0)
+    if (broker_store_append(self->store, queue->qid, seq, payload, size, file, now_ms) != 0)
         return s_fatal(self);
     if (queue->count == 0) {
         queue->oldest_ms = now_ms;
         queue->oldest_stale = false;
     }
-    s_tail_keep(self, queue, conn->peer[1 - peer->side] != NULL, seq, payload, size);
+    s_tail_keep(self, queue, conn->peer[1 - peer->side] != NULL, seq, payload, size, file);
     queue->last_seq = seq;
     queue->count++;
     queue->bytes += size;
+    if (file) {
+        queue->file_count++;
+        queue->file_bytes += size;
+    }
     queue->stored++;
     queue->dirty = true;
     queue->wake = true;
@@ -1169,10 +1191,11 @@ static int s_on_publish(broker_core_t *self, peer_t *peer, const proto_data_t *d
         return 0;
     queue_t *queue = &conn->queue[peer->side]; //  the decoder kept seq + more_count in range
     int rc = s_publish_one(self, peer, conn, queue, data->seq, data->payload, data->payload_size,
-                           now_ms);
+                           data->file == PROTO_DATA_FILE, now_ms);
     for (size_t i = 0; rc == 0 && i < data->more_count; i++)
         rc = s_publish_one(self, peer, conn, queue, data->seq + 1 + i, data->more[i].payload,
-                           data->more[i].payload_size, now_ms);
+                           data->more[i].payload_size, data->more[i].file == PROTO_DATA_FILE,
+                           now_ms);
     return rc < 0 ? -1 : 0;
 }
 
@@ -1183,20 +1206,28 @@ static int s_consume_upto(broker_core_t *self, queue_t *queue, uint64_t seq)
 {
     if (queue->count == 0)
         return 0;
-    uint64_t count = 0, bytes = 0;
-    if (broker_store_remove_upto(self->store, queue->qid, seq, &count, &bytes) != 0)
+    broker_store_removed_t removed = {0};
+    if (broker_store_remove_upto(self->store, queue->qid, seq, &removed) != 0)
         return s_fatal(self);
+    uint64_t count = removed.count;
     if (count == 0)
         return 0; //  Consumed before (a repeated CONSUMED): nothing to do
     //  Everything held at or below delivered_upto went out in this session.
     if (seq >= queue->delivered_upto) {
         queue->unacked = 0;
+        queue->unacked_bytes = 0;
         queue->delivered_upto = seq;
     } else {
         queue->unacked -= count < queue->unacked ? count : queue->unacked;
+        queue->unacked_bytes -=
+            removed.bytes < queue->unacked_bytes ? removed.bytes : queue->unacked_bytes;
     }
     queue->count -= count < queue->count ? count : queue->count;
-    queue->bytes -= bytes < queue->bytes ? bytes : queue->bytes;
+    queue->bytes -= removed.bytes < queue->bytes ? removed.bytes : queue->bytes;
+    queue->file_count -=
+        removed.file_count < queue->file_count ? removed.file_count : queue->file_count;
+    queue->file_bytes -=
+        removed.file_bytes < queue->file_bytes ? removed.file_bytes : queue->file_bytes;
     queue->consumed += count;
     queue->oldest_stale = true;
     queue->dirty = true;
@@ -1415,7 +1446,7 @@ int broker_core_handle(broker_core_t *self, const broker_sender_t *from, const u
 
 //  The queue's delivery counters, kept to undo a batch that did not leave.
 typedef struct {
-    uint64_t delivered_upto, unacked, delivered, redelivered, max_delivered;
+    uint64_t delivered_upto, unacked, unacked_bytes, delivered, redelivered, max_delivered;
 } counters_t;
 
 typedef struct {
@@ -1425,11 +1456,13 @@ typedef struct {
     peer_t *peer;                    //  Receiver
     int64_t now_ms;                  //  Clock
     int failed;                      //  0, or the errno of the failed send
+    bool full;                       //  UNACKED_BYTES_MAX reached: the rest waits
     uint64_t batch;                  //  Most messages per DELIVER here
     uint64_t first;                  //  Seq of the batch's first message
     size_t count;                    //  Messages in the batch (payloads in core->dbuf)
     size_t offset[BROKER_BATCH_MAX]; //  Where each payload starts in core->dbuf
     size_t size[BROKER_BATCH_MAX];   //  Its length
+    bool file[BROKER_BATCH_MAX];     //  Whether it is file data (echoed in DELIVER)
     counters_t before;               //  The queue's counters before the batch
 } deliver_t;
 
@@ -1440,6 +1473,7 @@ static void s_deliver_undo(deliver_t *d)
     if (d->count > 0) {
         queue->delivered_upto = d->before.delivered_upto;
         queue->unacked = d->before.unacked;
+        queue->unacked_bytes = d->before.unacked_bytes;
         queue->delivered = d->before.delivered;
         queue->redelivered = d->before.redelivered;
         queue->max_delivered = d->before.max_delivered;
@@ -1460,12 +1494,17 @@ static int s_deliver_flush(deliver_t *d)
     const uint8_t *base = self->dbuf.data;
     proto_item_t more[BROKER_BATCH_MAX];
     for (size_t i = 1; i < d->count; i++)
-        more[i - 1] = (proto_item_t){base + d->offset[i], d->size[i]};
+        more[i - 1] = (proto_item_t){base + d->offset[i], d->size[i],
+                                     d->file[i] ? PROTO_DATA_FILE : PROTO_DATA_RECORD};
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_DELIVER);
-    msg.deliver = (proto_data_t){
-        d->conn->id, d->first, base + d->offset[0], d->size[0], d->count > 1 ? more : NULL,
-        d->count - 1};
+    msg.deliver = (proto_data_t){d->conn->id,
+                                 d->first,
+                                 base + d->offset[0],
+                                 d->size[0],
+                                 d->count > 1 ? more : NULL,
+                                 d->count - 1,
+                                 d->file[0] ? PROTO_DATA_FILE : PROTO_DATA_RECORD};
     proto_error_t perr;
     int rc = 0;
     if (proto_msg_encode(&msg, &self->limits, &self->buf, &perr) != PROTO_OK) {
@@ -1489,13 +1528,17 @@ static int s_deliver_flush(deliver_t *d)
 
 //  Adds message seq to the DELIVER batch (sending the batch first when it
 //  is full) and counts it as delivered.
-static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t stored_at,
-                         void *arg)
+static int s_deliver_one(uint64_t seq, const void *payload, size_t size, bool file,
+                         int64_t stored_at, void *arg)
 {
     (void)stored_at;
     deliver_t *d = arg;
     broker_core_t *self = d->core;
     queue_t *queue = d->queue;
+    if (queue->unacked > 0 && queue->unacked_bytes >= UNACKED_BYTES_MAX) {
+        d->full = true; //  Not taken: sent once the receiver consumed some
+        return 1;
+    }
     if (d->count > 0 &&
         (d->count >= d->batch ||
          PROTO_DATA_OVERHEAD + self->dbuf.size + size + PROTO_ITEM_OVERHEAD * (d->count + 1) >
@@ -1505,11 +1548,12 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t
         return 1;
     if (d->count == 0) {
         d->first = seq;
-        d->before = (counters_t){queue->delivered_upto, queue->unacked, queue->delivered,
-                                 queue->redelivered, queue->max_delivered};
+        d->before = (counters_t){queue->delivered_upto, queue->unacked,     queue->unacked_bytes,
+                                 queue->delivered,      queue->redelivered, queue->max_delivered};
     }
     d->offset[d->count] = self->dbuf.size;
     d->size[d->count] = size;
+    d->file[d->count] = file;
     if (proto_buf_append(&self->dbuf, size ? payload : "", size) != 0) {
         s_deliver_undo(d);
         d->failed = EAGAIN;
@@ -1518,6 +1562,7 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t
     d->count++;
     queue->delivered_upto = seq;
     queue->unacked++;
+    queue->unacked_bytes += size;
     queue->delivered++;
     if (seq <= queue->max_delivered)
         queue->redelivered++;
@@ -1528,10 +1573,13 @@ static int s_deliver_one(uint64_t seq, const void *payload, size_t size, int64_t
 
 //  How many messages may go to queue's receiver now: within the window,
 //  held, and durable (a message is never handed out before its commit's
-//  sync returned, so a receiver never holds what a crash could take back).
+//  sync returned, so a receiver never holds what a crash could take back);
+//  none while UNACKED_BYTES_MAX are unacked (the count may still stop at
+//  fewer than it says: s_deliver_one checks the bytes message by message).
 static uint64_t s_deliverable(const queue_t *queue, uint64_t window)
 {
-    if (queue->unacked >= window || queue->count <= queue->unacked)
+    if (queue->unacked >= window || queue->count <= queue->unacked ||
+        (queue->unacked > 0 && queue->unacked_bytes >= UNACKED_BYTES_MAX))
         return 0;
     uint64_t next = s_queue_next(queue);
     if (next > queue->durable_seq)
@@ -1550,7 +1598,7 @@ static int s_deliver_from_tail(queue_t *queue, uint64_t window, deliver_t *d)
     broker_tail_entry_t entry;
     while (queue->tail && s_deliverable(queue, window) > 0 &&
            broker_tail_find(queue->tail, s_queue_next(queue), &entry)) {
-        if (s_deliver_one(entry.seq, entry.payload, entry.size, 0, d) != 0)
+        if (s_deliver_one(entry.seq, entry.payload, entry.size, entry.file, 0, d) != 0)
             return 0;
         n++;
     }
@@ -1638,7 +1686,9 @@ static int s_save_queues(broker_core_t *self)
             broker_store_queue_t row = {.qid = queue->qid,
                                         .last_seq = queue->last_seq,
                                         .count = queue->count,
-                                        .bytes = queue->bytes};
+                                        .bytes = queue->bytes,
+                                        .file_count = queue->file_count,
+                                        .file_bytes = queue->file_bytes};
             if (broker_store_queue_save(self->store, &row) != 0)
                 return s_fatal(self);
             queue->dirty = false;
@@ -1878,6 +1928,16 @@ static double s_q_bytes(broker_core_t *self, queue_t *q, int64_t now_ms)
     (void)self, (void)now_ms;
     return (double)q->bytes;
 }
+static double s_q_file_bytes(broker_core_t *self, queue_t *q, int64_t now_ms)
+{
+    (void)self, (void)now_ms;
+    return (double)q->file_bytes;
+}
+static double s_q_file_messages(broker_core_t *self, queue_t *q, int64_t now_ms)
+{
+    (void)self, (void)now_ms;
+    return (double)q->file_count;
+}
 static double s_q_last_seq(broker_core_t *self, queue_t *q, int64_t now_ms)
 {
     (void)self, (void)now_ms;
@@ -1916,7 +1976,12 @@ static const struct {
      "Messages stored and not yet delivered to the receiving node."},
     {"twinsync_broker_queue_messages_unacked", "gauge", s_q_unacked,
      "Messages delivered and not yet consumed."},
-    {"twinsync_broker_queue_bytes", "gauge", s_q_bytes, "Payload bytes held in the queue."},
+    {"twinsync_broker_queue_bytes", "gauge", s_q_bytes,
+     "Payload bytes held in the queue, records and files (what max_queue_bytes bounds)."},
+    {"twinsync_broker_queue_file_bytes", "gauge", s_q_file_bytes,
+     "Of the payload bytes held: those of file data (attachment chunks)."},
+    {"twinsync_broker_queue_file_messages", "gauge", s_q_file_messages,
+     "Of the messages held: those of file data (attachment chunks)."},
     {"twinsync_broker_queue_oldest_message_age_seconds", "gauge", s_q_age,
      "Age of the oldest message held (0 when empty)."},
     {"twinsync_broker_queue_last_stored_sequence", "gauge", s_q_last_seq,
@@ -2003,6 +2068,20 @@ static void s_write_broker_metrics(broker_core_t *self, proto_buf_t *out)
     size_t joined = 0;
     for (size_t i = 0; i < self->conns_count; i++)
         joined += self->conns[i]->token_used;
+    uint64_t file_bytes = 0, file_count = 0;
+    for (size_t i = 0; i < self->conns_count; i++) {
+        for (int dir = 0; dir < 2; dir++) {
+            file_bytes += self->conns[i]->queue[dir].file_bytes;
+            file_count += self->conns[i]->queue[dir].file_count;
+        }
+    }
+    name = "twinsync_broker_queues_file_bytes";
+    broker_prom_family(out, name, "gauge",
+                       "Payload bytes of file data held in all queues together.");
+    broker_prom_sample(out, name, NULL, (double)file_bytes);
+    name = "twinsync_broker_queues_file_messages";
+    broker_prom_family(out, name, "gauge", "Messages of file data held in all queues together.");
+    broker_prom_sample(out, name, NULL, (double)file_count);
     name = "twinsync_broker_connections";
     broker_prom_family(out, name, "gauge", "Connections known to the broker, by state.");
     broker_prom_sample(out, name, "state=\"pending\"", (double)(self->conns_count - joined));

@@ -340,20 +340,25 @@ static double s_quantile(const samples_t *samples, double q)
 
 static void s_print_queues(FILE *out, const samples_t *samples)
 {
-    fprintf(out, "%-24s %-18s %8s %8s %9s %10s %10s %10s %10s %10s %8s %6s\n", "CONNECTION",
-            "DIRECTION", "READY", "UNACKED", "OLDEST", "BYTES", "PUBLISHED", "STORED", "DELIVERED",
-            "CONSUMED", "REDELIV", "DUPS");
+    fprintf(out, "%-24s %-18s %8s %8s %9s %10s %10s %7s %10s %10s %10s %10s %8s %6s\n",
+            "CONNECTION", "DIRECTION", "READY", "UNACKED", "OLDEST", "BYTES", "FILE BYTES", "FILES",
+            "PUBLISHED", "STORED", "DELIVERED", "CONSUMED", "REDELIV", "DUPS");
     for (size_t i = 0; i < samples->count; i++) {
         const sample_t *s = &samples->items[i];
         if (strcmp(s->name, "twinsync_broker_queue_messages_ready") != 0)
             continue;
         const char *c = s->connection, *d = s->direction;
-        char bytes[32];
+        char bytes[32], file_bytes[32];
         fprintf(
-            out, "%-24.24s %-18s %8.0f %8.0f %8.1fs %10s %10.0f %10.0f %10.0f %10.0f %8.0f %6.0f\n",
+            out,
+            "%-24.24s %-18s %8.0f %8.0f %8.1fs %10s %10s %7.0f %10.0f %10.0f %10.0f %10.0f %8.0f "
+            "%6.0f\n",
             c, d, s->value, s_get(samples, "twinsync_broker_queue_messages_unacked", c, d, NULL),
             s_get(samples, "twinsync_broker_queue_oldest_message_age_seconds", c, d, NULL),
             s_bytes(s_get(samples, "twinsync_broker_queue_bytes", c, d, NULL), bytes, sizeof bytes),
+            s_bytes(s_get(samples, "twinsync_broker_queue_file_bytes", c, d, NULL), file_bytes,
+                    sizeof file_bytes),
+            s_get(samples, "twinsync_broker_queue_file_messages", c, d, NULL),
             s_get(samples, "twinsync_broker_queue_published_total", c, d, NULL),
             s_get(samples, "twinsync_broker_queue_stored_total", c, d, NULL),
             s_get(samples, "twinsync_broker_queue_delivered_total", c, d, NULL),
@@ -390,12 +395,18 @@ static void s_print_broker(FILE *out, const samples_t *samples)
     char bytes[32];
     double commits = s_get(samples, "twinsync_broker_store_fsync_seconds_count", NULL, NULL, NULL);
     double sum = s_get(samples, "twinsync_broker_store_fsync_seconds_sum", NULL, NULL, NULL);
-    fprintf(out, "\nBROKER  peers %.0f   connections %.0f active / %.0f pending   store %s\n",
+    char file_bytes[32];
+    fprintf(out,
+            "\nBROKER  peers %.0f   connections %.0f active / %.0f pending   store %s   files "
+            "queued %s in %.0f messages\n",
             s_get(samples, "twinsync_broker_peers", NULL, NULL, NULL),
             s_get_state(samples, "twinsync_broker_connections", "active"),
             s_get_state(samples, "twinsync_broker_connections", "pending"),
             s_bytes(s_get(samples, "twinsync_broker_store_bytes", NULL, NULL, NULL), bytes,
-                    sizeof bytes));
+                    sizeof bytes),
+            s_bytes(s_get(samples, "twinsync_broker_queues_file_bytes", NULL, NULL, NULL),
+                    file_bytes, sizeof file_bytes),
+            s_get(samples, "twinsync_broker_queues_file_messages", NULL, NULL, NULL));
     fprintf(out, "COMMITS %.0f   mean %.2f ms   p50 <= %.2f ms   p99 <= %.2f ms\n", commits,
             commits > 0 ? sum / commits * 1000 : 0, s_quantile(samples, 0.5) * 1000,
             s_quantile(samples, 0.99) * 1000);

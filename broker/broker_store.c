@@ -1,14 +1,21 @@
 /*  broker_store.c: the broker's durable store on SQLite (see broker_store.h).
 
-    Schema (version 2, PRAGMA user_version):
-      queues(qid INTEGER PRIMARY KEY, conn, dir, last_seq, count, bytes)
-      messages(qid, seq, stored_at, payload, PRIMARY KEY (qid, seq))
+    Schema (version 3, PRAGMA user_version):
+      queues(qid INTEGER PRIMARY KEY, conn, dir, last_seq, count, bytes,
+             file_count, file_bytes)
+      messages(qid, seq, stored_at, payload, file, PRIMARY KEY (qid, seq))
       connections(conn PRIMARY KEY, public_key, private_key, token_hash,
                   expires, token_used, public_desc, private_desc, created,
                   private_kx, private_auth)
 
     Version 2 added private_kx and private_auth (JOIN's key exchange, NULL
-    when none, docs/protocol.md §8.3); a version 1 store gains them at open.
+    when none, docs/protocol.md §8.3). Version 3 added messages.file (1:
+    file data, PUBLISH "file", docs/protocol.md §4.7) and the queues'
+    file_count and file_bytes, kept like count and bytes. An older store
+    gains the missing columns at open, in one transaction with the new
+    user_version; every column added defaults to what an older broker's
+    rows mean (no key exchange, no file data), so the counters of a store
+    upgraded with messages in it are right as they are.
 
     messages is an ordinary rowid table with a unique (qid, seq) index rather
     than WITHOUT ROWID: payloads are around a kilobyte, and SQLite's advice is
@@ -66,7 +73,7 @@
 
 #include "broker_syncer.h"
 
-#define SCHEMA_VERSION        2
+#define SCHEMA_VERSION        3
 #define CHECKPOINT_PAGES      4096  //  WAL pages (16 MiB) before broker_store_checkpoint copies
 #define CHECKPOINT_HARD_PAGES 16384 //  WAL pages after which a commit checkpoints itself
 
@@ -88,10 +95,12 @@ enum {
 static const char *s_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
-    [ST_QUEUE_INSERT] = "INSERT INTO queues (conn, dir, last_seq, count, bytes) "
-                        "VALUES (?1, ?2, 0, 0, 0)",
-    [ST_QUEUE_SAVE] = "UPDATE queues SET last_seq = ?2, count = ?3, bytes = ?4 WHERE qid = ?1",
-    [ST_QUEUE_ALL] = "SELECT qid, conn, dir, last_seq, count, bytes FROM queues ORDER BY qid",
+    [ST_QUEUE_INSERT] = "INSERT INTO queues (conn, dir, last_seq, count, bytes, file_count, "
+                        "file_bytes) VALUES (?1, ?2, 0, 0, 0, 0, 0)",
+    [ST_QUEUE_SAVE] = "UPDATE queues SET last_seq = ?2, count = ?3, bytes = ?4, file_count = ?5, "
+                      "file_bytes = ?6 WHERE qid = ?1",
+    [ST_QUEUE_ALL] = "SELECT qid, conn, dir, last_seq, count, bytes, file_count, file_bytes "
+                     "FROM queues ORDER BY qid",
     [ST_CONN_SAVE] = "INSERT OR REPLACE INTO connections (conn, public_key, private_key, "
                      "token_hash, expires, token_used, public_desc, private_desc, created, "
                      "private_kx, private_auth) "
@@ -99,11 +108,13 @@ static const char *s_sql[ST_COUNT] = {
     [ST_CONN_ALL] = "SELECT conn, public_key, private_key, token_hash, expires, token_used, "
                     "public_desc, private_desc, created, private_kx, private_auth "
                     "FROM connections ORDER BY conn",
-    [ST_APPEND] = "INSERT INTO messages (qid, seq, stored_at, payload) VALUES (?1, ?2, ?3, ?4)",
-    //  One pass: the rows go and their sizes come back for the counters.
+    [ST_APPEND] = "INSERT INTO messages (qid, seq, stored_at, payload, file) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5)",
+    //  One pass: the rows go and their sizes and kinds come back for the
+    //  counters.
     [ST_REMOVE_UPTO] = "DELETE FROM messages WHERE qid = ?1 AND seq <= ?2 "
-                       "RETURNING length(payload)",
-    [ST_READ] = "SELECT seq, payload, stored_at FROM messages WHERE qid = ?1 AND seq > ?2 "
+                       "RETURNING length(payload), file",
+    [ST_READ] = "SELECT seq, payload, stored_at, file FROM messages WHERE qid = ?1 AND seq > ?2 "
                 "ORDER BY seq LIMIT ?3",
     [ST_OLDEST] = "SELECT stored_at FROM messages WHERE qid = ?1 ORDER BY seq LIMIT 1",
 };
@@ -115,12 +126,15 @@ static const char *s_schema = "CREATE TABLE IF NOT EXISTS queues ("
                               "  last_seq INTEGER NOT NULL,"
                               "  count INTEGER NOT NULL,"
                               "  bytes INTEGER NOT NULL,"
+                              "  file_count INTEGER NOT NULL DEFAULT 0,"
+                              "  file_bytes INTEGER NOT NULL DEFAULT 0,"
                               "  UNIQUE (conn, dir));"
                               "CREATE TABLE IF NOT EXISTS messages ("
                               "  qid INTEGER NOT NULL,"
                               "  seq INTEGER NOT NULL,"
                               "  stored_at INTEGER NOT NULL,"
                               "  payload BLOB NOT NULL,"
+                              "  file INTEGER NOT NULL DEFAULT 0,"
                               "  PRIMARY KEY (qid, seq));"
                               "CREATE TABLE IF NOT EXISTS connections ("
                               "  conn TEXT PRIMARY KEY,"
@@ -201,6 +215,59 @@ static int s_exec(broker_store_t *self, const char *sql)
     return -1;
 }
 
+//  True when table has a column named column; -1 on a read error.
+static int s_has_column(broker_store_t *self, const char *table, const char *column)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(self->db, "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2", -1,
+                           &stmt, NULL) != SQLITE_OK)
+        return s_fail(self, "read the schema");
+    sqlite3_bind_text(stmt, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, column, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return s_fail(self, "read the schema");
+    return rc == SQLITE_ROW;
+}
+
+//  Brings a store of an older schema version (or a new, empty one: version
+//  0) to SCHEMA_VERSION: adds each column the tables lack, then sets
+//  user_version, all in one transaction, so that a crash leaves the old
+//  version or the new one and an open after it starts again cleanly. The
+//  tables CREATE TABLE IF NOT EXISTS made are whole already; only those an
+//  older broker made lack columns. Returns 0, or -1 with self->error set.
+static int s_upgrade(broker_store_t *self)
+{
+    static const struct {
+        const char *table, *column, *decl;
+    } added[] = {
+        {"connections", "private_kx", "BLOB"},                  //  version 2
+        {"connections", "private_auth", "BLOB"},                //  version 2
+        {"messages", "file", "INTEGER NOT NULL DEFAULT 0"},     //  version 3
+        {"queues", "file_count", "INTEGER NOT NULL DEFAULT 0"}, //  version 3
+        {"queues", "file_bytes", "INTEGER NOT NULL DEFAULT 0"}, //  version 3
+    };
+    if (s_exec(self, "BEGIN IMMEDIATE") != 0)
+        return -1;
+    char sql[256];
+    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
+        int has = s_has_column(self, added[i].table, added[i].column);
+        snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", added[i].table,
+                 added[i].column, added[i].decl);
+        if (has < 0 || (has == 0 && s_exec(self, sql) != 0)) {
+            sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d; COMMIT", SCHEMA_VERSION);
+    if (s_exec(self, sql) != 0) {
+        sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 //  Sets the pragmas that make the store what broker_store.h promises, checks
 //  that WAL mode took, and creates the schema.
 static int s_setup(broker_store_t *self, const broker_store_options_t *options)
@@ -240,20 +307,15 @@ static int s_setup(broker_store_t *self, const broker_store_options_t *options)
         return s_fail(self, "read user_version");
     int version = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int(stmt, 0) : -1;
     sqlite3_finalize(stmt);
-    if (version == 1 && s_exec(self, "ALTER TABLE connections ADD COLUMN private_kx BLOB;"
-                                     "ALTER TABLE connections ADD COLUMN private_auth BLOB;") != 0)
-        return -1;
-    if (version == 0 || version == 1) {
-        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
-        return s_exec(self, sql);
-    }
-    if (version != SCHEMA_VERSION) {
+    if (version == SCHEMA_VERSION)
+        return 0;
+    if (version < 0 || version > SCHEMA_VERSION) {
         snprintf(self->error, sizeof self->error,
                  "%s has schema version %d, this broker knows %d (newer broker's store?)",
                  self->path, version, SCHEMA_VERSION);
         return -1;
     }
-    return 0;
+    return s_upgrade(self);
 }
 
 static int s_prepare_all(broker_store_t *self)
@@ -425,6 +487,8 @@ int broker_store_each_queue(broker_store_t *self,
             .last_seq = (uint64_t)sqlite3_column_int64(stmt, 3),
             .count = (uint64_t)sqlite3_column_int64(stmt, 4),
             .bytes = (uint64_t)sqlite3_column_int64(stmt, 5),
+            .file_count = (uint64_t)sqlite3_column_int64(stmt, 6),
+            .file_bytes = (uint64_t)sqlite3_column_int64(stmt, 7),
         };
         if (!queue.conn)
             queue.conn = "";
@@ -497,6 +561,8 @@ int broker_store_queue_save(broker_store_t *self, const broker_store_queue_t *qu
     sqlite3_bind_int64(stmt, 2, (sqlite3_int64)queue->last_seq);
     sqlite3_bind_int64(stmt, 3, (sqlite3_int64)queue->count);
     sqlite3_bind_int64(stmt, 4, (sqlite3_int64)queue->bytes);
+    sqlite3_bind_int64(stmt, 5, (sqlite3_int64)queue->file_count);
+    sqlite3_bind_int64(stmt, 6, (sqlite3_int64)queue->file_bytes);
     return s_step_done(self, ST_QUEUE_SAVE, "save queue");
 }
 
@@ -525,7 +591,7 @@ int broker_store_conn_save(broker_store_t *self, const broker_store_conn_t *conn
 }
 
 int broker_store_append(broker_store_t *self, int64_t qid, uint64_t seq, const void *payload,
-                        size_t size, int64_t stored_at_ms)
+                        size_t size, bool file, int64_t stored_at_ms)
 {
     if (size > INT_MAX) {
         snprintf(self->error, sizeof self->error, "payload of %zu bytes too large", size);
@@ -538,11 +604,12 @@ int broker_store_append(broker_store_t *self, int64_t qid, uint64_t seq, const v
     sqlite3_bind_int64(stmt, 2, (sqlite3_int64)seq);
     sqlite3_bind_int64(stmt, 3, stored_at_ms);
     sqlite3_bind_blob(stmt, 4, size ? payload : "", (int)size, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 5, file ? 1 : 0);
     return s_step_done(self, ST_APPEND, "append message");
 }
 
-int broker_store_remove_upto(broker_store_t *self, int64_t qid, uint64_t upto, uint64_t *count,
-                             uint64_t *bytes)
+int broker_store_remove_upto(broker_store_t *self, int64_t qid, uint64_t upto,
+                             broker_store_removed_t *removed)
 {
     if (s_begin(self) != 0)
         return -1;
@@ -551,8 +618,13 @@ int broker_store_remove_upto(broker_store_t *self, int64_t qid, uint64_t upto, u
     sqlite3_bind_int64(stmt, 2, upto > INT64_MAX ? INT64_MAX : (sqlite3_int64)upto);
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        (*count)++;
-        *bytes += (uint64_t)sqlite3_column_int64(stmt, 0);
+        uint64_t size = (uint64_t)sqlite3_column_int64(stmt, 0);
+        removed->count++;
+        removed->bytes += size;
+        if (sqlite3_column_int(stmt, 1) != 0) {
+            removed->file_count++;
+            removed->file_bytes += size;
+        }
     }
     int result = rc == SQLITE_DONE ? 0 : s_fail(self, "remove messages");
     sqlite3_reset(stmt);
@@ -575,7 +647,8 @@ int broker_store_read(broker_store_t *self, int64_t qid, uint64_t after, int lim
         const void *payload = sqlite3_column_blob(stmt, 1);
         size_t size = (size_t)sqlite3_column_bytes(stmt, 1);
         int64_t stored_at = sqlite3_column_int64(stmt, 2);
-        stop = fn(seq, payload, size, stored_at, arg);
+        bool file = sqlite3_column_int(stmt, 3) != 0;
+        stop = fn(seq, payload, size, file, stored_at, arg);
         passed++;
     }
     int result = stop || rc == SQLITE_DONE ? passed : s_fail(self, "read messages");

@@ -1,10 +1,12 @@
 /*  broker_store.h: the broker's durable store (one SQLite database in WAL mode).
 
     What it holds, all in one file so that one transaction covers everything:
-      - messages:    (queue, seq) -> sealed payload, from PUBLISH until CONSUMED
+      - messages:    (queue, seq) -> sealed payload and whether it is file
+                     data (PUBLISH "file"), from PUBLISH until CONSUMED
       - queues:      per connection and direction: highest stored seq (the
-                     duplicate filter), messages and bytes held (so that a
-                     restart reads one row per queue, never the messages)
+                     duplicate filter), messages and bytes held, and how
+                     many of them are file data (so that a restart reads
+                     one row per queue, never the messages)
       - connections: who owns a connection (public key), who joined it (private
                      key), the SHA-256 of its join token, expiry, descriptions,
                      and the key exchange its JOIN carried (opaque bytes)
@@ -55,13 +57,23 @@ typedef struct {
 
 //  One queue's durable state: a connection and a direction.
 typedef struct {
-    int64_t qid;       //  Store's id for the queue
-    const char *conn;  //  Connection id (owned by the store row buffer or caller)
-    int dir;           //  Direction (broker_dir_t)
-    uint64_t last_seq; //  Highest seq ever stored (duplicate filter)
-    uint64_t count;    //  Messages held
-    uint64_t bytes;    //  Payload bytes held
+    int64_t qid;         //  Store's id for the queue
+    const char *conn;    //  Connection id (owned by the store row buffer or caller)
+    int dir;             //  Direction (broker_dir_t)
+    uint64_t last_seq;   //  Highest seq ever stored (duplicate filter)
+    uint64_t count;      //  Messages held
+    uint64_t bytes;      //  Payload bytes held (records and files)
+    uint64_t file_count; //  Of the messages held: those of file data
+    uint64_t file_bytes; //  Their payload bytes
 } broker_store_queue_t;
+
+//  What broker_store_remove_upto took away (added to by each call).
+typedef struct {
+    uint64_t count;      //  Messages
+    uint64_t bytes;      //  Their payload bytes
+    uint64_t file_count; //  Of them: messages of file data
+    uint64_t file_bytes; //  Their payload bytes
+} broker_store_removed_t;
 
 //  One connection as the store keeps it.
 typedef struct {
@@ -105,28 +117,31 @@ int broker_store_each_conn(broker_store_t *self,
 //  current transaction. Returns 0, or -1 (fatal).
 int broker_store_queue_create(broker_store_t *self, const char *conn, int dir, int64_t *qid);
 
-//  Writes the queue's counters (last_seq, count, bytes) in the current
-//  transaction. Returns 0, or -1 (fatal).
+//  Writes the queue's counters (last_seq, count, bytes, file_count,
+//  file_bytes) in the current transaction. Returns 0, or -1 (fatal).
 int broker_store_queue_save(broker_store_t *self, const broker_store_queue_t *queue);
 
 //  Inserts or replaces a connection row in the current transaction.
 //  Returns 0, or -1 (fatal).
 int broker_store_conn_save(broker_store_t *self, const broker_store_conn_t *conn);
 
-//  Appends a message in the current transaction. The caller has checked
-//  that seq is new (seq > the queue's last_seq). Returns 0, or -1 (fatal).
+//  Appends a message in the current transaction; file says it is file data
+//  (PUBLISH "file"). The caller has checked that seq is new (seq > the
+//  queue's last_seq). Returns 0, or -1 (fatal).
 int broker_store_append(broker_store_t *self, int64_t qid, uint64_t seq, const void *payload,
-                        size_t size, int64_t stored_at_ms);
+                        size_t size, bool file, int64_t stored_at_ms);
 
-//  Deletes every message of qid with seq <= upto. Adds the number and the
-//  payload bytes removed to *count and *bytes. Returns 0, or -1 (fatal).
-int broker_store_remove_upto(broker_store_t *self, int64_t qid, uint64_t upto, uint64_t *count,
-                             uint64_t *bytes);
+//  Deletes every message of qid with seq <= upto. Adds the messages and
+//  payload bytes removed, all and file data, to *removed. Returns 0, or -1
+//  (fatal).
+int broker_store_remove_upto(broker_store_t *self, int64_t qid, uint64_t upto,
+                             broker_store_removed_t *removed);
 
 //  Reads, in seq order, up to limit messages of qid with seq > after, and
-//  calls fn for each (payload valid only during the call); stops early when
-//  fn returns non-zero. Returns the number of messages passed to fn, or -1.
-typedef int (*broker_store_read_fn)(uint64_t seq, const void *payload, size_t size,
+//  calls fn for each (payload valid only during the call; file as
+//  appended); stops early when fn returns non-zero. Returns the number of
+//  messages passed to fn, or -1.
+typedef int (*broker_store_read_fn)(uint64_t seq, const void *payload, size_t size, bool file,
                                     int64_t stored_at_ms, void *arg);
 int broker_store_read(broker_store_t *self, int64_t qid, uint64_t after, int limit,
                       broker_store_read_fn fn, void *arg);

@@ -20,6 +20,7 @@ typedef struct {
     uint64_t seq;  //  Sequence
     size_t offset; //  Payload's place in ring
     size_t size;   //  Payload bytes
+    bool file;     //  File data
 } s_entry_t;
 
 struct broker_tail_t {
@@ -96,7 +97,8 @@ static bool s_room(const broker_tail_t *self, size_t size, size_t *at)
     return self->write + size <= oldest;
 }
 
-bool broker_tail_push(broker_tail_t *self, uint64_t seq, const void *payload, size_t size)
+bool broker_tail_push(broker_tail_t *self, uint64_t seq, const void *payload, size_t size,
+                      bool file)
 {
     if (self->count > 0 && seq != s_entry(self, self->count - 1)->seq + 1)
         broker_tail_release(self); //  Not contiguous: start again at seq
@@ -113,7 +115,7 @@ bool broker_tail_push(broker_tail_t *self, uint64_t seq, const void *payload, si
     while (self->count == self->max_count || !s_room(self, size, &at))
         s_drop_oldest(self);
     memcpy(self->ring + at, payload, size);
-    *s_entry(self, self->count) = (s_entry_t){seq, at, size};
+    *s_entry(self, self->count) = (s_entry_t){seq, at, size, file};
     self->count++;
     self->write = at + size;
     return true;
@@ -127,7 +129,8 @@ bool broker_tail_find(const broker_tail_t *self, uint64_t seq, broker_tail_entry
     if (seq < first || seq - first >= self->count)
         return false;
     const s_entry_t *found = s_entry(self, (size_t)(seq - first));
-    *entry = (broker_tail_entry_t){found->seq, self->ring + found->offset, found->size};
+    *entry =
+        (broker_tail_entry_t){found->seq, self->ring + found->offset, found->size, found->file};
     return true;
 }
 

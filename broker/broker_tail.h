@@ -14,7 +14,7 @@
     starts again after it).
 
         broker_tail_t *tail = broker_tail_new(256 * 1024, 512);
-        broker_tail_push(tail, 1, payload, size);
+        broker_tail_push(tail, 1, payload, size, false);
         broker_tail_entry_t entry;
         if (broker_tail_find(tail, 1, &entry)) ... entry.payload, entry.size ...
         broker_tail_release(tail);             //  receiver gone: give memory back
@@ -36,6 +36,7 @@ typedef struct {
     uint64_t seq;           //  Sequence
     const uint8_t *payload; //  Bytes, valid until the next push or release
     size_t size;            //  Bytes in payload
+    bool file;              //  File data, as pushed
 } broker_tail_entry_t;
 
 //  Makes an empty tail of at most capacity payload bytes and max_count
@@ -46,11 +47,13 @@ broker_tail_t *broker_tail_new(size_t capacity, size_t max_count);
 //  Frees the tail and sets *self_p to NULL; accepts NULL.
 void broker_tail_destroy(broker_tail_t **self_p);
 
-//  Appends message seq. seq must be the last sequence + 1 when the tail is
+//  Appends message seq (file: whether it is file data, given back by
+//  broker_tail_find). seq must be the last sequence + 1 when the tail is
 //  not empty; otherwise the tail restarts at seq. Drops the oldest entries
 //  to make room. Returns true when the message is kept, false when it is not
 //  (larger than the ring, or out of memory: the tail is then empty).
-bool broker_tail_push(broker_tail_t *self, uint64_t seq, const void *payload, size_t size);
+bool broker_tail_push(broker_tail_t *self, uint64_t seq, const void *payload, size_t size,
+                      bool file);
 
 //  Fills *entry with message seq and returns true, or returns false when the
 //  tail does not hold it. entry->payload is valid until the next push or

@@ -13,12 +13,16 @@
       after HELLO, or a silent broker) -> the broker is dead: the link closes
       the socket and opens a new one after a backoff that doubles from
       backoff_min_ms to backoff_max_ms and returns to the minimum on WELCOME.
-    - Sending: link_publish hands the link one PUBLISH. The link keeps a copy
+    - Sending: link_publish hands the link one PUBLISH, saying whether its
+      payload is file data (an attachment's chunk) or a record; the broker
+      counts file bytes apart (docs/protocol.md §4.7). The link keeps a copy
       until STORED (link_window.h) and sends it again by itself after every
       new session and after a refusal, so the application never re-sends.
-      The window per connection is bounded (config.window): when it is full,
-      link_publish answers LINK_FULL and the application keeps the message in
-      its durable outbox until on_stored makes room. At most WELCOME.credit
+      The window per connection is bounded, in messages (config.window) and
+      in payload bytes (config.window_bytes: file chunks are large): when it
+      is full, link_publish answers LINK_FULL and the application keeps the
+      message in its durable outbox until on_stored makes room. The bytes
+      bound the node's memory and what the broker holds in flight for it. At most WELCOME.credit
       PUBLISHes are sent un-STORED per connection. ERROR 429 and 500 (the
       broker is full or failing) make the connection pause for retry_ms and
       then re-send from the refused sequence; ERROR 422 re-sends from the
@@ -152,6 +156,9 @@ typedef struct {
     uint32_t credit;                    //  DELIVERs accepted unconsumed per
                                         //  connection (HELLO; 0: broker default)
     uint32_t window;                    //  PUBLISHes held un-STORED per connection
+    size_t window_bytes;                //  Payload bytes held un-STORED per connection:
+                                        //  no more is taken once reached (one message is
+                                        //  always taken); 0: no bound
     uint32_t batch;                     //  Most messages per PUBLISH / DELIVER frame,
                                         //  when the broker takes batches (1: never batch)
     uint32_t heartbeat_ms;              //  Until WELCOME says otherwise
@@ -162,7 +169,8 @@ typedef struct {
     proto_limits_t limits;              //  Decoder limits for the broker's frames
 } link_config_t;
 
-//  Fills *config with the defaults: window 256, batch 64, heartbeat 5000 ms, liveness
+//  Fills *config with the defaults: window 256, window_bytes 8 MiB, batch 64,
+//  heartbeat 5000 ms, liveness
 //  3, backoff 1000 -> 32000 ms, retry 1000 ms, credit 0, default limits;
 //  endpoint, node id, role and keys are left for the caller.
 void link_config_defaults(link_config_t *config);
@@ -203,13 +211,20 @@ void link_uncork(link_t *self);
 //  LINK_OK or LINK_E_UNKNOWN_CONN.
 int link_conn_set_next(link_t *self, const char *conn, uint64_t next);
 
-//  Offers PUBLISH (conn, seq, payload). seq must be above every sequence
+//  Offers PUBLISH (conn, seq, payload); file says the payload is file data
+//  (an attachment's chunk: PUBLISH "file", docs/protocol.md §4.7), false a
+//  record, a receipt or anything else. The flag goes with the message
+//  whenever it is sent, batched or not; it only informs the broker's
+//  counters (it is outside the seal). seq must be above every sequence
 //  offered or stored before on conn. On LINK_OK the link holds a copy and
 //  sends it as soon as the session and the credit allow, again and again
 //  until STORED. Returns a link_status_t.
-int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size);
+int link_publish(link_t *self, const char *conn, uint64_t seq, const uint8_t *payload, size_t size,
+                 bool file);
 
-//  Free places in conn's window (0 for an unknown connection).
+//  Free places in conn's window (0 for an unknown connection, and while it
+//  holds window_bytes or more): link_publish takes a message, whatever its
+//  size, while this is not 0.
 size_t link_room(const link_t *self, const char *conn);
 
 //  Messages of conn not yet STORED (0 for an unknown connection).

@@ -16,6 +16,7 @@ struct link_window_t {
     size_t head;        //  Index of the oldest entry
     size_t count;       //  Entries held
     size_t sent;        //  Leading entries sent in this session
+    size_t bytes;       //  Payload bytes of the entries held
     uint64_t last_seq;  //  Highest sequence pushed or acknowledged
 };
 
@@ -52,7 +53,7 @@ void link_window_destroy(link_window_t **self_p)
     *self_p = NULL;
 }
 
-int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, size_t size)
+int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, size_t size, bool file)
 {
     if (self->count == self->capacity)
         return 1;
@@ -63,8 +64,9 @@ int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, siz
         return -1;
     memcpy(copy, data, size);
     link_entry_t *entry = &self->ring[(self->head + self->count) % self->capacity];
-    *entry = (link_entry_t){seq, copy, size};
+    *entry = (link_entry_t){seq, copy, size, file};
     self->count++;
+    self->bytes += size;
     self->last_seq = seq;
     return 0;
 }
@@ -74,8 +76,9 @@ size_t link_window_ack(link_window_t *self, uint64_t seq)
     size_t removed = 0;
     while (self->count > 0 && s_at(self, 0)->seq <= seq) {
         link_entry_t *entry = s_at(self, 0);
+        self->bytes -= entry->size;
         free(entry->data);
-        *entry = (link_entry_t){0, NULL, 0};
+        *entry = (link_entry_t){0, NULL, 0, false};
         self->head = (self->head + 1) % self->capacity;
         self->count--;
         if (self->sent > 0)
@@ -123,6 +126,11 @@ void link_window_rewind_all(link_window_t *self)
 size_t link_window_count(const link_window_t *self)
 {
     return self->count;
+}
+
+size_t link_window_bytes(const link_window_t *self)
+{
+    return self->bytes;
 }
 
 size_t link_window_sent(const link_window_t *self)

@@ -13,7 +13,7 @@
     from sent to waiting; STORED removes them from the front.
 
         link_window_t *w = link_window_new(64);
-        link_window_push(w, 1, payload, size);    //  accepted: the window copies it
+        link_window_push(w, 1, payload, size, false);  //  accepted: the window copies it
         const link_entry_t *e = link_window_next(w);
         ... send e->data ...; link_window_mark_sent(w);
         link_window_ack(w, 1);                     //  STORED 1: gone
@@ -22,6 +22,7 @@
 #ifndef LINK_WINDOW_H
 #define LINK_WINDOW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,7 @@ typedef struct {
     uint64_t seq;  //  Sequence of the PUBLISH
     uint8_t *data; //  Sealed payload, owned by the window
     size_t size;   //  Bytes in data
+    bool file;     //  File data: sent with PUBLISH "file" (docs/protocol.md §4.7)
 } link_entry_t;
 
 typedef struct link_window_t link_window_t;
@@ -40,10 +42,11 @@ link_window_t *link_window_new(size_t capacity);
 //  Frees the window and every payload in it; sets *self_p to NULL; accepts NULL.
 void link_window_destroy(link_window_t **self_p);
 
-//  Appends a copy of data as entry seq, waiting to be sent. Returns 0; 1 when
-//  the window is full; -1 when seq is not above the last entry's (or the last
-//  acknowledged sequence), or out of memory.
-int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, size_t size);
+//  Appends a copy of data as entry seq, waiting to be sent; file says it is
+//  file data. Returns 0; 1 when the window is full; -1 when seq is not above
+//  the last entry's (or the last acknowledged sequence), or out of memory.
+int link_window_push(link_window_t *self, uint64_t seq, const uint8_t *data, size_t size,
+                     bool file);
 
 //  STORED seq: removes every entry with a sequence <= seq (STORED is
 //  cumulative, docs/protocol.md §4.4). Returns the number removed.
@@ -68,8 +71,10 @@ int link_window_rewind(link_window_t *self, uint64_t seq);
 //  Makes every entry wait again (new session).
 void link_window_rewind_all(link_window_t *self);
 
-//  Entries held; entries sent and not yet acknowledged; free places.
+//  Entries held; entries sent and not yet acknowledged; free places; payload
+//  bytes of the entries held.
 size_t link_window_count(const link_window_t *self);
+size_t link_window_bytes(const link_window_t *self);
 size_t link_window_sent(const link_window_t *self);
 size_t link_window_room(const link_window_t *self);
 

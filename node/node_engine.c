@@ -176,8 +176,7 @@ typedef struct {
 static int s_offer_row(uint64_t seq, const uint8_t *payload, size_t size, bool file, void *arg)
 {
     s_offer_t *offer = arg;
-    (void)file;
-    int rc = link_publish(offer->engine->link, offer->known->id, seq, payload, size);
+    int rc = link_publish(offer->engine->link, offer->known->id, seq, payload, size, file);
     if (rc == LINK_OK || rc == LINK_E_SEQ) {
         offer->known->offered = seq; //  E_SEQ: the link already has it
         return 0;

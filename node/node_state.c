@@ -83,7 +83,9 @@ static const char *s_schema =
     " downloaded INTEGER NOT NULL DEFAULT 0, twin_file TEXT NOT NULL DEFAULT '',"
     " text TEXT NOT NULL DEFAULT '', finished INTEGER NOT NULL DEFAULT 0,"
     " notify INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,"
-    " updated_at INTEGER NOT NULL, PRIMARY KEY(conn, dir, file_id));";
+    " updated_at INTEGER NOT NULL, PRIMARY KEY(conn, dir, file_id));"
+    "CREATE INDEX IF NOT EXISTS files_by_state ON files(conn, dir, state);"
+    "CREATE INDEX IF NOT EXISTS files_by_record ON files(conn, record);";
 
 //  --- helpers
 
@@ -1117,6 +1119,17 @@ int node_state_file_list(node_state_t *self, const char *conn, node_file_dir_t d
                             " AND (?4 IS NULL OR record = ?4)"
                             " ORDER BY created_at, rowid LIMIT ?5",
                             "ziizi", conn, (int64_t)dir, mask, record, limit ? (int64_t)limit : -1),
+                  sizeof(node_file_t), s_read_file, (void **)list_p, count_p, "list files");
+}
+
+int node_state_file_list_owed(node_state_t *self, const char *conn, node_file_t **list_p,
+                              size_t *count_p)
+{
+    return s_rows(self,
+                  s_prepare(self,
+                            "SELECT " S_FILE_COLUMNS " FROM files WHERE conn = ? AND notify"
+                            " ORDER BY created_at, rowid",
+                            "t", conn),
                   sizeof(node_file_t), s_read_file, (void **)list_p, count_p, "list files");
 }
 

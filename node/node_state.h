@@ -63,7 +63,7 @@ typedef enum {
     NODE_CONN_ERROR = 4        //  Cannot proceed; error_text says why
 } node_conn_status_t;
 
-//  Attachments a side sends and takes (docs/sync.md §2.3).
+//  Attachments a side sends and takes (docs/sync.md, "Attachments").
 typedef enum {
     NODE_ATTACH_DEFAULT = 0, //  As the node's configuration says (node.attachments)
     NODE_ATTACH_ALL = 1,     //  Every file up to the size cap
@@ -365,7 +365,7 @@ int node_state_error_failed_again(node_state_t *self, int64_t id, const char *me
 int node_state_error_remove(node_state_t *self, int64_t id);
 int node_state_error_count(node_state_t *self, const char *conn, uint64_t *count);
 
-//  --- files (attachments in transfer or transferred; docs/sync.md §2.3)
+//  --- files (attachments in transfer or transferred; docs/sync.md, "Attachments")
 
 typedef enum {
     NODE_FILE_OUT = 0, //  A file of our instance, sent to the twin
@@ -434,6 +434,11 @@ int node_state_file_put(node_state_t *self, const node_file_t *file);
 int node_state_file_list(node_state_t *self, const char *conn, node_file_dir_t dir,
                          const node_file_state_t *states, size_t n, const char *record,
                          size_t limit, node_file_t **list_p, size_t *count_p);
+
+//  The files of conn that owe the other side a message (notify), oldest
+//  first, as an array owned by the caller (free).
+int node_state_file_list_owed(node_state_t *self, const char *conn, node_file_t **list_p,
+                              size_t *count_p);
 
 //  Every file of conn attached to record on either side (out: record is our
 //  incident; in: record is the twin's incident), oldest first.

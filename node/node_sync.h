@@ -99,7 +99,7 @@ node_sync_rc_t node_sync_requests(node_sync_t *self);
 //  when a new message arrived for them. report may be NULL.
 node_sync_rc_t node_sync_retry(node_sync_t *self, node_sync_report_t *report);
 
-//  Moves attachments along (docs/sync.md §2.3): cuts the files being sent
+//  Moves attachments along (docs/sync.md, "Attachments"): cuts the files being sent
 //  into chunks within their window and sends the receipts and deletions
 //  owed. No ServiceNow call; sets *sent when it queued a message.
 node_sync_rc_t node_sync_files_pump(node_sync_t *self, bool *sent);

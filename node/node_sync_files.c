@@ -1,5 +1,5 @@
 /*  node_sync_files.c: the attachment half of node_sync, on the worker
-    thread (docs/sync.md §2.3 has the rules, docs/protocol.md §8.5 the
+    thread (docs/sync.md "Attachments" has the rules, docs/protocol.md §8.5 the
     messages).
 
     How the parts fit. A file crosses in three hands:
@@ -443,21 +443,13 @@ static int s_pump_conn(node_sync_t *self, const node_conn_t *conn, bool *sent)
     }
     free(files);
     files = NULL;
-    for (int dir = NODE_FILE_OUT; rc == 0 && dir <= NODE_FILE_IN; dir++) {
-        if (node_state_file_list(self->state, conn->id, (node_file_dir_t)dir, NULL, 0, NULL, 0,
-                                 &files, &count)) {
-            rc = -1;
-            break;
-        }
-        for (size_t i = 0; rc == 0 && i < count; i++) {
-            if (!files[i].notify)
-                continue;
-            rc = s_owed(self, conn, ctx, &files[i]);
-            *sent = true;
-        }
-        free(files);
-        files = NULL;
+    if (rc == 0 && node_state_file_list_owed(self->state, conn->id, &files, &count))
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        rc = s_owed(self, conn, ctx, &files[i]);
+        *sent = true;
     }
+    free(files);
     if (rc == 0)
         return node_state_commit(self->state);
     node_state_rollback(self->state);

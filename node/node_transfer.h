@@ -1,5 +1,5 @@
 /*  node_transfer.h: the node daemon's transfer thread, which moves file
-    content between our instance and the spool (docs/sync.md §2.3).
+    content between our instance and the spool (docs/sync.md, "Attachments").
 
     A file can take minutes to read from or write to ServiceNow; the worker
     must keep polling and applying meanwhile, so the long calls live on a

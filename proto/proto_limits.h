@@ -15,7 +15,7 @@
 //  Version carried by every map in key "v" as major * 256 + minor. A decoder
 //  accepts every minor of its major and refuses any other major.
 #define PROTO_VERSION_MAJOR 1
-#define PROTO_VERSION_MINOR 2
+#define PROTO_VERSION_MINOR 3
 #define PROTO_VERSION       ((PROTO_VERSION_MAJOR << 8) | PROTO_VERSION_MINOR)
 
 #define PROTO_MAX_ID       64   //  Ids: connection, node, broker (bytes, [A-Za-z0-9._:-])

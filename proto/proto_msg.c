@@ -187,9 +187,18 @@ static const proto_schema_t s_joined = PROTO_S_MESSAGE(
     "The connection is bound; sent to both nodes when the private node joins, and again after "
     "each HELLO (§4.1, §4.3)");
 
+//  The file flag: 0 or 1 (proto_data_kind_t), absent when 0 so that a
+//  record's frame is what 1.2 sent.
+#define S_FILE_DOC                                                                                 \
+    "1: the payload is file data (an attachment's chunk); 0/absent: a record (§4.7). The broker " \
+    "counts the bytes of each kind; not covered by the seal, so a receiver goes by the opened "    \
+    "payload"
+
 static const proto_fdef_t s_item_fields[] = {
     PROTO_S_BYTES(proto_item_t, payload, payload_size, PROTO_F_REQ | PROTO_F_PAYLOAD, 0,
                   "Sealed payload of message `seq + 1 + i`"),
+    PROTO_S_FIELD(proto_item_t, file, PROTO_K_U16, PROTO_F_OMIT0, 0, PROTO_DATA_FILE,
+                  "Message `seq + 1 + i` is file data, as `file` above"),
 };
 static const proto_schema_t s_item = PROTO_S_ELEMENT("item", proto_item_t, s_item_fields);
 
@@ -199,6 +208,7 @@ static const proto_fdef_t s_data_fields[] = {
                   "Sender's sequence in its direction"),
     PROTO_S_BYTES(proto_data_t, payload, payload_size, PROTO_F_REQ | PROTO_F_PAYLOAD, 0,
                   "Sealed payload (§8), opaque to the broker"),
+    PROTO_S_FIELD(proto_data_t, file, PROTO_K_U16, PROTO_F_OMIT0, 0, PROTO_DATA_FILE, S_FILE_DOC),
     PROTO_S_LIST(proto_data_t, more, more_count, PROTO_K_LIST, 0, 0, &s_item,
                  "A batch (§4.6): the messages `seq + 1`, `seq + 2`, … in order; "
                  "`seq + len(more)` must not pass 2^64 − 1"),

@@ -168,17 +168,28 @@ typedef struct {
 } proto_joined_t;
 
 //  Room a PUBLISH / DELIVER needs besides its payloads, at most: the keys,
-//  the connection id, the sequence and the list header (about 120 bytes);
-//  and each message of a batch besides its payload (14). A sender keeps
+//  the connection id, the sequence, the file flag and the list header (about
+//  130 bytes); and each message of a batch besides its payload (20: the map,
+//  "payload" with a bin32 header, "file" and its value). A sender keeps
 //  PROTO_DATA_OVERHEAD + sum(payload + PROTO_ITEM_OVERHEAD) within the frame
 //  limit of the receiver.
 #define PROTO_DATA_OVERHEAD 256
-#define PROTO_ITEM_OVERHEAD 16
+#define PROTO_ITEM_OVERHEAD 24
+
+//  What a PUBLISH / DELIVER says its payload is ("file" on the wire, 1.3):
+//  the broker counts file bytes apart from record bytes (docs/protocol.md
+//  §4.7). Outside the seal: a receiver learns what a payload is from the
+//  opened payload, never from this.
+typedef enum {
+    PROTO_DATA_RECORD = 0, //  A record's replica, a receipt, a rekey (absent on the wire)
+    PROTO_DATA_FILE = 1    //  A piece of a file (an attachment's chunk)
+} proto_data_kind_t;
 
 //  One more message of a batched PUBLISH / DELIVER.
 typedef struct {
     const uint8_t *payload; //  Sealed payload
     size_t payload_size;    //  Bytes in payload
+    uint16_t file;          //  proto_data_kind_t of this message
 } proto_item_t;
 
 //  PUBLISH and DELIVER: one message, or a batch of consecutive ones (the
@@ -190,6 +201,7 @@ typedef struct {
     size_t payload_size;      //  Bytes in payload
     const proto_item_t *more; //  Messages seq + 1, seq + 2, ... (NULL: none)
     size_t more_count;        //  Entries in more
+    uint16_t file;            //  proto_data_kind_t of the first message (seq)
 } proto_data_t;
 
 //  STORED and CONSUMED (cumulative: every seq up to this one).

@@ -1,10 +1,12 @@
 /*  sn_client.c: configuration checks, the one request path with retries, and
     the generic Table API calls. See sn_client.h for the contract.
 
-    s_call() is the only place that talks to ServiceNow: every operation in
-    sn_incident.c and sn_journal.c ends up here, so retries, token refresh,
-    logging, counters and the scrubbing of secrets from errors are done once. */
+    sn_client_call() is the only place that talks to ServiceNow: every
+    operation in sn_incident.c, sn_journal.c and sn_attachment.c ends up here,
+    so retries, token refresh, logging, counters and the scrubbing of secrets
+    from errors are done once. */
 
+#include "sn_call.h"
 #include "sn_client.h"
 #include "sn_http.h"
 #include "sn_query.h"
@@ -276,13 +278,15 @@ static void s_sleep_ms(long ms)
 
 //  True when the failed attempt may be made again. A request that is not
 //  idempotent goes again only when the server surely did not act on it.
-static bool s_retryable(const sn_error_t *err, bool idempotent, bool maybe_sent)
+static bool s_retryable(const sn_error_t *err, sn_resend_t resend, bool maybe_sent)
 {
     if (err->code != SN_E_RATE_LIMITED && err->code != SN_E_UNAVAILABLE &&
         err->code != SN_E_TIMEOUT)
         return false;
-    if (idempotent || !maybe_sent || err->code == SN_E_RATE_LIMITED)
+    if (resend == SN_RESEND_ALWAYS || !maybe_sent || err->code == SN_E_RATE_LIMITED)
         return true;
+    if (resend == SN_RESEND_UNSENT)
+        return false;
     long status = err->http_status;
     bool html_outage = err->code == SN_E_UNAVAILABLE && status > 0 && status < 500;
     return status == 502 || status == 503 || html_outage;
@@ -319,22 +323,20 @@ static void s_log_unknown(sn_client_t *self, const char *method, const char *pat
     self->log(self->log_arg, line);
 }
 
-//  One client call: method on base_url + path (path and query, already
-//  escaped) with an optional JSON body, retried per policy. On SN_OK, *doc_p
-//  holds the decoded document (new reference, NULL for an empty answer) and
-//  *total_p (when not NULL) the X-Total-Count header, -1 when absent.
-static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *path,
-                            const json_t *body, bool idempotent, json_t **doc_p, long *total_p,
-                            sn_error_t *err)
+sn_err_code_t sn_client_call(sn_client_t *self, sn_call_t *call, json_t **doc_p, long *total_p,
+                             sn_error_t *err)
 {
+    assert(self && call && call->method && call->path && doc_p && err);
+    const char *method = call->method, *path = call->path;
     *doc_p = NULL;
+    call->outcome_unknown = false;
     sn_error_reset(err);
     self->stats.calls++;
     self->server_date = 0;
     char *url = NULL, *text = NULL;
     if (asprintf(&url, "%s%s", self->base_url, path) < 0)
         return sn_error_set(err, SN_E_CONFIG, 0, "out of memory", NULL);
-    if (body && !(text = json_dumps(body, JSON_COMPACT))) {
+    if (call->body && !(text = json_dumps(call->body, JSON_COMPACT))) {
         free(url);
         return sn_error_set(err, SN_E_BAD_REQUEST, 0, "cannot encode the request body", NULL);
     }
@@ -349,7 +351,10 @@ static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *p
                                  .content_type = text ? "application/json" : NULL,
                                  .body = text,
                                  .body_len = text ? strlen(text) : 0,
-                                 .send_once = !idempotent};
+                                 .send_once = call->resend != SN_RESEND_ALWAYS};
+        if (call->prepare)
+            call->prepare(call->arg, &req);
+        uint64_t progress = call->progress ? *call->progress : 0;
         bool maybe_sent = false;
         code = sn_auth_apply(self->auth, self->http, &req, err);
         if (code == SN_OK) {
@@ -357,18 +362,26 @@ static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *p
             code = sn_http_perform(self->http, &req, &resp, &maybe_sent, err);
         }
         if (code == SN_OK)
-            code = sn_response_decode(&resp, doc_p, err);
+            code = call->finish ? call->finish(call->arg, &resp, doc_p, err)
+                                : sn_response_decode(&resp, doc_p, err);
         if (code == SN_OK)
             break;
         if (code == SN_E_AUTH && req.bearer && !reauthenticated && sn_auth_reject(self->auth)) {
             reauthenticated = true;
             continue;
         }
-        if (!s_retryable(err, idempotent, maybe_sent)) {
-            if (!idempotent && maybe_sent && (code == SN_E_UNAVAILABLE || code == SN_E_TIMEOUT))
+        if (!s_retryable(err, call->resend, maybe_sent)) {
+            if (call->resend != SN_RESEND_ALWAYS && maybe_sent &&
+                (code == SN_E_UNAVAILABLE || code == SN_E_TIMEOUT)) {
+                call->outcome_unknown = true;
                 s_log_unknown(self, method, path, err);
+            }
             break;
         }
+        //  A transfer that moved forward before it failed earns a fresh budget:
+        //  each such attempt gets further, and the file's size bounds them all
+        if (call->progress && *call->progress != progress)
+            sn_retry_start(&retry, &self->retry, self->seed++);
         long delay = sn_retry_next(&retry, code == SN_E_RATE_LIMITED ? err->retry_after_s : 0);
         if (delay < 0)
             break;
@@ -386,19 +399,20 @@ static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *p
     return code;
 }
 
+//  One call with an optional JSON body: see sn_client_call.
+static sn_err_code_t s_call(sn_client_t *self, const char *method, const char *path,
+                            const json_t *body, bool idempotent, json_t **doc_p, long *total_p,
+                            sn_error_t *err)
+{
+    sn_call_t call = {.method = method,
+                      .path = path,
+                      .body = body,
+                      .resend = idempotent ? SN_RESEND_ALWAYS : SN_RESEND_UNACTED};
+    return sn_client_call(self, &call, doc_p, total_p, err);
+}
+
 //  -------------------------------------------------------------------------
 //  Table API
-
-//  True for a table name of letters, digits and underscores.
-static bool s_table_valid(const char *table)
-{
-    if (!table || !*table)
-        return false;
-    for (const char *c = table; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
-            return false;
-    return true;
-}
 
 //  Appends "&name=escaped(value)" (or "?name=..." for the first) to *path.
 static bool s_param(char **path, const char *name, const char *value)
@@ -435,7 +449,7 @@ static char *s_table_path(const char *table, const char *sys_id, const char *fie
 
 static sn_err_code_t s_check_target(const char *table, const char *sys_id, sn_error_t *err)
 {
-    if (!s_table_valid(table))
+    if (!sn_is_table_name(table))
         return sn_error_set(err, SN_E_BAD_REQUEST, 0, "invalid table name", "'%s'",
                             table ? table : "(null)");
     if (sys_id && !sn_is_sys_id(sys_id))

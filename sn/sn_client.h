@@ -6,7 +6,7 @@
     distinct clients share nothing (the only global step, curl_global_init, is
     done once through pthread_once).
 
-    Each call goes through one path (s_call in sn_client.c):
+    Each call goes through one path (sn_client_call in sn_client.c, sn_call.h):
       credentials (sn_auth) -> one HTTP exchange (sn_http) -> decoding with
       Content-Type check and error envelope (sn_response) -> retry decision
       (sn_retry): 429 waits Retry-After, 5xx/timeouts/lost connections back off
@@ -17,14 +17,9 @@
     correlation_id (sn_incident.h) before creating it again.
 
     Operations of the sync engine are in sn_incident.h (incidents, change
-    polling) and sn_journal.h (comments). The generic table calls below serve
-    them and anything else (sys_user lookups).
-
-    Attachments are not implemented yet. They will go in sn_attachment.c on the
-    same s_call path: GET /api/now/v1/attachment?sysparm_query=table_sys_id=ID^
-    sys_created_on>=CURSOR (keyset paged like sn_pager), GET .../{sys_id}/file,
-    POST /api/now/v1/attachment/file?table_name=&table_sys_id=&file_name= with
-    the raw body (not idempotent: find by file_name + hash before re-upload). */
+    polling), sn_journal.h (comments) and sn_attachment.h (files, through the
+    Attachment API on the same path). The generic table calls below serve them
+    and anything else (sys_user lookups). */
 
 #ifndef SN_CLIENT_H
 #define SN_CLIENT_H
@@ -68,8 +63,8 @@ typedef struct {
 
 //  Counters of one client, for metrics and tests.
 typedef struct {
-    unsigned long calls;          //  client calls made (one per s_call)
-    unsigned long requests;       //  HTTP requests to the Table API, retries included
+    unsigned long calls;          //  client calls made (one per sn_client_call)
+    unsigned long requests;       //  HTTP requests to the REST APIs, retries included
     unsigned long retries;        //  attempts after a failed one
     unsigned long token_requests; //  calls of oauth_token.do
     unsigned long unknown_writes; //  writes that may have been carried out, not re-sent

@@ -37,6 +37,8 @@ const char *sn_err_name(sn_err_code_t code)
         return "journal_unreadable";
     case SN_E_CANCELLED:
         return "cancelled";
+    case SN_E_FILE_REFUSED:
+        return "file_refused";
     }
     return "unknown";
 }
@@ -55,6 +57,7 @@ sn_err_scope_t sn_err_scope(sn_err_code_t code)
     case SN_E_NOT_FOUND:
     case SN_E_DATA_POLICY:
     case SN_E_BAD_REQUEST:
+    case SN_E_FILE_REFUSED:
         return SN_SCOPE_RECORD;
     case SN_E_AUTH:
     case SN_E_PERMISSION:

@@ -30,6 +30,8 @@ typedef enum {
     SN_E_BAD_REQUEST,        //  400 and other 4xx: the request itself is wrong
     SN_E_JOURNAL_UNREADABLE, //  sys_journal_field hides entries the incident shows
     SN_E_CANCELLED,          //  the caller's callback asked to stop
+    SN_E_FILE_REFUSED,       //  an attachment upload refused for the file itself (size,
+                             //  extension, type, ACL on sys_attachment): no retry fixes it
 } sn_err_code_t;
 
 //  What an error means to the sync engine.

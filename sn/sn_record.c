@@ -72,3 +72,13 @@ bool sn_is_sys_id(const char *text)
             return false;
     return true;
 }
+
+bool sn_is_table_name(const char *text)
+{
+    if (!text || !*text)
+        return false;
+    for (const char *c = text; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+            return false;
+    return true;
+}

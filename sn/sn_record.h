@@ -31,4 +31,7 @@ bool sn_record_normalise(json_t *record);
 //  True when text looks like a sys_id: 32 characters of [0-9a-zA-Z].
 bool sn_is_sys_id(const char *text);
 
+//  True when text can be a table name in a URL: letters a-z, digits and '_'.
+bool sn_is_table_name(const char *text);
+
 #endif

@@ -16,6 +16,7 @@ void sn_response_reset(sn_response_t *resp)
 {
     assert(resp);
     free(resp->body);
+    free(resp->attachment_meta);
     memset(resp, 0, sizeof *resp);
     resp->total_count = -1;
 }

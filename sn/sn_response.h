@@ -27,12 +27,14 @@ typedef struct {
     long retry_after_s;     //  Retry-After in seconds, 0 when absent
     long total_count;       //  X-Total-Count, -1 when absent
     time_t date;            //  Date header (the server's clock), 0 when absent
+    char *attachment_meta;  //  X-Attachment-Metadata header (downloads), NULL when absent
+    char content_range[80]; //  Content-Range header (ranged downloads), "" when absent
     char *body;             //  body bytes, NUL-terminated at body_len; NULL when empty
     size_t body_len;        //  bytes in body, without the terminator
     size_t body_cap;        //  allocated bytes of body
 } sn_response_t;
 
-//  Empties resp (total_count -1) and frees its body.
+//  Empties resp (total_count -1) and frees its body and attachment_meta.
 void sn_response_reset(sn_response_t *resp);
 
 //  Decodes resp. On a 2xx JSON answer stores the parsed document (a new

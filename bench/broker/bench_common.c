@@ -23,7 +23,7 @@ static void s_usage(const char *prog)
     fprintf(stderr,
             "usage: %s --broker.endpoint EP [--mode both|publish|consume|probe] [--messages N]\n"
             "          [--conns C] [--size BYTES] [--window W] [--timeout SECONDS]\n"
-            "          [--dir DIR] [--tag NAME]\n",
+            "          [--dir DIR] [--tag NAME] [--file 0|1]\n",
             prog);
 }
 
@@ -82,6 +82,8 @@ int bench_args_parse(int argc, char **argv, const char *prog, bench_args_t *args
             args->window = (unsigned)v;
         else if (strcmp(flag, "--timeout") == 0 && (rc = s_parse_u64(value, 1, 86400, &v)) == 0)
             args->timeout_s = (unsigned)v;
+        else if (strcmp(flag, "--file") == 0 && (rc = s_parse_u64(value, 0, 1, &v)) == 0)
+            args->file = v == 1;
         else {
             fprintf(stderr, "%s: %s %s: %s\n", prog, flag, value,
                     rc != 0 ? "value out of range" : "unknown flag");

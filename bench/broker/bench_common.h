@@ -33,10 +33,11 @@ typedef struct {
     unsigned timeout_s;   //  the peer gives up after this long
     const char *dir;      //  peer-specific directory (keys, state) or NULL
     const char *tag;      //  a name for queues / connections, "bench"
+    bool file;            //  payloads are file data (twinsync: PUBLISH "file"), --file 1
 } bench_args_t;
 
 //  Parses the common flags (--broker.endpoint, --mode, --messages, --conns, --size,
-//  --window, --timeout, --dir, --tag) into *args with defaults. Prints the
+//  --window, --timeout, --dir, --tag, --file) into *args with defaults. Prints the
 //  problem and the usage to stderr and returns -1 on a bad or unknown flag.
 int bench_args_parse(int argc, char **argv, const char *prog, bench_args_t *args);
 

@@ -359,7 +359,7 @@ static void s_feed_burst(s_node_t *node, uint64_t *next, uint8_t *payload)
         if (link_room(node->link, node->conn_ids[q]) == 0)
             return;
         bench_payload_fill(payload, args->size, q, seq);
-        int rc = link_publish(node->link, node->conn_ids[q], seq, payload, args->size);
+        int rc = link_publish(node->link, node->conn_ids[q], seq, payload, args->size, args->file);
         if (rc != LINK_OK) {
             fprintf(stderr, "%s: publish: %s\n", s_prog, link_status_str(rc));
             node->failed = true;

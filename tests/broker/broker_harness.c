@@ -610,12 +610,19 @@ void th_join(th_client_t *client, const char *conn, const uint8_t token[32], pro
 void th_publish(th_client_t *client, const char *conn, uint64_t seq, const void *payload,
                 size_t size)
 {
+    th_publish_kind(client, conn, seq, payload, size, false);
+}
+
+void th_publish_kind(th_client_t *client, const char *conn, uint64_t seq, const void *payload,
+                     size_t size, bool file)
+{
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_PUBLISH);
     msg.publish.conn = conn;
     msg.publish.seq = seq;
     msg.publish.payload = payload;
     msg.publish.payload_size = size;
+    msg.publish.file = file ? PROTO_DATA_FILE : PROTO_DATA_RECORD;
     th_send(client, &msg);
 }
 

@@ -150,9 +150,14 @@ void th_invite(th_client_t *client, const char *conn, const uint8_t token[32], u
 //  Private node presents token; returns the reply (JOINED or ERROR).
 void th_join(th_client_t *client, const char *conn, const uint8_t token[32], proto_msg_t *reply);
 
-//  Sends PUBLISH of payload.
+//  Sends PUBLISH of payload (a record).
 void th_publish(th_client_t *client, const char *conn, uint64_t seq, const void *payload,
                 size_t size);
+
+//  Sends PUBLISH of payload, flagged as file data when file is set
+//  (docs/protocol.md §4.7).
+void th_publish_kind(th_client_t *client, const char *conn, uint64_t seq, const void *payload,
+                     size_t size, bool file);
 
 //  Sends CONSUMED.
 void th_consumed(th_client_t *client, const char *conn, uint64_t seq);

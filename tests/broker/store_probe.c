@@ -50,9 +50,9 @@ static int s_null_send(void *arg, const uint8_t *rid, size_t rid_size, const uin
     return 0;
 }
 
-static int s_count(uint64_t seq, const void *payload, size_t size, int64_t at, void *arg)
+static int s_count(uint64_t seq, const void *payload, size_t size, bool file, int64_t at, void *arg)
 {
-    (void)payload, (void)size, (void)at;
+    (void)payload, (void)size, (void)file, (void)at;
     *(uint64_t *)arg = seq;
     return 0;
 }
@@ -100,7 +100,8 @@ int main(int argc, char **argv)
     double commit_total = 0, start = s_now();
     long commits = 0;
     for (long seq = 1; seq <= messages; seq++) {
-        if (broker_store_append(store, qid, (uint64_t)seq, payload, (size_t)payload_size, seq) != 0)
+        if (broker_store_append(store, qid, (uint64_t)seq, payload, (size_t)payload_size, false,
+                                seq) != 0)
             return 1;
         if (seq % batch == 0 || seq == messages) {
             broker_store_queue_t row = {.qid = qid,
@@ -146,8 +147,8 @@ int main(int argc, char **argv)
         if (broker_store_read(store, qid, after, 64, s_count, &last) <= 0)
             break;
         for (uint64_t seq = after + 1; seq <= last; seq++) {
-            uint64_t count = 0, bytes = 0;
-            broker_store_remove_upto(store, qid, seq, &count, &bytes); //  one CONSUMED each
+            broker_store_removed_t gone = {0};
+            broker_store_remove_upto(store, qid, seq, &gone); //  one CONSUMED each
             if (++removed % batch == 0)
                 s_commit(store, &commit_total, &commits);
         }

@@ -19,7 +19,14 @@
       budget of their own (max_guests, max_guests_per_address) that known
       keys never draw from;
     - heartbeats: idle peers are pinged, silent ones dropped;
-    - a restart restores connections, bindings and queues from the store.
+    - a restart restores connections, bindings and queues from the store;
+    - file data (PUBLISH "file"): counted per queue apart from the records,
+      by CONSUMED, by HELLO's consumed and across a restart, echoed in
+      DELIVER item by item (from the tail and from the store); a duplicate
+      changes no count; an empty queue takes a message larger than
+      max_queue_bytes, a queue holding anything refuses it (429);
+    - deliveries in flight are bounded in bytes as well as by the credit
+      (4 MiB of payload unconsumed per queue; one message always goes).
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -680,7 +687,7 @@ static void test_guest_may_only_hello_join_ping(void **state)
     core_rig_clear(rig);
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_PUBLISH);
-    msg.publish = (proto_data_t){"c1", 1, (const uint8_t *)"x", 1, NULL, 0};
+    msg.publish = (proto_data_t){"c1", 1, (const uint8_t *)"x", 1, NULL, 0, 0};
     assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
     msg.publish.conn = "no-such-conn";
     assert_int_equal(core_rig_send(rig, RIG_STRANGER, &msg), 0);
@@ -921,13 +928,13 @@ static void test_behind_node_told_in_welcome(void **state)
 //  PUBLISH of seq with the next more_count messages in the same frame.
 static void s_publish_batch(core_rig_t *rig, int id, uint64_t seq, size_t more_count)
 {
-    static const proto_item_t items[16] = {{(const uint8_t *)"sealed", 6}};
+    static const proto_item_t items[16] = {{(const uint8_t *)"sealed", 6, 0}};
     proto_item_t more[16];
     for (size_t i = 0; i < more_count; i++)
         more[i] = items[0];
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_PUBLISH);
-    msg.publish = (proto_data_t){"c1", seq, (const uint8_t *)"sealed", 6, more, more_count};
+    msg.publish = (proto_data_t){"c1", seq, (const uint8_t *)"sealed", 6, more, more_count, 0};
     assert_int_equal(core_rig_send(rig, id, &msg), 0);
 }
 
@@ -1032,7 +1039,7 @@ static void test_batches_within_the_default_frame(void **state)
     static uint8_t payload[200 * 1024];
     for (uint64_t seq = 1; seq <= 16; seq++) {
         proto_msg_init(&msg, PROTO_PUBLISH);
-        msg.publish = (proto_data_t){"c1", seq, payload, sizeof payload, NULL, 0};
+        msg.publish = (proto_data_t){"c1", seq, payload, sizeof payload, NULL, 0, 0};
         assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
     }
     assert_int_equal(core_rig_flush(&rig), 0);
@@ -1054,6 +1061,214 @@ static void test_batches_within_the_default_frame(void **state)
     }
     assert_int_equal(messages, 16);
     assert_true(frames >= 4 && frames < 16); //  batched, and split by size
+    core_rig_release(&rig);
+}
+
+//  The value of the sample name{labels} in the core's metrics text; -1 when
+//  absent.
+static double s_metric(core_rig_t *rig, const char *name, const char *labels)
+{
+    proto_buf_t text;
+    proto_buf_init(&text);
+    broker_core_write_metrics(rig->core, &text, rig->now_ms);
+    assert_int_equal(proto_buf_append(&text, "", 1), 0);
+    char want[256];
+    snprintf(want, sizeof want, "\n%s%s%s%s ", name, labels ? "{" : "", labels ? labels : "",
+             labels ? "}" : "");
+    const char *at = strstr((const char *)text.data, want);
+    double value = at ? strtod(at + strlen(want), NULL) : -1;
+    proto_buf_release(&text);
+    return value;
+}
+
+#define C1_P2P "connection=\"c1\",direction=\"public_to_private\""
+
+//  What the private node was delivered since the last clear: kinds[seq] is
+//  1 for file data, 0 for a record, -1 when not delivered.
+static void s_delivered_kinds(const core_rig_t *rig, int *kinds, size_t cap)
+{
+    for (size_t i = 0; i < cap; i++)
+        kinds[i] = -1;
+    const proto_msg_t *d;
+    for (size_t n = 0; (d = core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, n)) != NULL; n++) {
+        if (d->deliver.seq < cap)
+            kinds[d->deliver.seq] = d->deliver.file;
+        for (size_t i = 0; i < d->deliver.more_count; i++)
+            if (d->deliver.seq + 1 + i < cap)
+                kinds[d->deliver.seq + 1 + i] = d->deliver.more[i].file;
+    }
+}
+
+static void test_file_accounting(void **state)
+{
+    core_rig_t *rig = *state;
+    s_joined_pair(rig);
+    //  The private node takes batches of 4: the flags travel item by item.
+    proto_conn_state_t c1 = {"c1", 0, 0, 0};
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_HELLO);
+    msg.hello = (proto_hello_t){"priv", PROTO_ROLE_PRIVATE, 0, &c1, 1, 4};
+    assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    core_rig_clear(rig);
+
+    //  1 record (6), 2 file (100), 3 record (6), 4 file (300), 5 file (50).
+    static uint8_t bytes[300];
+    proto_item_t more[4] = {{bytes, 100, PROTO_DATA_FILE},
+                            {bytes, 6, PROTO_DATA_RECORD},
+                            {bytes, 300, PROTO_DATA_FILE},
+                            {bytes, 50, PROTO_DATA_FILE}};
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish = (proto_data_t){"c1", 1, bytes, 6, more, 4, PROTO_DATA_RECORD};
+    assert_int_equal(core_rig_send(rig, RIG_PUBLIC, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_find(rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 5);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 462);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 450);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_messages", C1_P2P) == 3);
+    assert_true(s_metric(rig, "twinsync_broker_queues_file_bytes", NULL) == 450);
+    assert_true(s_metric(rig, "twinsync_broker_queues_file_messages", NULL) == 3);
+    int kinds[8];
+    s_delivered_kinds(rig, kinds, 8);
+    static const int published[8] = {-1, 0, 1, 0, 1, 1, -1, -1};
+    assert_memory_equal(kinds, published, sizeof kinds); //  from the tail
+
+    //  A duplicate with another flag changes nothing.
+    core_rig_clear(rig);
+    msg.publish = (proto_data_t){"c1", 4, bytes, 300, NULL, 0, PROTO_DATA_RECORD};
+    assert_int_equal(core_rig_send(rig, RIG_PUBLIC, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 450);
+
+    //  CONSUMED 2: a record and a file chunk go.
+    s_consumed(rig, RIG_PRIVATE, 2);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 356);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 350);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_messages", C1_P2P) == 2);
+
+    //  A restart reads the counters back with the queue.
+    assert_int_equal(core_rig_restart(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 356);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 350);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_messages", C1_P2P) == 2);
+    assert_true(s_metric(rig, "twinsync_broker_queues_file_bytes", NULL) == 350);
+
+    //  HELLO's consumed (3, a record) removes like CONSUMED; what is left
+    //  comes from the store with its flags.
+    core_rig_clear(rig);
+    c1.consumed = 3;
+    proto_msg_init(&msg, PROTO_HELLO);
+    msg.hello = (proto_hello_t){"priv", PROTO_ROLE_PRIVATE, 0, &c1, 1, 4};
+    assert_int_equal(core_rig_send(rig, RIG_PRIVATE, &msg), 0);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 350);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 350);
+    s_delivered_kinds(rig, kinds, 8);
+    static const int left[8] = {-1, -1, -1, -1, 1, 1, -1, -1};
+    assert_memory_equal(kinds, left, sizeof kinds);
+
+    //  Everything consumed: nothing of either kind is left, for good.
+    s_consumed(rig, RIG_PRIVATE, 5);
+    assert_int_equal(core_rig_flush(rig), 0);
+    assert_int_equal(core_rig_restart(rig), 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_bytes", C1_P2P) == 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_bytes", C1_P2P) == 0);
+    assert_true(s_metric(rig, "twinsync_broker_queue_file_messages", C1_P2P) == 0);
+    assert_true(s_metric(rig, "twinsync_broker_queues_file_messages", NULL) == 0);
+}
+
+//  max_queue_bytes (4096 here) counts file bytes like any others; a queue
+//  holding nothing still takes one message larger than that, so that a
+//  small setting slows a sender of large chunks down and never stops it.
+static void test_queue_limit_and_large_messages(void **state)
+{
+    (void)state;
+    core_rig_t rig;
+    const char *args[] = {"--broker.max_queue_bytes", "4096", NULL};
+    assert_int_equal(core_rig_init(&rig, args, false, NULL), 0);
+    assert_int_equal(core_rig_join(&rig), 0);
+    static uint8_t chunk[8192];
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish = (proto_data_t){"c1", 1, chunk, sizeof chunk, NULL, 0, PROTO_DATA_FILE};
+    assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+    msg.publish = (proto_data_t){"c1", 2, chunk, 1, NULL, 0, PROTO_DATA_RECORD};
+    assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 1);
+    const proto_msg_t *e = core_rig_find(&rig, RIG_PUBLIC, PROTO_ERROR, 0);
+    assert_non_null(e);
+    assert_int_equal(e->error.code, PROTO_ERR_QUEUE_FULL); //  even 1 byte: 8192 held
+    assert_int_equal(e->error.seq, 2);
+    //  Consumed: the queue is empty, and takes the next one.
+    s_consumed(&rig, RIG_PRIVATE, 1);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    core_rig_clear(&rig);
+    assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(core_rig_find(&rig, RIG_PUBLIC, PROTO_STORED, 0)->stored.seq, 2);
+    assert_null(core_rig_find(&rig, RIG_PUBLIC, PROTO_ERROR, 0));
+    core_rig_release(&rig);
+}
+
+//  Delivered messages of the private node since the last clear.
+static size_t s_delivered_count(const core_rig_t *rig)
+{
+    size_t n = 0;
+    const proto_msg_t *d;
+    for (size_t i = 0; (d = core_rig_find(rig, RIG_PRIVATE, PROTO_DELIVER, i)) != NULL; i++)
+        n += 1 + d->deliver.more_count;
+    return n;
+}
+
+//  Large payloads: at most 4 MiB of payload delivered and unconsumed per
+//  queue, whatever the credit allows (64 here), so that file chunks never
+//  pile up in the broker's output. Below the bound a message goes whatever
+//  its size: of 600 KiB chunks 7 go (the 7th passes the bound), then one
+//  more for each one consumed.
+static void test_unacked_bytes_bounded(void **state)
+{
+    (void)state;
+    core_rig_t rig;
+    assert_int_equal(core_rig_init(&rig, NULL, false, NULL), 0);
+    assert_int_equal(core_rig_join(&rig), 0);
+    static uint8_t chunk[600 * 1024];
+    proto_msg_t msg;
+    for (uint64_t seq = 1; seq <= 12; seq++) {
+        proto_msg_init(&msg, PROTO_PUBLISH);
+        msg.publish = (proto_data_t){"c1", seq, chunk, sizeof chunk, NULL, 0, PROTO_DATA_FILE};
+        assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+        assert_int_equal(core_rig_flush(&rig), 0);
+    }
+    assert_int_equal(s_delivered_count(&rig), 7); //  6 x 600 KiB < 4 MiB, 7 x > 4 MiB
+    core_rig_clear(&rig);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(s_delivered_count(&rig), 0); //  nothing more until a CONSUMED
+    s_consumed(&rig, RIG_PRIVATE, 2);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(s_delivered_count(&rig), 2); //  8 and 9
+    assert_int_equal(core_rig_find(&rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 8);
+    core_rig_clear(&rig);
+    //  The receiver comes back: the unconsumed go again, as many as fit.
+    core_rig_reconnect(&rig, RIG_PRIVATE);
+    s_hello(&rig, RIG_PRIVATE, PROTO_ROLE_PRIVATE);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(s_delivered_count(&rig), 7);
+    assert_int_equal(core_rig_find(&rig, RIG_PRIVATE, PROTO_DELIVER, 0)->deliver.seq, 3);
+    core_rig_clear(&rig);
+    s_consumed(&rig, RIG_PRIVATE, 12);
+    assert_int_equal(core_rig_flush(&rig), 0);
+    assert_int_equal(s_delivered_count(&rig), 0);
+    //  Chunks of the largest size a frame takes: the same bound in bytes.
+    static uint8_t big[1000 * 1024];
+    for (uint64_t seq = 13; seq <= 18; seq++) {
+        proto_msg_init(&msg, PROTO_PUBLISH);
+        msg.publish = (proto_data_t){"c1", seq, big, sizeof big, NULL, 0, PROTO_DATA_FILE};
+        assert_int_equal(core_rig_send(&rig, RIG_PUBLIC, &msg), 0);
+        assert_int_equal(core_rig_flush(&rig), 0);
+    }
+    assert_int_equal(s_delivered_count(&rig), 5); //  4 x 1000 KiB < 4 MiB, the 5th passes
     core_rig_release(&rig);
 }
 
@@ -1102,6 +1317,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_behind_node_told_in_welcome, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_batches, s_setup, s_teardown),
         cmocka_unit_test(test_batches_within_the_default_frame),
+        cmocka_unit_test_setup_teardown(test_file_accounting, s_setup, s_teardown),
+        cmocka_unit_test(test_queue_limit_and_large_messages),
+        cmocka_unit_test(test_unacked_bytes_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,10 @@
     - an unknown peer is told to HELLO; the broker PINGs idle peers and
       drops silent ones;
     - a full queue refuses PUBLISH with 429 until the receiver consumes;
+    - a stream of file data three times max_queue_bytes: refused 429 exactly
+      at the limit (file bytes count toward it), taken again once the
+      receiver consumed, and delivered whole, in order, once, each chunk
+      still flagged as file data: backpressure, nothing lost;
     - SIGTERM exits 0 and keeps everything.
 */
 #include <setjmp.h>
@@ -294,6 +298,88 @@ static void test_queue_full_backpressure(void **state)
         th_metric(&f->broker, "twinsync_broker_frames_rejected_total", "reason=\"queue_full\""), 1);
 }
 
+#define CHUNK       (64 * 1024)  //  Bytes of one file chunk in the stream below
+#define CHUNKS      12           //  Chunks in the stream: 3 x the queue's limit
+#define QUEUE_LIMIT (256 * 1024) //  max_queue_bytes for it: 4 chunks
+
+//  Chunk seq of the stream: its bytes tell which chunk it is.
+static void s_chunk(uint64_t seq, uint8_t *out)
+{
+    for (size_t i = 0; i < CHUNK; i++)
+        out[i] = (uint8_t)(seq * 31 + i * 7);
+}
+
+//  The receiver takes every DELIVER up to seq upto, checks each is the next
+//  one, whole and flagged as file data, and consumes them.
+static void s_take_chunks(th_client_t *priv, uint64_t *delivered, uint64_t upto)
+{
+    static uint8_t expect[CHUNK];
+    while (*delivered < upto) {
+        proto_msg_t msg;
+        th_expect(priv, PROTO_DELIVER, &msg, 5000);
+        assert_int_equal(msg.deliver.seq, *delivered + 1);
+        assert_int_equal(msg.deliver.more_count, 0);
+        assert_int_equal(msg.deliver.file, PROTO_DATA_FILE);
+        assert_int_equal(msg.deliver.payload_size, CHUNK);
+        s_chunk(msg.deliver.seq, expect);
+        assert_memory_equal(msg.deliver.payload, expect, CHUNK);
+        (*delivered)++;
+        proto_msg_clear(&msg);
+    }
+    th_consumed(priv, "conn-1", *delivered);
+    th_sync(priv);
+}
+
+static void test_file_stream_backpressure(void **state)
+{
+    fixture_t *f = *state;
+    char limit[32];
+    snprintf(limit, sizeof limit, "%d", QUEUE_LIMIT);
+    th_broker_arg(&f->broker, "--broker.max_queue_bytes", limit);
+    s_start(f);
+    static uint8_t chunk[CHUNK];
+    const char *labels = "connection=\"conn-1\",direction=\"public_to_private\"";
+    uint64_t next = 1, delivered = 0;
+    unsigned refusals = 0;
+    while (next <= CHUNKS) {
+        s_chunk(next, chunk);
+        th_publish_kind(&f->pair.pub, "conn-1", next, chunk, CHUNK, true);
+        proto_msg_t msg;
+        assert_true(th_recv(&f->pair.pub, &msg, 5000));
+        if (msg.type == PROTO_STORED) {
+            assert_int_equal(msg.stored.seq, next);
+            proto_msg_clear(&msg);
+            next++;
+            continue;
+        }
+        //  Refused exactly at the limit: what is held plus this chunk is
+        //  more than max_queue_bytes, and all of it is file data.
+        assert_int_equal(msg.type, PROTO_ERROR);
+        assert_int_equal(msg.error.code, PROTO_ERR_QUEUE_FULL);
+        assert_int_equal(msg.error.seq, next);
+        proto_msg_clear(&msg);
+        refusals++;
+        double held = th_metric(&f->broker, "twinsync_broker_queue_bytes", labels);
+        assert_true(held <= QUEUE_LIMIT && held + CHUNK > QUEUE_LIMIT);
+        assert_true(th_metric(&f->broker, "twinsync_broker_queue_file_bytes", labels) == held);
+        assert_true(th_metric(&f->broker, "twinsync_broker_queue_file_messages", labels) ==
+                    held / CHUNK);
+        //  The receiver consumes what it has; the sender retries the same seq.
+        s_take_chunks(&f->pair.priv, &delivered, next - 1);
+        assert_int_equal(th_metric(&f->broker, "twinsync_broker_queue_file_bytes", labels), 0);
+    }
+    s_take_chunks(&f->pair.priv, &delivered, CHUNKS);
+    th_expect_silence(&f->pair.priv, 300); //  nothing twice
+    assert_int_equal(delivered, CHUNKS);
+    assert_int_equal(refusals, CHUNKS / (QUEUE_LIMIT / CHUNK) - 1); //  at 5 and at 9
+    assert_int_equal(
+        th_metric(&f->broker, "twinsync_broker_frames_rejected_total", "reason=\"queue_full\""),
+        refusals);
+    assert_int_equal(th_metric(&f->broker, "twinsync_broker_queue_stored_total", labels), CHUNKS);
+    assert_int_equal(th_metric(&f->broker, "twinsync_broker_queue_file_bytes", labels), 0);
+    assert_int_equal(th_metric(&f->broker, "twinsync_broker_queue_bytes", labels), 0);
+}
+
 static void test_sigterm_exits_zero_and_keeps(void **state)
 {
     fixture_t *f = *state;
@@ -319,6 +405,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_unknown_peer_told_to_hello, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeats_and_dead_peer, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_queue_full_backpressure, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_file_stream_backpressure, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_exits_zero_and_keeps, s_setup, s_teardown),
     };
     return TH_MAIN(tests);

@@ -1,13 +1,16 @@
 /*  test_broker_metrics.c: /metrics tells the truth about a known scenario,
     passes `promtool check metrics`, and `twinsync-broker stats` shows it.
 
-    Scenario on connection conn-m: the public node publishes 5 messages and
-    re-sends 2 of them; the private node is delivered all 5 and consumes 2;
-    the private node publishes 1, delivered to the public node and not
-    consumed; a rogue sends one undecodable frame. Every per-queue gauge and
-    counter, the per-connection figures and the broker-wide ones are then
-    checked against what must be true. A reconnect of the private node then
-    shows as 3 redeliveries.
+    Scenario on connection conn-m: the public node publishes 5 messages (2
+    and 4 file data) and re-sends 2 of them (4 as a record: a duplicate
+    changes nothing); the private node is delivered all 5, each with the
+    flag it was published with, and consumes 2; the private node publishes
+    1 (file data), delivered to the public node and not consumed; a rogue
+    sends one undecodable frame. Every per-queue gauge and counter, the
+    per-connection figures and the broker-wide ones (file bytes and
+    messages included) are then checked against what must be true. A
+    reconnect of the private node then shows as 3 redeliveries, read back
+    from the store with their flags.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -79,14 +82,19 @@ static void s_stats_table(const th_broker_t *broker)
     text[used] = '\0';
     assert_int_equal(WEXITSTATUS(pclose(out)), 0);
     fprintf(stderr, "%s", text);
-    //  The queue row: READY 0, UNACKED 3, ... PUBLISHED 7, STORED 5.
+    //  The queue row: READY 0, UNACKED 3, OLDEST, BYTES 12 B, FILE BYTES
+    //  4 B, FILES 1, ... PUBLISHED 7, STORED 5.
     char *row = strstr(text, "conn-m");
     assert_non_null(row);
     char dir[32];
-    double ready, unacked;
-    assert_int_equal(sscanf(row, "conn-m %31s %lf %lf", dir, &ready, &unacked), 3);
+    double ready, unacked, oldest, bytes, file_bytes, files;
+    assert_int_equal(sscanf(row, "conn-m %31s %lf %lf %lfs %lf B %lf B %lf", dir, &ready, &unacked,
+                            &oldest, &bytes, &file_bytes, &files),
+                     7);
     assert_string_equal(dir, "public_to_private");
     assert_true(ready == 0 && unacked == 3);
+    assert_true(bytes == 12 && file_bytes == 4 && files == 1);
+    assert_non_null(strstr(text, "files queued 9 B in 2 messages"));
     assert_non_null(strstr(text, "bad_frame=1"));
     assert_non_null(strstr(text, "active"));
 }
@@ -104,20 +112,24 @@ static void test_known_scenario(void **state)
     const char *payloads[] = {"a", "bb", "ccc", "dddd", "eeeee"};
     proto_msg_t msg;
     for (int i = 0; i < 5; i++)
-        th_publish(&pair.pub, "conn-m", (uint64_t)i + 1, payloads[i], strlen(payloads[i]));
-    th_publish(&pair.pub, "conn-m", 4, payloads[3], 4); //  re-sent
+        th_publish_kind(&pair.pub, "conn-m", (uint64_t)i + 1, payloads[i], strlen(payloads[i]),
+                        i % 2 == 1);                    //  2 and 4: file data
+    th_publish(&pair.pub, "conn-m", 4, payloads[3], 4); //  re-sent, now said to be a record
     th_publish(&pair.pub, "conn-m", 5, payloads[4], 5);
     th_expect_stored(&pair.pub, "conn-m", 5);
     for (int i = 0; i < 5; i++) {
         th_expect(&pair.priv, PROTO_DELIVER, &msg, 5000);
+        assert_int_equal(msg.deliver.more_count, 0);
+        assert_int_equal(msg.deliver.file, msg.deliver.seq % 2 == 0); //  as first published
         if (msg.deliver.seq <= 2)
             th_consumed(&pair.priv, "conn-m", msg.deliver.seq);
         proto_msg_clear(&msg);
     }
-    th_publish(&pair.priv, "conn-m", 1, "reply", 5);
+    th_publish_kind(&pair.priv, "conn-m", 1, "reply", 5, true);
     th_expect(&pair.priv, PROTO_STORED, &msg, 5000);
     proto_msg_clear(&msg);
     th_expect(&pair.pub, PROTO_DELIVER, &msg, 5000);
+    assert_int_equal(msg.deliver.file, PROTO_DATA_FILE);
     proto_msg_clear(&msg);
     th_sync(&pair.priv);
 
@@ -132,6 +144,8 @@ static void test_known_scenario(void **state)
     s_check(&broker, "twinsync_broker_queue_messages_ready", P2P, 0);
     s_check(&broker, "twinsync_broker_queue_messages_unacked", P2P, 3);
     s_check(&broker, "twinsync_broker_queue_bytes", P2P, 3 + 4 + 5);
+    s_check(&broker, "twinsync_broker_queue_file_bytes", P2P, 4); //  "bb" was consumed
+    s_check(&broker, "twinsync_broker_queue_file_messages", P2P, 1);
     s_check(&broker, "twinsync_broker_queue_last_stored_sequence", P2P, 5);
     s_check(&broker, "twinsync_broker_queue_published_total", P2P, 7);
     s_check(&broker, "twinsync_broker_queue_stored_total", P2P, 5);
@@ -146,6 +160,10 @@ static void test_known_scenario(void **state)
     s_check(&broker, "twinsync_broker_queue_published_total", Q2P, 1);
     s_check(&broker, "twinsync_broker_queue_stored_total", Q2P, 1);
     s_check(&broker, "twinsync_broker_queue_bytes", Q2P, 5);
+    s_check(&broker, "twinsync_broker_queue_file_bytes", Q2P, 5);
+    s_check(&broker, "twinsync_broker_queue_file_messages", Q2P, 1);
+    s_check(&broker, "twinsync_broker_queues_file_bytes", NULL, 4 + 5);
+    s_check(&broker, "twinsync_broker_queues_file_messages", NULL, 2);
 
     s_check(&broker, "twinsync_broker_connection_peers_connected", "connection=\"conn-m\"", 2);
     s_check(&broker, "twinsync_broker_connection_joined", "connection=\"conn-m\"", 1);
@@ -171,11 +189,19 @@ static void test_known_scenario(void **state)
     for (int i = 0; i < 3; i++) {
         th_expect(&pair.priv, PROTO_DELIVER, &msg, 5000);
         assert_int_equal(msg.deliver.seq, (uint64_t)i + 3);
+        assert_int_equal(msg.deliver.file, msg.deliver.seq == 4); //  from the store, as stored
         proto_msg_clear(&msg);
     }
     th_sync(&pair.priv);
     s_check(&broker, "twinsync_broker_queue_redelivered_total", P2P, 3);
     s_check(&broker, "twinsync_broker_queue_delivered_total", P2P, 8);
+    //  Consumed at last: the file counters come down with the messages.
+    th_consumed(&pair.priv, "conn-m", 5);
+    th_sync(&pair.priv);
+    s_check(&broker, "twinsync_broker_queue_file_bytes", P2P, 0);
+    s_check(&broker, "twinsync_broker_queue_file_messages", P2P, 0);
+    s_check(&broker, "twinsync_broker_queue_bytes", P2P, 0);
+    s_check(&broker, "twinsync_broker_queues_file_bytes", NULL, 5);
 
     th_pair_close(&pair);
     th_broker_cleanup(&broker);
@@ -198,6 +224,8 @@ static void test_http_endpoints(void **state)
     free(body);
     //  With no connection yet, the broker-wide families are still there.
     s_check(&broker, "twinsync_broker_peers", NULL, 0);
+    s_check(&broker, "twinsync_broker_queues_file_bytes", NULL, 0);
+    s_check(&broker, "twinsync_broker_queues_file_messages", NULL, 0);
     s_check(&broker, "twinsync_broker_frames_rejected_total", "reason=\"bad_frame\"", 0);
     s_promtool(&broker);
     th_broker_cleanup(&broker);

@@ -12,6 +12,11 @@
     - a connection's key exchange (JOIN's kx and auth) survives a reopen,
       and a version 1 store (before the key exchange) opens, keeps its
       rows and takes one.
+    - whether a message is file data is kept with it, read back with it,
+      and what a removal takes is told apart; the queue row's file counters
+      survive a reopen; a version 2 store (before file data) opens with
+      its messages and counters, every old message a record, and takes
+      file data at once; a store of a newer version is refused.
 */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -75,7 +80,8 @@ static void s_append_range(broker_store_t *store, int64_t qid, uint64_t from, ui
         char payload[32];
         int n = snprintf(payload, sizeof payload, "m%llu", (unsigned long long)seq);
         assert_int_equal(
-            broker_store_append(store, qid, seq, payload, (size_t)n, 1000 + (int64_t)seq), 0);
+            broker_store_append(store, qid, seq, payload, (size_t)n, false, 1000 + (int64_t)seq),
+            0);
     }
 }
 
@@ -83,11 +89,14 @@ typedef struct {
     uint64_t seqs[4096];
     size_t count;
     bool payload_ok;
+    size_t files; //  Messages read as file data
 } collected_t;
 
-static int s_collect(uint64_t seq, const void *payload, size_t size, int64_t stored_at, void *arg)
+static int s_collect(uint64_t seq, const void *payload, size_t size, bool file, int64_t stored_at,
+                     void *arg)
 {
     collected_t *c = arg;
+    c->files += file;
     char expect[32];
     int n = snprintf(expect, sizeof expect, "m%llu", (unsigned long long)seq);
     if ((size_t)n != size || memcmp(expect, payload, size) != 0 || stored_at != 1000 + (int64_t)seq)
@@ -180,16 +189,18 @@ static void test_remove_and_read_window(void **state)
     s_append_range(store, qid, 1, 20);
     assert_int_equal(broker_store_commit(store), 0);
 
-    uint64_t count = 0, bytes = 0;
-    assert_int_equal(broker_store_remove_upto(store, qid, 1, &count, &bytes), 0);
-    assert_int_equal(count, 1);
-    assert_int_equal(bytes, 2);
-    count = bytes = 0;
-    assert_int_equal(broker_store_remove_upto(store, qid, 1, &count, &bytes), 0);
-    assert_int_equal(count, 0); //  twice: nothing left to remove
-    assert_int_equal(broker_store_remove_upto(store, qid, 10, &count, &bytes), 0);
-    assert_int_equal(count, 9);         //  2..10
-    assert_int_equal(bytes, 8 * 2 + 3); //  m2..m9 are 2 bytes, m10 is 3
+    broker_store_removed_t gone = {0};
+    assert_int_equal(broker_store_remove_upto(store, qid, 1, &gone), 0);
+    assert_int_equal(gone.count, 1);
+    assert_int_equal(gone.bytes, 2);
+    gone = (broker_store_removed_t){0};
+    assert_int_equal(broker_store_remove_upto(store, qid, 1, &gone), 0);
+    assert_int_equal(gone.count, 0); //  twice: nothing left to remove
+    assert_int_equal(broker_store_remove_upto(store, qid, 10, &gone), 0);
+    assert_int_equal(gone.count, 9);         //  2..10
+    assert_int_equal(gone.bytes, 8 * 2 + 3); //  m2..m9 are 2 bytes, m10 is 3
+    assert_int_equal(gone.file_count, 0);
+    assert_int_equal(gone.file_bytes, 0);
     assert_int_equal(broker_store_commit(store), 0);
 
     collected_t *c = calloc(1, sizeof *c);
@@ -309,6 +320,180 @@ static void test_join_kx_kept_and_old_store_upgraded(void **state)
     assert_memory_equal(got.kx, conn.kx, 32);
     assert_memory_equal(got.auth, conn.auth, 32);
     broker_store_destroy(&store);
+}
+
+//  Messages 1..12 of c1: every third one file data of 100 * seq bytes, the
+//  others records "m<seq>"; the queue row says so.
+static void s_append_mixed(broker_store_t *store, int64_t qid)
+{
+    static uint8_t chunk[1200];
+    broker_store_queue_t row = {.qid = qid, .last_seq = 12, .count = 12};
+    for (uint64_t seq = 1; seq <= 12; seq++) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "m%llu", (unsigned long long)seq);
+        bool file = seq % 3 == 0;
+        size_t size = file ? 100 * seq : (size_t)n;
+        assert_int_equal(broker_store_append(store, qid, seq, file ? (const void *)chunk : text,
+                                             size, file, 1000 + (int64_t)seq),
+                         0);
+        row.bytes += size;
+        row.file_count += file;
+        row.file_bytes += file ? size : 0;
+    }
+    assert_int_equal(broker_store_queue_save(store, &row), 0);
+}
+
+static int s_flags(uint64_t seq, const void *payload, size_t size, bool file, int64_t stored_at,
+                   void *arg)
+{
+    (void)payload, (void)stored_at;
+    bool *flags = arg;
+    flags[seq] = file;
+    assert_int_equal(size, file ? 100 * seq : (seq < 10 ? 2 : 3));
+    return 0;
+}
+
+static void test_file_data_kept_and_counted(void **state)
+{
+    broker_store_t *store = s_open(*state, NULL);
+    int64_t qid = 0;
+    assert_int_equal(broker_store_queue_create(store, "c1", 0, &qid), 0);
+    s_append_mixed(store, qid);
+    assert_int_equal(broker_store_commit(store), 0);
+    broker_store_destroy(&store);
+
+    //  After a reopen: the row's counters, and each message's kind.
+    store = s_open(*state, NULL);
+    queues_t queues = {0};
+    assert_int_equal(broker_store_each_queue(store, s_queue_row, &queues), 0);
+    assert_int_equal(queues.count, 1);
+    assert_int_equal(queues.rows[0].count, 12);
+    assert_int_equal(queues.rows[0].file_count, 4); //  3, 6, 9, 12
+    assert_int_equal(queues.rows[0].file_bytes, 100 * (3 + 6 + 9 + 12));
+    assert_int_equal(queues.rows[0].bytes, 100 * 30 + 6 * 2 + 2 * 3); //  m1..m8, m10, m11
+    bool flags[13] = {false};
+    assert_int_equal(broker_store_read(store, qid, 0, 100, s_flags, flags), 12);
+    for (uint64_t seq = 1; seq <= 12; seq++)
+        assert_int_equal(flags[seq], seq % 3 == 0);
+
+    //  A removal tells what it took apart.
+    broker_store_removed_t gone = {0};
+    assert_int_equal(broker_store_remove_upto(store, qid, 7, &gone), 0);
+    assert_int_equal(gone.count, 7);
+    assert_int_equal(gone.file_count, 2);
+    assert_int_equal(gone.file_bytes, 300 + 600);
+    assert_int_equal(gone.bytes, 900 + 5 * 2);
+    assert_int_equal(broker_store_remove_upto(store, qid, 12, &gone), 0);
+    assert_int_equal(gone.count, 12); //  added to: the two calls together
+    assert_int_equal(gone.file_count, 4);
+    assert_int_equal(gone.file_bytes, queues.rows[0].file_bytes);
+    assert_int_equal(gone.bytes, queues.rows[0].bytes);
+    broker_store_destroy(&store);
+}
+
+//  The schema of version 2 (protocol 1.2), as a broker of then wrote it.
+static const char *s_schema_v2 =
+    "PRAGMA journal_mode = WAL;"
+    "CREATE TABLE queues (qid INTEGER PRIMARY KEY, conn TEXT NOT NULL, dir INTEGER NOT NULL,"
+    " last_seq INTEGER NOT NULL, count INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " UNIQUE (conn, dir));"
+    "CREATE TABLE messages (qid INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    " stored_at INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (qid, seq));"
+    "CREATE TABLE connections (conn TEXT PRIMARY KEY, public_key TEXT NOT NULL,"
+    " private_key TEXT NOT NULL, token_hash BLOB NOT NULL, expires INTEGER NOT NULL,"
+    " token_used INTEGER NOT NULL, public_desc TEXT NOT NULL, private_desc TEXT NOT NULL,"
+    " created INTEGER NOT NULL, private_kx BLOB, private_auth BLOB);"
+    "INSERT INTO connections VALUES ('c1', 'PUBKEY', '', zeroblob(32), 1234, 0, 'A', '', 99,"
+    " NULL, NULL);"
+    "INSERT INTO queues VALUES (1, 'c1', 0, 3, 3, 6);"
+    "INSERT INTO messages VALUES (1, 1, 1001, 'm1'), (1, 2, 1002, 'm2'), (1, 3, 1003, 'm3');"
+    "PRAGMA user_version = 2;";
+
+static int s_user_version(const char *dir)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, BROKER_STORE_FILE);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *stmt;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    int version = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return version;
+}
+
+static void test_version_2_store_upgraded(void **state)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", (const char *)*state, BROKER_STORE_FILE);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, s_schema_v2, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    //  Opens, keeps its messages and counters; everything it held is a record.
+    broker_store_t *store = s_open(*state, NULL);
+    assert_int_equal(s_user_version(*state), 3);
+    queues_t queues = {0};
+    assert_int_equal(broker_store_each_queue(store, s_queue_row, &queues), 0);
+    assert_int_equal(queues.count, 1);
+    assert_int_equal(queues.rows[0].last_seq, 3);
+    assert_int_equal(queues.rows[0].count, 3);
+    assert_int_equal(queues.rows[0].bytes, 6);
+    assert_int_equal(queues.rows[0].file_count, 0);
+    assert_int_equal(queues.rows[0].file_bytes, 0);
+    collected_t *c = s_read_all(store, 1);
+    assert_int_equal(c->count, 3);
+    assert_true(c->payload_ok);
+    assert_int_equal(c->files, 0);
+    free(c);
+
+    //  And takes file data at once, counted apart from the old records.
+    static uint8_t chunk[500];
+    assert_int_equal(broker_store_append(store, 1, 4, chunk, sizeof chunk, true, 1004), 0);
+    broker_store_queue_t row = queues.rows[0];
+    row.last_seq = 4;
+    row.count = 4;
+    row.bytes = 6 + sizeof chunk;
+    row.file_count = 1;
+    row.file_bytes = sizeof chunk;
+    assert_int_equal(broker_store_queue_save(store, &row), 0);
+    assert_int_equal(broker_store_commit(store), 0);
+    broker_store_destroy(&store);
+
+    //  Opened again (nothing left to add), the counters are what was saved.
+    store = s_open(*state, NULL);
+    memset(&queues, 0, sizeof queues);
+    assert_int_equal(broker_store_each_queue(store, s_queue_row, &queues), 0);
+    assert_int_equal(queues.rows[0].file_count, 1);
+    assert_int_equal(queues.rows[0].file_bytes, sizeof chunk);
+    broker_store_removed_t gone = {0};
+    assert_int_equal(broker_store_remove_upto(store, 1, 4, &gone), 0);
+    assert_int_equal(gone.count, 4);
+    assert_int_equal(gone.file_count, 1);
+    assert_int_equal(gone.file_bytes, sizeof chunk);
+    assert_int_equal(broker_store_commit(store), 0);
+    broker_store_destroy(&store);
+}
+
+//  A store a newer broker wrote is not touched.
+static void test_newer_store_refused(void **state)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", (const char *)*state, BROKER_STORE_FILE);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA user_version = 4;", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    char err[512] = "";
+    broker_store_t *store = broker_store_open(*state, NULL, err, sizeof err);
+    assert_null(store);
+    assert_non_null(strstr(err, "schema version 4"));
+    assert_int_equal(s_user_version(*state), 4);
 }
 
 static void test_group_commit_one_sync_per_batch(void **state)
@@ -461,7 +646,7 @@ static void test_files_private_whatever_umask(void **state)
         int64_t qid = 0;
         bool ok = broker_store_queue_create(store, "c1", 0, &qid) == 0;
         for (uint64_t seq = 1; ok && seq <= 3; seq++)
-            ok = broker_store_append(store, qid, seq, "x", 1, 1000) == 0;
+            ok = broker_store_append(store, qid, seq, "x", 1, false, 1000) == 0;
         ok = ok && broker_store_commit(store) == 0;
         for (int i = 0; ok && i < 3; i++)
             ok = s_mode(dir, names[i]) == 0600;
@@ -504,6 +689,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connections, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_kx_kept_and_old_store_upgraded, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_file_data_kept_and_counted, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_version_2_store_upgraded, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_newer_store_refused, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_one_sync_per_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_torn_wal_tail_is_cut, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbled_wal_tail_is_cut, s_setup, s_teardown),

@@ -39,6 +39,7 @@ static bool s_holds(const broker_tail_t *tail, uint64_t seq)
     assert_int_equal(entry.seq, seq);
     assert_int_equal(entry.size, size);
     assert_memory_equal(entry.payload, expect, size);
+    assert_int_equal(entry.file, seq % 3 == 0); //  the flag comes back with its message
     return true;
 }
 
@@ -46,7 +47,7 @@ static void s_push(broker_tail_t *tail, uint64_t seq)
 {
     uint8_t payload[256];
     size_t size = s_payload(seq, payload);
-    assert_true(broker_tail_push(tail, seq, payload, size));
+    assert_true(broker_tail_push(tail, seq, payload, size, seq % 3 == 0));
 }
 
 static void test_holds_newest_by_count(void **state)
@@ -106,7 +107,7 @@ static void test_restart_and_too_big(void **state)
     assert_false(s_holds(tail, 2));
     assert_true(s_holds(tail, 7));
     uint8_t big[301] = {0};
-    assert_false(broker_tail_push(tail, 8, big, sizeof big));
+    assert_false(broker_tail_push(tail, 8, big, sizeof big, true));
     assert_int_equal(broker_tail_count(tail), 0);
     s_push(tail, 9);
     assert_true(s_holds(tail, 9));

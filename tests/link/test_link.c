@@ -9,6 +9,8 @@
     the sockets run in real time.
 
     Each test names the promise it checks: handshake, publish -> STORED,
+    the file flag on every message of a batched PUBLISH and again after a
+    re-send,
     credit and window, re-send after ERROR 401 and after a reconnect,
     DELIVER -> CONSUMED (now, later, refused), heartbeats, death and
     backoff, refusals (429, 422, 403, refused HELLO), INVITE / JOIN, bad
@@ -331,12 +333,12 @@ static void s_ready(env_t *env, uint32_t credit)
 
 static void s_publish_bytes(env_t *env, uint64_t seq, const uint8_t *data, size_t size)
 {
-    assert_int_equal(link_publish(env->link, "c1", seq, data, size), LINK_OK);
+    assert_int_equal(link_publish(env->link, "c1", seq, data, size, false), LINK_OK);
 }
 
 static void s_publish(env_t *env, const char *conn, uint64_t seq, const char *text)
 {
-    assert_int_equal(link_publish(env->link, conn, seq, (const uint8_t *)text, strlen(text)),
+    assert_int_equal(link_publish(env->link, conn, seq, (const uint8_t *)text, strlen(text), false),
                      LINK_OK);
 }
 
@@ -390,7 +392,7 @@ static void test_handshake(void **state)
     assert_int_equal(e->seq, LINK_READY);
     assert_non_null(strstr(e->text, "fake-broker"));
     //  Seeded positions hold: seq 3 is already stored.
-    assert_int_equal(link_publish(env->link, "c1", 3, (const uint8_t *)"x", 1), LINK_E_SEQ);
+    assert_int_equal(link_publish(env->link, "c1", 3, (const uint8_t *)"x", 1, false), LINK_E_SEQ);
 }
 
 //  A node restored from an older backup: HELLO reports the next seq the
@@ -423,7 +425,7 @@ static void test_behind_positions_in_welcome(void **state)
     assert_false(e->local);
     //  seq 3 counts as stored (the broker holds up to 9): not sent again.
     assert_int_equal(link_unstored(env->link, "c1"), 0);
-    assert_int_equal(link_publish(env->link, "c1", 9, (const uint8_t *)"x", 1), LINK_E_SEQ);
+    assert_int_equal(link_publish(env->link, "c1", 9, (const uint8_t *)"x", 1, false), LINK_E_SEQ);
     s_publish(env, "c1", 10, "ten");
     s_expect_publish(env, "c1", 10, "ten");
     //  The next HELLO carries the settled positions.
@@ -475,9 +477,9 @@ static void test_batches(void **state)
     assert_int_equal(msg.publish.more_count, 0);
     proto_msg_clear(&msg);
 
-    proto_item_t more[2] = {{(const uint8_t *)"two", 3}, {(const uint8_t *)"three", 5}};
+    proto_item_t more[2] = {{(const uint8_t *)"two", 3, 0}, {(const uint8_t *)"three", 5, 0}};
     proto_msg_init(&msg, PROTO_DELIVER);
-    msg.deliver = (proto_data_t){"c1", 1, (const uint8_t *)"one", 3, more, 2};
+    msg.deliver = (proto_data_t){"c1", 1, (const uint8_t *)"one", 3, more, 2, 0};
     s_send(env, &msg);
     assert_int_equal(s_count(env, 'D'), 3);
     static const char *const texts[] = {"one", "two", "three"};
@@ -518,6 +520,60 @@ static void test_batch_within_the_link_frame(void **state)
     assert_null(s_last(env, 'E')); //  no PUBLISH failed to encode
 }
 
+//  link_publish's file flag goes out with its message: on the first
+//  message of a PUBLISH and on each batched one, whatever their mix, alone
+//  when uncorked, and the same again when a new session sends them again.
+static void test_file_flag_in_publish(void **state)
+{
+    env_t *env = *state;
+    env->config.window = 16;
+    s_ready_as(env, 16, 1 << 20, 8);
+    static const bool file[9] = {false, true, false, false, true, true, false, true, true};
+    link_cork(env->link);
+    for (uint64_t seq = 1; seq <= 6; seq++) {
+        char text[8];
+        snprintf(text, sizeof text, "m%llu", (unsigned long long)seq);
+        assert_int_equal(
+            link_publish(env->link, "c1", seq, (const uint8_t *)text, strlen(text), file[seq]),
+            LINK_OK);
+    }
+    link_uncork(env->link);
+    for (int round = 0; round < 2; round++) {
+        uint64_t expect = 1;
+        while (expect <= 6) {
+            proto_msg_t msg;
+            s_expect(env, PROTO_PUBLISH, &msg);
+            assert_int_equal(msg.publish.seq, expect);
+            assert_int_equal(msg.publish.file, file[expect]);
+            for (size_t i = 0; i < msg.publish.more_count; i++)
+                assert_int_equal(msg.publish.more[i].file, file[expect + 1 + i]);
+            if (round == 0)
+                assert_true(msg.publish.more_count > 0); //  batched
+            expect += 1 + msg.publish.more_count;
+            proto_msg_clear(&msg);
+        }
+        if (round == 1)
+            break;
+        //  The broker forgets the session: all six go again, flags and all.
+        s_send_error(env, PROTO_ERR_NOT_HELLO, NULL, false, 0);
+        proto_msg_t hello;
+        s_expect(env, PROTO_HELLO, &hello);
+        proto_msg_clear(&hello);
+        s_send_welcome_as(env, 16, 1 << 20, 8);
+    }
+    //  Uncorked, one at a time: a file chunk, then a record.
+    for (uint64_t seq = 7; seq <= 8; seq++) {
+        assert_int_equal(link_publish(env->link, "c1", seq, (const uint8_t *)"x", 1, seq == 7),
+                         LINK_OK);
+        proto_msg_t msg;
+        s_expect(env, PROTO_PUBLISH, &msg);
+        assert_int_equal(msg.publish.seq, seq);
+        assert_int_equal(msg.publish.more_count, 0);
+        assert_int_equal(msg.publish.file, seq == 7 ? PROTO_DATA_FILE : PROTO_DATA_RECORD);
+        proto_msg_clear(&msg);
+    }
+}
+
 static void test_publish_stored(void **state)
 {
     env_t *env = *state;
@@ -542,8 +598,8 @@ static void test_publish_stored(void **state)
     assert_int_equal(link_unstored(env->link, "c1"), 0);
     assert_int_equal(s_count(env, 'S'), 2);
 
-    assert_int_equal(link_publish(env->link, "c1", 3, (const uint8_t *)"x", 1), LINK_E_SEQ);
-    assert_int_equal(link_publish(env->link, "nope", 9, (const uint8_t *)"x", 1),
+    assert_int_equal(link_publish(env->link, "c1", 3, (const uint8_t *)"x", 1, false), LINK_E_SEQ);
+    assert_int_equal(link_publish(env->link, "nope", 9, (const uint8_t *)"x", 1, false),
                      LINK_E_UNKNOWN_CONN);
     assert_true(s_quiet(env, 100));
 }
@@ -558,7 +614,7 @@ static void test_window_and_credit(void **state)
         s_publish(env, "c1", seq, text);
     }
     assert_int_equal(link_room(env->link, "c1"), 0);
-    assert_int_equal(link_publish(env->link, "c1", 5, (const uint8_t *)"m5", 2), LINK_FULL);
+    assert_int_equal(link_publish(env->link, "c1", 5, (const uint8_t *)"m5", 2, false), LINK_FULL);
     s_expect_publish(env, "c1", 1, "m1");
     s_expect_publish(env, "c1", 2, "m2");
     assert_true(s_quiet(env, 150)); //  credit exhausted
@@ -570,6 +626,38 @@ static void test_window_and_credit(void **state)
     s_send_ack(env, PROTO_STORED, "c1", 3);
     s_expect_publish(env, "c1", 4, "m4");
     s_expect_publish(env, "c1", 5, "m5");
+}
+
+//  window_bytes bounds what the link holds in payload bytes: below it any
+//  message is taken (however large), at or above it none (LINK_FULL, no
+//  room) until STORED frees bytes.
+static void test_window_bytes(void **state)
+{
+    env_t *env = *state;
+    env->config.window = 16;
+    env->config.window_bytes = 1000;
+    s_ready(env, 16);
+    static uint8_t big[1500];
+    assert_int_equal(link_room(env->link, "c1"), 16);
+    s_publish_bytes(env, 1, big, 1500); //  larger than the bound: taken alone
+    assert_int_equal(link_room(env->link, "c1"), 0);
+    assert_int_equal(link_publish(env->link, "c1", 2, big, 10, true), LINK_FULL);
+    s_send_ack(env, PROTO_STORED, "c1", 1);
+    assert_int_equal(link_room(env->link, "c1"), 16);
+    s_publish_bytes(env, 2, big, 600);
+    s_publish_bytes(env, 3, big, 600); //  600 held < 1000: taken, 1200 now
+    assert_int_equal(link_room(env->link, "c1"), 0);
+    assert_int_equal(link_publish(env->link, "c1", 4, big, 1, false), LINK_FULL);
+    s_send_ack(env, PROTO_STORED, "c1", 2);
+    assert_true(link_room(env->link, "c1") > 0);
+    s_publish_bytes(env, 4, big, 1);
+    proto_msg_t msg;
+    for (uint64_t seq = 1; seq <= 4; seq++) {
+        s_expect(env, PROTO_PUBLISH, &msg);
+        assert_int_equal(msg.publish.seq, seq);
+        proto_msg_clear(&msg);
+    }
+    assert_true(s_quiet(env, 50));
 }
 
 static void test_resend_after_401(void **state)
@@ -603,7 +691,7 @@ static void test_deliver_consumed(void **state)
     s_ready(env, 16);
     proto_msg_t msg;
     proto_msg_init(&msg, PROTO_DELIVER);
-    msg.deliver = (proto_data_t){"c1", 8, (const uint8_t *)"hello", 5, NULL, 0};
+    msg.deliver = (proto_data_t){"c1", 8, (const uint8_t *)"hello", 5, NULL, 0, 0};
     s_send(env, &msg);
     const event_t *e = s_last(env, 'D');
     assert_non_null(e);
@@ -658,7 +746,7 @@ static void test_consumed_once_per_burst(void **state)
     for (uint64_t seq = 1; seq <= 40; seq++) {
         proto_msg_t msg;
         proto_msg_init(&msg, PROTO_DELIVER);
-        msg.deliver = (proto_data_t){"c1", seq, (const uint8_t *)"x", 1, NULL, 0};
+        msg.deliver = (proto_data_t){"c1", seq, (const uint8_t *)"x", 1, NULL, 0, 0};
         assert_int_equal(proto_msg_encode(&msg, NULL, &buf, NULL), PROTO_OK);
         zmq_send(env->router, env->rid, env->rid_size, ZMQ_SNDMORE);
         zmq_send(env->router, buf.data, buf.size, 0);
@@ -947,6 +1035,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_handshake, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_publish_stored, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_file_flag_in_publish, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_window_bytes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_behind_positions_in_welcome, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_batches, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_batch_within_the_link_frame, s_setup, s_teardown),

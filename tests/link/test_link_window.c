@@ -16,7 +16,7 @@ static void s_push(link_window_t *w, uint64_t seq)
 {
     uint8_t frame[8];
     memcpy(frame, &seq, sizeof frame);
-    assert_int_equal(link_window_push(w, seq, frame, sizeof frame), 0);
+    assert_int_equal(link_window_push(w, seq, frame, sizeof frame, seq % 2 == 0), 0);
 }
 
 //  Takes the next waiting entry, checks its sequence and bytes, marks it sent.
@@ -27,6 +27,7 @@ static void s_take(link_window_t *w, uint64_t seq)
     assert_int_equal(e->seq, seq);
     assert_int_equal(e->size, 8);
     assert_memory_equal(e->data, &seq, 8);
+    assert_int_equal(e->file, seq % 2 == 0); //  the flag stays with its entry
     link_window_mark_sent(w);
 }
 
@@ -40,7 +41,7 @@ static void test_order_and_bound(void **state)
     s_push(w, 6);
     s_push(w, 9); //  gaps are the caller's business; order is not
     uint8_t b = 0;
-    assert_int_equal(link_window_push(w, 10, &b, 1), 1); //  full
+    assert_int_equal(link_window_push(w, 10, &b, 1, false), 1); //  full
     assert_int_equal(link_window_room(w), 0);
     s_take(w, 5);
     s_take(w, 6);
@@ -48,6 +49,9 @@ static void test_order_and_bound(void **state)
     s_take(w, 9);
     assert_null(link_window_next(w));
     assert_int_equal(link_window_count(w), 3);
+    assert_int_equal(link_window_bytes(w), 3 * 8);
+    assert_int_equal(link_window_ack(w, 6), 2);
+    assert_int_equal(link_window_bytes(w), 8); //  what is held, not what was sent
     link_window_destroy(&w);
     assert_null(w);
     link_window_destroy(&w); //  idempotent
@@ -59,11 +63,11 @@ static void test_seq_must_grow(void **state)
     link_window_t *w = link_window_new(4);
     uint8_t b = 0;
     s_push(w, 3);
-    assert_int_equal(link_window_push(w, 3, &b, 1), -1);
-    assert_int_equal(link_window_push(w, 2, &b, 1), -1);
+    assert_int_equal(link_window_push(w, 3, &b, 1, false), -1);
+    assert_int_equal(link_window_push(w, 2, &b, 1, false), -1);
     assert_int_equal(link_window_ack(w, 7), 1); //  an ack beyond raises the floor
     assert_int_equal(link_window_last_seq(w), 7);
-    assert_int_equal(link_window_push(w, 7, &b, 1), -1);
+    assert_int_equal(link_window_push(w, 7, &b, 1, false), -1);
     s_push(w, 8);
     link_window_destroy(&w);
 }

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +30,8 @@
 #include "node_rekey.h"
 #include "node_state.h"
 #include "node_sync.h"
+#include "node_transfer.h"
+#include "sn_attachment.h"
 #include "sn_incident.h"
 #include "sn_journal.h"
 
@@ -41,17 +44,18 @@
 //  One side: an emulator, its node's state and sync worker, and a client
 //  acting as a human user (alice or bob) for the test's own changes.
 typedef struct {
-    const char *instance; //  "acme" / "globex"
-    const char *human;    //  Human user of this instance
-    pid_t pid;            //  Emulator process
-    int port;             //  Its port
-    char url[64];         //  http://127.0.0.1:PORT
-    char dir[64];         //  Node state directory
-    node_state_t *state;  //  Node state
-    sn_client_t *sync_sn; //  Node's client (integration user "sync")
-    sn_client_t *user_sn; //  The human's client
-    node_sync_t *sync;    //  The worker
-    proto_role_t role;    //  Public or private
+    const char *instance;      //  "acme" / "globex"
+    const char *human;         //  Human user of this instance
+    pid_t pid;                 //  Emulator process
+    int port;                  //  Its port
+    char url[64];              //  http://127.0.0.1:PORT
+    char dir[64];              //  Node state directory
+    node_state_t *state;       //  Node state
+    sn_client_t *sync_sn;      //  Node's client (integration user "sync")
+    sn_client_t *user_sn;      //  The human's client
+    node_sync_t *sync;         //  The worker
+    node_transfer_t *transfer; //  The transfer thread's work, stepped by the test
+    proto_role_t role;         //  Public or private
 } s_side_t;
 
 typedef struct {
@@ -186,14 +190,23 @@ static void s_side_open(s_side_t *side, const char *tmp, proto_role_t role)
                               .state_dir = side->dir,
                               .instance = side->instance,
                               .sync_user = "sync",
-                              .lookback_s = 5};
+                              .lookback_s = 5,
+                              .attachment_scan_ms = 1};
     side->sync = node_sync_new(&cfg);
     assert_non_null(side->sync);
+    node_transfer_config_t tcfg = {.state = side->state,
+                                   .sn = side->sync_sn,
+                                   .state_dir = side->dir,
+                                   .sync_user = "sync",
+                                   .retry_ms = 1};
+    side->transfer = node_transfer_new(&tcfg);
+    assert_non_null(side->transfer);
 }
 
 static void s_side_close(s_side_t *side)
 {
     node_sync_destroy(&side->sync);
+    node_transfer_destroy(&side->transfer);
     sn_client_destroy(&side->sync_sn);
     sn_client_destroy(&side->user_sn);
     node_state_destroy(&side->state);
@@ -435,7 +448,7 @@ static void test_create_update_comments_both_ways(void **state)
     assert_int_equal(json_array_size(nb), 0);
     assert_int_equal(s_count_text(cb, "suspect the relay"), 0);
 
-    //  After the sync both sides go quiet: only the incident poll.
+    //  After the sync both sides go quiet: only the polls.
     free(s_control(&w->pub, "DELETE", "/__snemu/log", NULL));
     free(s_control(&w->priv, "DELETE", "/__snemu/log", NULL));
     sleep(1);
@@ -448,9 +461,11 @@ static void test_create_update_comments_both_ways(void **state)
         assert_true(json_array_size(log) >= 2);
         json_array_foreach(log, i, req)
         {
+            //  The incident poll, and the attachment poll with the deletion scan
+            const char *path = json_string_value(json_object_get(req, "path"));
             assert_string_equal(json_string_value(json_object_get(req, "method")), "GET");
-            assert_string_equal(json_string_value(json_object_get(req, "path")),
-                                "/api/now/table/incident");
+            if (strcmp(path, "/api/now/v1/attachment"))
+                assert_string_equal(path, "/api/now/table/incident");
         }
         json_decref(log);
     }
@@ -884,6 +899,250 @@ static void test_receipt_naming_a_taken_twin_is_an_error_not_a_stop(void **state
     json_decref(b);
 }
 
+//  --- attachments
+
+//  Runs the transfer work of side until none is due; returns the steps done.
+static int s_transfer(s_side_t *side)
+{
+    int steps = 0, rc;
+    while ((rc = node_transfer_step(side->transfer)) == 1)
+        steps++;
+    assert_int_equal(rc, 0);
+    return steps;
+}
+
+//  Polls, transfers, pumps and carries on both sides until nothing moves.
+static void s_settle_files(s_world_t *w)
+{
+    for (int round = 0; round < 40; round++) {
+        s_next_second();
+        assert_int_equal(node_sync_poll(w->pub.sync, S_CONN, NULL), NODE_SYNC_OK);
+        assert_int_equal(node_sync_poll(w->priv.sync, S_CONN, NULL), NODE_SYNC_OK);
+        int work = 0;
+        for (int inner = 0; inner < 200; inner++) {
+            bool sent = false;
+            int steps = s_transfer(&w->pub) + s_transfer(&w->priv);
+            assert_int_equal(node_sync_files_pump(w->pub.sync, &sent), NODE_SYNC_OK);
+            assert_int_equal(node_sync_files_pump(w->priv.sync, &sent), NODE_SYNC_OK);
+            size_t moved = s_carry(&w->pub, &w->priv) + s_carry(&w->priv, &w->pub);
+            work += steps + (int)moved;
+            if (steps == 0 && moved == 0)
+                break;
+        }
+        if (work == 0 && round > 0)
+            return;
+    }
+    fail_msg("attachments did not settle in 40 rounds");
+}
+
+//  A file of size bytes (a pattern seeded by seed) at path.
+static void s_make_file(const char *path, size_t size, unsigned seed)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    for (size_t i = 0; i < size; i++)
+        fputc((int)((i * 131 + seed * 7 + i / 4099) & 0xff), f);
+    fclose(f);
+}
+
+//  Attaches path to incident sys_id on side as its human; returns the metadata.
+static json_t *s_attach(s_side_t *side, const char *sys_id, const char *name, const char *path,
+                        uint64_t size)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    sn_attachment_file_t file = {.table = "incident",
+                                 .table_sys_id = sys_id,
+                                 .file_name = name,
+                                 .content_type = "application/octet-stream",
+                                 .fd = fd,
+                                 .size = size};
+    json_t *meta = NULL;
+    sn_error_t err;
+    assert_int_equal(sn_attachment_upload(side->user_sn, &file, &meta, &err), SN_OK);
+    close(fd);
+    return meta;
+}
+
+//  The attachments of incident sys_id on side.
+static json_t *s_files(s_side_t *side, const char *sys_id)
+{
+    json_t *rows = NULL;
+    sn_error_t err;
+    assert_int_equal(sn_attachment_list_record(side->user_sn, "incident", sys_id, &rows, &err),
+                     SN_OK);
+    return rows;
+}
+
+//  The one attachment named name in rows (fails when not exactly one).
+static json_t *s_one_named(json_t *rows, const char *name)
+{
+    json_t *found = NULL;
+    size_t i, n = 0;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        if (!strcmp(sn_field(row, "file_name"), name)) {
+            found = row;
+            n++;
+        }
+    }
+    assert_int_equal(n, 1);
+    return found;
+}
+
+static node_file_state_t s_file_state(s_side_t *side, node_file_dir_t dir, const char *file_id)
+{
+    node_file_t f;
+    assert_int_equal(node_state_file_get(side->state, S_CONN, dir, file_id, &f), 0);
+    return f.state;
+}
+
+static void test_files_cross_both_ways_once_and_deletions_follow(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"files\",\"urgency\":\"1\"}");
+    const char *a_id = sn_field(a, "sys_id");
+    char big[128], small[128], empty[128];
+    snprintf(big, sizeof big, "%s/big.bin", w->tmp);
+    snprintf(small, sizeof small, "%s/small.txt", w->tmp);
+    snprintf(empty, sizeof empty, "%s/empty", w->tmp);
+    s_make_file(big, 3 * 1024 * 1024 + 12345, 1); //  7 chunks, the last one short
+    s_make_file(small, 1000, 2);
+    s_make_file(empty, 0, 3);
+    //  One file before the incident is a twin: a new twin receives it too
+    json_t *m1 = s_attach(&w->pub, a_id, "Überprüfung €.bin", big, 3 * 1024 * 1024 + 12345);
+    s_settle_files(w);
+    json_t *b = s_twin_of(&w->priv, a_id);
+    assert_non_null(b);
+    const char *b_id = sn_field(b, "sys_id");
+    json_t *m2 = s_attach(&w->pub, a_id, "..", empty, 0);
+    json_t *m3 = s_attach(&w->priv, b_id, "bob notes.txt", small, 1000);
+    s_settle_files(w);
+
+    json_t *on_b = s_files(&w->priv, b_id);
+    json_t *on_a = s_files(&w->pub, a_id);
+    assert_int_equal(json_array_size(on_b), 3); //  bob's own and two copies, no echo
+    assert_int_equal(json_array_size(on_a), 3);
+    json_t *c1 = s_one_named(on_b, "Überprüfung €.bin");
+    assert_string_equal(sn_field(c1, "hash"), sn_field(m1, "hash"));
+    assert_string_equal(sn_field(c1, "size_bytes"), sn_field(m1, "size_bytes"));
+    assert_string_equal(sn_field(c1, "sys_created_by"), "sync");
+    assert_string_equal(sn_field(s_one_named(on_b, ".."), "hash"), sn_field(m2, "hash"));
+    assert_string_equal(sn_field(s_one_named(on_a, "bob notes.txt"), "hash"), sn_field(m3, "hash"));
+    assert_int_equal(s_file_state(&w->pub, NODE_FILE_OUT, sn_field(m1, "sys_id")), NODE_FILE_SENT);
+    assert_int_equal(s_file_state(&w->priv, NODE_FILE_IN, sn_field(m1, "sys_id")),
+                     NODE_FILE_RECEIVED);
+    assert_int_equal(s_file_state(&w->priv, NODE_FILE_OUT, sn_field(m3, "sys_id")), NODE_FILE_SENT);
+
+    //  Deleted at its source: the copy goes; a person's file on the twin stays
+    sn_error_t err;
+    assert_int_equal(sn_attachment_delete(w->pub.user_sn, sn_field(m1, "sys_id"), &err), SN_OK);
+    //  Deleting a copy deletes nothing at the source
+    json_t *copy3 = s_one_named(on_a, "bob notes.txt");
+    assert_int_equal(sn_attachment_delete(w->pub.user_sn, sn_field(copy3, "sys_id"), &err), SN_OK);
+    s_settle_files(w);
+    json_t *after_b = s_files(&w->priv, b_id);
+    assert_int_equal(json_array_size(after_b), 2); //  bob's and the empty file's copy
+    s_one_named(after_b, "bob notes.txt");
+    s_one_named(after_b, "..");
+    assert_int_equal(s_file_state(&w->priv, NODE_FILE_IN, sn_field(m1, "sys_id")),
+                     NODE_FILE_DELETED);
+    json_decref(after_b);
+    json_decref(on_a);
+    json_decref(on_b);
+    json_decref(m1);
+    json_decref(m2);
+    json_decref(m3);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void test_refused_file_is_a_twin_error_and_retries(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"exe\",\"urgency\":\"1\"}");
+    const char *a_id = sn_field(a, "sys_id");
+    s_settle_files(w);
+    json_t *b = s_twin_of(&w->priv, a_id);
+    assert_non_null(b);
+    s_fault(&w->priv, "{\"attachment_extensions\":\"txt\"}");
+    char path[128];
+    snprintf(path, sizeof path, "%s/tool.exe", w->tmp);
+    s_make_file(path, 5000, 9);
+    json_t *m = s_attach(&w->pub, a_id, "tool.exe", path, 5000);
+    s_settle_files(w);
+    assert_int_equal(s_file_state(&w->priv, NODE_FILE_IN, sn_field(m, "sys_id")),
+                     NODE_FILE_REFUSED);
+    assert_int_equal(s_file_state(&w->pub, NODE_FILE_OUT, sn_field(m, "sys_id")),
+                     NODE_FILE_REFUSED);
+    node_error_t *errors = NULL;
+    size_t count = 0;
+    assert_int_equal(node_state_error_list(w->priv.state, S_CONN, &errors, &count), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(errors[0].origin, "file");
+    assert_non_null(strstr(errors[0].message, "tool.exe"));
+    //  Fields still flow meanwhile
+    s_update(&w->pub, a_id, "{\"short_description\":\"exe, updated\"}");
+    //  The rule is fixed, the admin retries
+    s_fault(&w->priv, "{\"attachment_extensions\":null}");
+    assert_int_equal(node_state_error_request_retry(w->priv.state, errors[0].id), 0);
+    assert_int_equal(node_sync_retry(w->priv.sync, NULL), NODE_SYNC_OK);
+    free(errors);
+    s_settle_files(w);
+    json_t *twin = s_twin_of(&w->priv, a_id);
+    assert_string_equal(sn_field(twin, "short_description"), "exe, updated");
+    json_t *on_b = s_files(&w->priv, sn_field(b, "sys_id"));
+    assert_int_equal(json_array_size(on_b), 1);
+    assert_string_equal(sn_field(s_one_named(on_b, "tool.exe"), "hash"), sn_field(m, "hash"));
+    assert_int_equal(s_file_state(&w->pub, NODE_FILE_OUT, sn_field(m, "sys_id")), NODE_FILE_SENT);
+    assert_int_equal(node_state_error_count(w->priv.state, S_CONN, &(uint64_t){0}), 0);
+    json_decref(on_b);
+    json_decref(twin);
+    json_decref(m);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void test_size_cap_skips_on_either_side(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"caps\",\"urgency\":\"1\"}");
+    const char *a_id = sn_field(a, "sys_id");
+    s_settle_files(w);
+    //  The receiver takes at most 10,000 bytes; the sender sends anything
+    assert_int_equal(node_state_conn_set_attachments(w->priv.state, S_CONN, NODE_ATTACH_ALL, 10000),
+                     0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/f.bin", w->tmp);
+    s_make_file(path, 20000, 4);
+    json_t *big = s_attach(&w->pub, a_id, "big.bin", path, 20000);
+    json_t *small = s_attach(&w->pub, a_id, "small.bin", path, 5000);
+    s_settle_files(w);
+    node_file_t f;
+    assert_int_equal(
+        node_state_file_get(w->pub.state, S_CONN, NODE_FILE_OUT, sn_field(big, "sys_id"), &f), 0);
+    assert_int_equal(f.state, NODE_FILE_SKIPPED);
+    assert_non_null(strstr(f.text, "larger than the cap of 10000 bytes on globex"));
+    assert_int_equal(s_file_state(&w->pub, NODE_FILE_OUT, sn_field(small, "sys_id")),
+                     NODE_FILE_SENT);
+    //  attachments none on the sender: nothing more leaves
+    assert_int_equal(node_state_conn_set_attachments(w->pub.state, S_CONN, NODE_ATTACH_NONE, 0), 0);
+    json_t *third = s_attach(&w->pub, a_id, "third.bin", path, 100);
+    s_settle_files(w);
+    assert_int_equal(s_file_state(&w->pub, NODE_FILE_OUT, sn_field(third, "sys_id")),
+                     NODE_FILE_SKIPPED);
+    json_t *b = s_twin_of(&w->priv, a_id);
+    json_t *on_b = s_files(&w->priv, sn_field(b, "sys_id"));
+    assert_int_equal(json_array_size(on_b), 1);
+    json_decref(on_b);
+    json_decref(b);
+    json_decref(third);
+    json_decref(big);
+    json_decref(small);
+    json_decref(a);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -906,6 +1165,11 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_receipt_naming_a_taken_twin_is_an_error_not_a_stop,
                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_files_cross_both_ways_once_and_deletions_follow,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_file_is_a_twin_error_and_retries, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_size_cap_skips_on_either_side, s_setup, s_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

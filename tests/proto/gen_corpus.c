@@ -71,6 +71,23 @@ int main(int argc, char **argv)
     samples_receipt(&p, false);
     rc |= proto_payload_encode(&p, NULL, &buf, NULL) != PROTO_OK;
     rc |= s_save(dir, "sync", "receipt-error.mp", buf.data, buf.size);
+    static const uint8_t bytes[] = "attachment bytes";
+    proto_payload_init(&p, PROTO_FILE_CHUNK);
+    p.file_chunk = (proto_file_chunk_t){
+        .file = "f1",
+        .record = "r1",
+        .size = sizeof bytes,
+        .data = bytes,
+        .data_size = sizeof bytes,
+        .name = "notes.txt",
+        .content_type = "text/plain",
+        .hash = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"};
+    rc |= proto_payload_encode(&p, NULL, &buf, NULL) != PROTO_OK;
+    rc |= s_save(dir, "sync", "file-chunk.mp", buf.data, buf.size);
+    proto_payload_init(&p, PROTO_FILE_RECEIPT);
+    p.file_receipt = (proto_file_receipt_t){"f1", "r1", PROTO_FILE_REFUSED, NULL, "refused"};
+    rc |= proto_payload_encode(&p, NULL, &buf, NULL) != PROTO_OK;
+    rc |= s_save(dir, "sync", "file-receipt.mp", buf.data, buf.size);
 
     proto_invite_t inv;
     samples_invite(&inv);

@@ -11,7 +11,8 @@ const proto_type_t samples_types[] = {
 const size_t samples_types_count = sizeof(samples_types) / sizeof(samples_types[0]);
 
 static const uint8_t s_payload[] = {0xde, 0xad, 0xbe, 0xef, 0x00, 0xff};
-static const proto_item_t s_more[] = {{s_payload, 3}, {s_payload + 3, 0}};
+//  A batch of a file chunk (42, 43) and a record (44).
+static const proto_item_t s_more[] = {{s_payload, 3, PROTO_DATA_FILE}, {s_payload + 3, 0, 0}};
 static const proto_conn_state_t s_conns[] = {
     {"conn-1", 10, 7, 11},
     {"conn.2:x_Y", 0, UINT64_MAX, 0},
@@ -55,7 +56,8 @@ void samples_msg(proto_msg_t *msg, proto_type_t type)
         break;
     case PROTO_PUBLISH:
     case PROTO_DELIVER:
-        msg->publish = (proto_data_t){"conn-1", 42, s_payload, sizeof(s_payload), s_more, 2};
+        msg->publish =
+            (proto_data_t){"conn-1", 42, s_payload, sizeof(s_payload), s_more, 2, PROTO_DATA_FILE};
         break;
     case PROTO_STORED:
     case PROTO_CONSUMED:

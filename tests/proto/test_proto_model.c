@@ -29,24 +29,28 @@ static const struct {
     const char *name;
     unsigned senders;
 } s_spec[] = {
-    {PROTO_HELLO, "HELLO", PUB | PRIV},         //  Nodes open sessions
-    {PROTO_WELCOME, "WELCOME", BRK},            //  The broker accepts them
-    {PROTO_ERROR, "ERROR", PUB | PRIV | BRK},   //  Either way
-    {PROTO_PING, "PING", PUB | PRIV | BRK},     //  Either way
-    {PROTO_PONG, "PONG", PUB | PRIV | BRK},     //  Either way
-    {PROTO_INVITE, "INVITE", PUB},              //  Only the public node invites
-    {PROTO_JOIN, "JOIN", PRIV},                 //  Only the private node joins
-    {PROTO_JOINED, "JOINED", BRK},              //  The broker tells both nodes
-    {PROTO_PUBLISH, "PUBLISH", PUB | PRIV},     //  Both nodes publish
-    {PROTO_STORED, "STORED", BRK},              //  The broker confirms
-    {PROTO_DELIVER, "DELIVER", BRK},            //  The broker delivers
-    {PROTO_CONSUMED, "CONSUMED", PUB | PRIV},   //  Both nodes consume
-    {PROTO_INVITED, "INVITED", BRK},            //  The broker confirms INVITE
-    {PROTO_SYNC, "SYNC", PUB | PRIV},           //  Node to node, sealed
-    {PROTO_RECEIPT, "RECEIPT", PUB | PRIV},     //  Node to node, sealed
-    {PROTO_REKEY, "REKEY", PUB | PRIV},         //  Node to node, sealed
-    {PROTO_REKEY_ACK, "REKEY_ACK", PUB | PRIV}, //  Node to node, sealed
-    {PROTO_INVITATION, "INVITATION", PUB},      //  Made by the public node
+    {PROTO_HELLO, "HELLO", PUB | PRIV},               //  Nodes open sessions
+    {PROTO_WELCOME, "WELCOME", BRK},                  //  The broker accepts them
+    {PROTO_ERROR, "ERROR", PUB | PRIV | BRK},         //  Either way
+    {PROTO_PING, "PING", PUB | PRIV | BRK},           //  Either way
+    {PROTO_PONG, "PONG", PUB | PRIV | BRK},           //  Either way
+    {PROTO_INVITE, "INVITE", PUB},                    //  Only the public node invites
+    {PROTO_JOIN, "JOIN", PRIV},                       //  Only the private node joins
+    {PROTO_JOINED, "JOINED", BRK},                    //  The broker tells both nodes
+    {PROTO_PUBLISH, "PUBLISH", PUB | PRIV},           //  Both nodes publish
+    {PROTO_STORED, "STORED", BRK},                    //  The broker confirms
+    {PROTO_DELIVER, "DELIVER", BRK},                  //  The broker delivers
+    {PROTO_CONSUMED, "CONSUMED", PUB | PRIV},         //  Both nodes consume
+    {PROTO_INVITED, "INVITED", BRK},                  //  The broker confirms INVITE
+    {PROTO_SYNC, "SYNC", PUB | PRIV},                 //  Node to node, sealed
+    {PROTO_RECEIPT, "RECEIPT", PUB | PRIV},           //  Node to node, sealed
+    {PROTO_REKEY, "REKEY", PUB | PRIV},               //  Node to node, sealed
+    {PROTO_REKEY_ACK, "REKEY_ACK", PUB | PRIV},       //  Node to node, sealed
+    {PROTO_FILE_CHUNK, "FILE_CHUNK", PUB | PRIV},     //  Node to node, sealed
+    {PROTO_FILE_ACK, "FILE_ACK", PUB | PRIV},         //  Node to node, sealed
+    {PROTO_FILE_RECEIPT, "FILE_RECEIPT", PUB | PRIV}, //  Node to node, sealed
+    {PROTO_FILE_DELETE, "FILE_DELETE", PUB | PRIV},   //  Node to node, sealed
+    {PROTO_INVITATION, "INVITATION", PUB},            //  Made by the public node
 };
 
 static const proto_sender_t s_senders[] = {PROTO_SENDER_PUBLIC, PROTO_SENDER_PRIVATE,

@@ -327,6 +327,151 @@ static const s_bad_case_t s_bad[] = {
      PROTO_E_DEPTH, "deep"},
 };
 
+//  PUBLISH / DELIVER "file" (1.3, docs/protocol.md §4.7): set on the first
+//  message and on each batched one independently; absent on the wire when 0,
+//  so a record's frame is what 1.2 sent; absent, nil or 0 decode as a
+//  record; anything above 1 is refused by decoder and encoder alike.
+static void test_file_flag(void **state)
+{
+    (void)state;
+    static const uint8_t chunk[] = {1, 2, 3};
+    proto_item_t more[3] = {
+        {chunk, 3, PROTO_DATA_RECORD}, {chunk, 2, PROTO_DATA_FILE}, {chunk, 1, PROTO_DATA_RECORD}};
+    proto_msg_t msg, back;
+    proto_error_t err;
+    proto_buf_t buf;
+    proto_buf_init(&buf);
+    static const proto_type_t types[] = {PROTO_PUBLISH, PROTO_DELIVER};
+    for (size_t t = 0; t < 2; t++) {
+        for (uint16_t first = 0; first <= 1; first++) {
+            proto_msg_init(&msg, types[t]);
+            msg.publish = (proto_data_t){"c", 7, chunk, 3, more, 3, first};
+            assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_OK);
+            assert_int_equal(proto_msg_decode(buf.data, buf.size, NULL, &back, &err), PROTO_OK);
+            assert_int_equal(back.publish.file, first);
+            assert_int_equal(back.publish.more_count, 3);
+            assert_int_equal(back.publish.more[0].file, PROTO_DATA_RECORD);
+            assert_int_equal(back.publish.more[1].file, PROTO_DATA_FILE);
+            assert_int_equal(back.publish.more[2].file, PROTO_DATA_RECORD);
+            assert_true(proto_msg_equal(&msg, &back));
+            proto_msg_clear(&back);
+        }
+    }
+    //  The flag is part of the message: equal notices it.
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish = (proto_data_t){"c", 7, chunk, 3, NULL, 0, PROTO_DATA_FILE};
+    proto_msg_t record = msg;
+    record.publish.file = PROTO_DATA_RECORD;
+    assert_false(proto_msg_equal(&msg, &record));
+
+    //  A record is encoded without the key: the same bytes as before 1.3.
+    assert_int_equal(proto_msg_encode(&record, NULL, &buf, &err), PROTO_OK);
+    assert_null(memmem(buf.data, buf.size,
+                       "\xa4"
+                       "file",
+                       5));
+    assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_OK);
+    assert_non_null(memmem(buf.data, buf.size,
+                           "\xa4"
+                           "file\x01",
+                           6));
+
+    //  Absent, nil and 0 are a record; 1 is a file chunk; as older peers
+    //  write them (v 1.2) and with a newer minor.
+    static const struct {
+        const char *text;
+        uint16_t first, item;
+    } ok[] = {
+        {"{v:258,t:9,conn:\"c\",seq:1,payload:B(3)}", 0, 0},
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:nil,more:[{payload:B(1),file:nil}]}", 0, 0},
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:0,more:[{payload:B(1),file:0}]}", 0, 0},
+        {"{v:259,t:9,file:1,conn:\"c\",seq:1,payload:B(3),more:[{file:1,payload:B(1)}]}", 1, 1},
+        {"{v:259,t:11,conn:\"c\",seq:1,payload:B(3),more:[{payload:B(1),file:X(cd0001)}]}", 0, 1},
+        {"{v:265,t:11,conn:\"c\",seq:1,payload:B(3),file:1,more:[{payload:B(1)}]}", 1, 0},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        proto_status_t rc = s_decode_text(ok[i].text, NULL, &back, &err);
+        if (rc != PROTO_OK)
+            fail_msg("%s: %s", ok[i].text, proto_error_str(&err));
+        assert_int_equal(back.publish.file, ok[i].first);
+        if (back.publish.more_count)
+            assert_int_equal(back.publish.more[0].file, ok[i].item);
+        proto_msg_clear(&back);
+    }
+
+    //  Anything but 0 and 1 is refused, with the field named.
+    static const struct {
+        const char *text;
+        proto_status_t code;
+        const char *field;
+    } bad[] = {
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:2}", PROTO_E_VALUE, "file"},
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:65535}", PROTO_E_VALUE, "file"},
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:65536}", PROTO_E_VALUE, "file"},
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:-1}", PROTO_E_VALUE, "file"},
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:true}", PROTO_E_TYPE, "file"},
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:\"1\"}", PROTO_E_TYPE, "file"},
+        {"{v:259,t:9,conn:\"c\",seq:1,payload:B(3),file:1,file:1}", PROTO_E_DUPLICATE, "file"},
+        {"{v:259,t:11,conn:\"c\",seq:1,payload:B(3),more:[{payload:B(1)},{payload:B(1),file:2}]}",
+         PROTO_E_VALUE, "more[1].file"},
+        {"{v:259,t:11,conn:\"c\",seq:1,payload:B(3),more:[{file:1}]}", PROTO_E_MISSING,
+         "more[0].payload"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        proto_status_t rc = s_decode_text(bad[i].text, NULL, &back, &err);
+        if (rc != bad[i].code)
+            fail_msg("%s: got %d (%s), expected %d", bad[i].text, (int)rc, proto_error_str(&err),
+                     (int)bad[i].code);
+        assert_string_equal(err.field, bad[i].field);
+    }
+
+    //  The encoder refuses what the decoder would.
+    msg.publish.file = 2;
+    assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_E_VALUE);
+    assert_string_equal(err.field, "file");
+    msg.publish.file = PROTO_DATA_FILE;
+    more[2].file = 7;
+    msg.publish.more = more;
+    msg.publish.more_count = 3;
+    assert_int_equal(proto_msg_encode(&msg, NULL, &buf, &err), PROTO_E_VALUE);
+    assert_string_equal(err.field, "more[2].file");
+    proto_buf_release(&buf);
+}
+
+//  A batch of the largest items the frame allows, every one a file chunk,
+//  stays within PROTO_DATA_OVERHEAD + n * PROTO_ITEM_OVERHEAD of its
+//  payloads: senders size their batches by these (docs/protocol.md §4.6).
+static void test_data_overhead_covers_the_file_flag(void **state)
+{
+    (void)state;
+    static uint8_t payload[70000]; //  bin32 headers, the longest item encoding
+    proto_item_t more[255];
+    for (size_t i = 0; i < 255; i++)
+        more[i] = (proto_item_t){payload, i % 2 ? 1 : sizeof payload, PROTO_DATA_FILE};
+    char id[PROTO_MAX_ID + 1];
+    memset(id, 'c', PROTO_MAX_ID);
+    id[PROTO_MAX_ID] = '\0';
+    proto_limits_t limits = proto_limits_default();
+    limits.max_frame = 64u << 20;
+    proto_msg_t msg;
+    proto_msg_init(&msg, PROTO_PUBLISH);
+    msg.publish =
+        (proto_data_t){id, UINT64_MAX - 255, payload, sizeof payload, more, 255, PROTO_DATA_FILE};
+    size_t payloads = sizeof payload;
+    for (size_t i = 0; i < 255; i++)
+        payloads += more[i].payload_size;
+    proto_buf_t buf;
+    proto_buf_init(&buf);
+    assert_int_equal(proto_msg_encode(&msg, &limits, &buf, NULL), PROTO_OK);
+    assert_true(buf.size <= PROTO_DATA_OVERHEAD + payloads + 255 * PROTO_ITEM_OVERHEAD);
+    //  And a single item's own overhead, alone: at most PROTO_ITEM_OVERHEAD.
+    size_t with_one = buf.size;
+    msg.publish.more_count = 254;
+    assert_int_equal(proto_msg_encode(&msg, &limits, &buf, NULL), PROTO_OK);
+    assert_true(with_one - buf.size <= more[254].payload_size + PROTO_ITEM_OVERHEAD);
+    proto_buf_release(&buf);
+}
+
 static void test_malformed_table(void **state)
 {
     (void)state;
@@ -539,6 +684,8 @@ int main(void)
         cmocka_unit_test(test_error_messages),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_encoder_refuses_bad_messages),
+        cmocka_unit_test(test_file_flag),
+        cmocka_unit_test(test_data_overhead_covers_the_file_flag),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,6 +96,81 @@ static void test_round_trip_large(void **state)
     free(text);
 }
 
+//  The four attachment payloads: their round trips and the rules a table
+//  cannot say (docs/protocol.md §8.5).
+static void test_file_payloads(void **state)
+{
+    (void)state;
+    static const char hash[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    static uint8_t data[PROTO_FILE_CHUNK_DATA];
+    memset(data, 0xa5, sizeof data);
+    proto_payload_t p;
+    proto_payload_init(&p, PROTO_FILE_CHUNK);
+    p.file_chunk = (proto_file_chunk_t){.file = "f1",
+                                        .record = "r1",
+                                        .offset = 0,
+                                        .size = 2 * sizeof data,
+                                        .data = data,
+                                        .data_size = sizeof data,
+                                        .name = "Über .. €.txt",
+                                        .content_type = "text/plain",
+                                        .hash = hash};
+    s_round_trip(&p);
+    //  A full chunk's sealed form fits the 512 KiB padding bucket
+    proto_buf_t buf;
+    proto_buf_init(&buf);
+    proto_error_t err;
+    p.file_chunk.offset = sizeof data;
+    p.file_chunk.name = p.file_chunk.content_type = p.file_chunk.hash = NULL;
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_OK);
+    assert_true(buf.size + PROTO_SEAL_OVERHEAD <= 512 * 1024);
+    s_round_trip(&p);
+    //  Later chunks carry no name; the first must
+    p.file_chunk.name = "x";
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_E_VALUE);
+    p.file_chunk.name = NULL;
+    p.file_chunk.offset = 0;
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_E_MISSING);
+    assert_string_equal(err.field, "name");
+    //  A bad hash, a chunk past the end, an empty chunk of a non-empty file
+    p.file_chunk.name = "a";
+    p.file_chunk.content_type = "";
+    p.file_chunk.hash = "ABC";
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_E_VALUE);
+    assert_string_equal(err.field, "hash");
+    p.file_chunk.hash = hash;
+    p.file_chunk.size = 10;
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_E_VALUE);
+    assert_string_equal(err.field, "data");
+    p.file_chunk.data_size = 0;
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_E_VALUE);
+    //  The empty file: one empty chunk
+    p.file_chunk.size = 0;
+    s_round_trip(&p);
+
+    proto_payload_init(&p, PROTO_FILE_ACK);
+    p.file_ack = (proto_file_ack_t){"f1", "r1", UINT64_MAX};
+    s_round_trip(&p);
+
+    proto_payload_init(&p, PROTO_FILE_RECEIPT);
+    p.file_receipt = (proto_file_receipt_t){"f1", "r1", PROTO_FILE_UPLOADED, "c1", NULL};
+    s_round_trip(&p);
+    p.file_receipt.twin_file = NULL;
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_E_MISSING);
+    p.file_receipt.code = PROTO_FILE_REFUSED;
+    p.file_receipt.error_text = "file tool.exe: extension exe is not allowed";
+    s_round_trip(&p);
+    p.file_receipt.code = 4;
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_E_VALUE);
+
+    proto_payload_init(&p, PROTO_FILE_DELETE);
+    p.file_delete = (proto_file_delete_t){"f1", "r1"};
+    s_round_trip(&p);
+    p.file_delete.record = NULL;
+    assert_int_equal(proto_payload_encode(&p, NULL, &buf, &err), PROTO_E_MISSING);
+    proto_buf_release(&buf);
+}
+
 static void test_field_lookup(void **state)
 {
     (void)state;
@@ -265,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_round_trip_large),
         cmocka_unit_test(test_field_lookup),
+        cmocka_unit_test(test_file_payloads),
         cmocka_unit_test(test_malformed_table),
         cmocka_unit_test(test_every_truncation_refused),
         cmocka_unit_test(test_size_limit_is_sealed_payload),

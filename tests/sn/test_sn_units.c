@@ -1,14 +1,16 @@
 /*  test_sn_units.c: unit tests of the ServiceNow client's pure parts, no
     process and no network: error names and scrubbing, record shapes, response
     decoding (content types, envelopes, status mapping), retry delays, encoded
-    query composition and stamps, the keyset pager, the de-duplication set, and
-    the configuration checks of sn_client_new. */
+    query composition and stamps, the keyset pager, the de-duplication set, the
+    configuration checks of sn_client_new, and the Attachment API's building
+    blocks (paths, Content-Range, the classification of upload failures). */
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "sn_attachment.h"
 #include "sn_client.h"
 #include "sn_incident.h"
 #include "sn_pager.h"
@@ -27,12 +29,13 @@
 static void test_error_names_are_distinct(void **state)
 {
     (void)state;
-    for (int a = SN_OK; a <= SN_E_CANCELLED; a++) {
+    for (int a = SN_OK; a <= SN_E_FILE_REFUSED; a++) {
         assert_string_not_equal(sn_err_name((sn_err_code_t)a), "unknown");
-        for (int b = a + 1; b <= SN_E_CANCELLED; b++)
+        for (int b = a + 1; b <= SN_E_FILE_REFUSED; b++)
             assert_string_not_equal(sn_err_name((sn_err_code_t)a), sn_err_name((sn_err_code_t)b));
     }
     assert_string_equal(sn_err_name(SN_E_JOURNAL_UNREADABLE), "journal_unreadable");
+    assert_string_equal(sn_err_name(SN_E_FILE_REFUSED), "file_refused");
     assert_string_equal(sn_err_name((sn_err_code_t)999), "unknown");
 }
 
@@ -45,6 +48,8 @@ static void test_error_scopes(void **state)
     assert_int_equal(sn_err_scope(SN_E_TIMEOUT), SN_SCOPE_TRANSIENT);
     assert_int_equal(sn_err_scope(SN_E_DATA_POLICY), SN_SCOPE_RECORD);
     assert_int_equal(sn_err_scope(SN_E_NOT_FOUND), SN_SCOPE_RECORD);
+    //  A refused file is that file's problem: the other files and records go on
+    assert_int_equal(sn_err_scope(SN_E_FILE_REFUSED), SN_SCOPE_RECORD);
     assert_int_equal(sn_err_scope(SN_E_AUTH), SN_SCOPE_CONNECTION);
     assert_int_equal(sn_err_scope(SN_E_PERMISSION), SN_SCOPE_CONNECTION);
     assert_int_equal(sn_err_scope(SN_E_JOURNAL_UNREADABLE), SN_SCOPE_CONNECTION);
@@ -733,6 +738,179 @@ static void test_invalid_arguments_make_no_request(void **state)
     sn_client_destroy(&client);
 }
 
+//  -------------------------------------------------------------------------
+//  Attachments
+
+static void test_attachment_paths_escape_every_value(void **state)
+{
+    (void)state;
+    char *path = sn_attachment_upload_path("incident", "0123456789abcdef0123456789abcdef",
+                                           "../a b&c=d+e?f#g%h/\xc3\xbc\xe6\x97\xa5.txt");
+    assert_string_equal(path,
+                        "/api/now/v1/attachment/file?table_name=incident"
+                        "&table_sys_id=0123456789abcdef0123456789abcdef"
+                        "&file_name=..%2Fa%20b%26c%3Dd%2Be%3Ff%23g%25h%2F%C3%BC%E6%97%A5.txt");
+    free(path);
+    path = sn_attachment_list_path("table_sys_id=X^ORDERBYsys_created_on", 2);
+    assert_string_equal(path, "/api/now/v1/attachment?sysparm_query=table_sys_id%3DX%5EORDERBY"
+                              "sys_created_on&sysparm_limit=2&sysparm_fields=sys_id%2Cfile_name"
+                              "%2Ccontent_type%2Csize_bytes%2Ctable_name%2Ctable_sys_id%2C"
+                              "sys_created_on%2Csys_created_by%2Chash");
+    free(path);
+}
+
+static void test_attachment_content_range(void **state)
+{
+    (void)state;
+    uint64_t first = 99;
+    assert_true(sn_attachment_range_first("bytes 100-199/200", &first));
+    assert_int_equal(first, 100);
+    assert_true(sn_attachment_range_first("bytes 0-0/1", &first));
+    assert_int_equal(first, 0);
+    assert_true(sn_attachment_range_first("bytes 5-9/*", &first));
+    assert_int_equal(first, 5);
+    assert_true(sn_attachment_range_first("BYTES 1073741823-1073741823/1073741824", &first));
+    assert_int_equal(first, 1073741823);
+    const char *bad[] = {"",
+                         "bytes */200",
+                         "bytes 5-4/10",
+                         "bytes 1-10/10",
+                         "bytes 1-2/3x",
+                         "items 1-2/3",
+                         "bytes 1-/3",
+                         "bytes -1-2/3",
+                         "bytes 99999999999999999999-99999999999999999999/*",
+                         NULL};
+    for (size_t i = 0; bad[i]; i++) {
+        first = 77;
+        assert_false(sn_attachment_range_first(bad[i], &first));
+        assert_int_equal(first, 77);
+    }
+}
+
+//  The code sn_attachment_upload_error makes of an upload failure.
+static sn_err_code_t s_upload_code(sn_err_code_t code, long status, const char *message,
+                                   const char *detail, bool unknown, sn_error_t *err)
+{
+    sn_error_set(err, code, status, message, "%s", detail);
+    return sn_attachment_upload_error(err, unknown);
+}
+
+static void test_attachment_upload_failures_are_classified(void **state)
+{
+    (void)state;
+    sn_error_t err;
+    //  Refusals of the file itself, whatever code the status gave
+    assert_int_equal(s_upload_code(SN_E_BAD_REQUEST, 400,
+                                   "Attachment refused: extension exe is not allowed",
+                                   "glide.attachment.extensions allows: txt", false, &err),
+                     SN_E_FILE_REFUSED);
+    assert_string_equal(err.message, "attachment refused by ServiceNow (HTTP 400): Attachment "
+                                     "refused: extension exe is not allowed");
+    assert_string_equal(err.detail, "glide.attachment.extensions allows: txt");
+    assert_int_equal(err.http_status, 400);
+    assert_int_equal(s_upload_code(SN_E_BAD_REQUEST, 400, "Exception while reading request",
+                                   "Rejected large REST payload with content-length = 20971520 "
+                                   "bytes. Max allowed: 10485760 bytes.",
+                                   true, &err),
+                     SN_E_FILE_REFUSED);
+    assert_int_equal(s_upload_code(SN_E_PERMISSION, 403, "Operation Failed",
+                                   "ACL Exception Insert Failed due to security constraints", false,
+                                   &err),
+                     SN_E_FILE_REFUSED);
+    assert_non_null(strstr(err.message, "HTTP 403"));
+    assert_int_equal(s_upload_code(SN_E_DATA_POLICY, 403, "Operation Failed",
+                                   "Data Policy Exception: x", false, &err),
+                     SN_E_FILE_REFUSED);
+    assert_int_equal(
+        s_upload_code(SN_E_BAD_REQUEST, 413, "Maximum file size exceeded", "", false, &err),
+        SN_E_FILE_REFUSED);
+    assert_int_equal(
+        s_upload_code(SN_E_BAD_REQUEST, 415, "HTTP 415 from ServiceNow", "", false, &err),
+        SN_E_FILE_REFUSED);
+    //  A malformed request is the client's bug, not the file's
+    assert_int_equal(s_upload_code(SN_E_BAD_REQUEST, 400, "Missing parameter: file_name",
+                                   "table_name, table_sys_id and file_name are required", false,
+                                   &err),
+                     SN_E_BAD_REQUEST);
+    assert_string_equal(err.message, "Missing parameter: file_name");
+    assert_int_equal(s_upload_code(SN_E_BAD_REQUEST, 400, "Invalid table nope", "", false, &err),
+                     SN_E_BAD_REQUEST);
+    assert_int_equal(s_upload_code(SN_E_BAD_REQUEST, 400,
+                                   "Requested URI does not represent any resource", "", false,
+                                   &err),
+                     SN_E_BAD_REQUEST);
+    //  Other codes keep their meaning
+    assert_int_equal(s_upload_code(SN_E_NOT_FOUND, 404, "No Record found", "", false, &err),
+                     SN_E_NOT_FOUND);
+    assert_int_equal(s_upload_code(SN_E_AUTH, 401, "User Not Authenticated", "", false, &err),
+                     SN_E_AUTH);
+    assert_int_equal(s_upload_code(SN_E_RATE_LIMITED, 429, "Rate limit exceeded", "", false, &err),
+                     SN_E_RATE_LIMITED);
+    //  A transaction cancelled by its quota, even on a 400, is a timeout
+    assert_int_equal(s_upload_code(SN_E_TIMEOUT, 400,
+                                   "Transaction cancelled: maximum execution time exceeded", "",
+                                   true, &err),
+                     SN_E_TIMEOUT);
+    assert_non_null(strstr(err.message, "outcome unknown"));
+    //  Outages after the body may have gone: "outcome unknown", said once
+    assert_int_equal(
+        s_upload_code(SN_E_UNAVAILABLE, 503, "instance unavailable: HTML page", "", true, &err),
+        SN_E_UNAVAILABLE);
+    assert_string_equal(err.message, "attachment upload outcome unknown: instance unavailable: "
+                                     "HTML page; list the record's attachments before sending "
+                                     "it again");
+    assert_int_equal(s_upload_code(SN_E_UNAVAILABLE, 0,
+                                   "connection closed before ServiceNow answered: outcome unknown",
+                                   "", true, &err),
+                     SN_E_UNAVAILABLE);
+    assert_string_equal(err.message,
+                        "connection closed before ServiceNow answered: outcome unknown");
+    //  ...and not when nothing was sent
+    assert_int_equal(s_upload_code(SN_E_UNAVAILABLE, 0, "cannot reach ServiceNow", "", false, &err),
+                     SN_E_UNAVAILABLE);
+    assert_string_equal(err.message, "cannot reach ServiceNow");
+}
+
+static void test_attachment_arguments_make_no_request(void **state)
+{
+    (void)state;
+    sn_config_t cfg = s_config("http://127.0.0.1:1");
+    sn_error_t err;
+    sn_client_t *client = sn_client_new(&cfg, &err);
+    assert_non_null(client);
+    json_t *meta = NULL;
+    assert_int_equal(sn_attachment_get(client, "../../table/incident", &meta, &err),
+                     SN_E_BAD_REQUEST);
+    assert_null(meta);
+    assert_int_equal(sn_attachment_delete(client, "x", &err), SN_E_BAD_REQUEST);
+    uint64_t written = 9;
+    sn_attachment_fd_t out = {.fd = 1};
+    assert_int_equal(sn_attachment_download(client, "0123456789abcdef0123456789abcde/", 0,
+                                            sn_attachment_fd_sink, &out, &written, &meta, &err),
+                     SN_E_BAD_REQUEST);
+    assert_int_equal(written, 0);
+    json_t *rows = NULL;
+    assert_int_equal(sn_attachment_list_record(client, "incident/x",
+                                               "0123456789abcdef0123456789abcdef", &rows, &err),
+                     SN_E_BAD_REQUEST);
+    assert_null(rows);
+    sn_attachment_file_t file = {.table = "incident",
+                                 .table_sys_id = "0123456789abcdef0123456789abcdef",
+                                 .file_name = "tab\there.txt",
+                                 .fd = 0,
+                                 .size = 1};
+    assert_int_equal(sn_attachment_upload(client, &file, &meta, &err), SN_E_BAD_REQUEST);
+    file.file_name = "ok.txt";
+    file.content_type = "text/plain\nX-Injected: 1";
+    assert_int_equal(sn_attachment_upload(client, &file, &meta, &err), SN_E_BAD_REQUEST);
+    assert_int_equal(sn_client_stats(client).requests, 0);
+    assert_true(sn_is_table_name("sys_attachment"));
+    assert_false(sn_is_table_name("Incident"));
+    assert_false(sn_is_table_name(""));
+    sn_client_destroy(&client);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -764,6 +942,10 @@ int main(void)
         cmocka_unit_test(test_config_refuses_bad_urls_and_values),
         cmocka_unit_test(test_client_keeps_the_url_without_trailing_slash),
         cmocka_unit_test(test_invalid_arguments_make_no_request),
+        cmocka_unit_test(test_attachment_paths_escape_every_value),
+        cmocka_unit_test(test_attachment_content_range),
+        cmocka_unit_test(test_attachment_upload_failures_are_classified),
+        cmocka_unit_test(test_attachment_arguments_make_no_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
