@@ -8,7 +8,8 @@ original's deletion deletes the copy, never a file a person attached on the twin
 a copy deletes nothing at the source. Refusals by the receiving instance (extension rule, size,
 403 on sys_attachment) are per-twin errors naming the file, other files and fields go on, and
 `errors retry` brings the file once the rule is fixed. Size caps and `attachments none` skip
-files with a reason. An upload whose answer was lost is not stored twice.
+files with a reason. An upload whose answer was lost is not stored twice, and not left behind
+when its original is deleted before the node knows the upload's outcome.
 
 The 200 MiB transfers and the kill -9 runs are in test_attachments_large.py (label long).
 """
@@ -218,7 +219,9 @@ class AttachmentTest(AttachmentCase):
         field changes go on; after the rule is lifted, `errors retry` brings the file once."""
         w = self.world
         a, b = self.pair(w.acme, "Refused %s" % name)
+        w.settle()
         w.globex.faults(**rule)
+        bad = None
         try:
             bad = w.acme.attach(a["sys_id"], name, content, "application/octet-stream")
             into = self.wait_row(w.priv, b["number"], bad["sys_id"], ("refused",))
@@ -242,6 +245,14 @@ class AttachmentTest(AttachmentCase):
             self.assertEqual(w.priv.cli_json("connection", "show", w.conn)["status"], "active")
         finally:
             w.globex.reset_faults()
+            if bad and not self.row(w.priv, b["number"], bad["sys_id"]):
+                # Failed before the file arrived: let it arrive, so that a later case's
+                # injected fault is not used up by this file
+                try:
+                    self.wait_row(w.priv, b["number"], bad["sys_id"], ("refused", "received"),
+                                  timeout=90)
+                except AssertionError:
+                    pass
         out = w.priv.cli("errors", "retry", str(errors[0]["id"]), "--json")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.wait_copy(bad, w.globex, b["sys_id"])
@@ -260,14 +271,7 @@ class AttachmentTest(AttachmentCase):
     def test_5b_refused_size(self):
         self.refused({"attachment_max_bytes": 4096}, "too-big.bin", os.urandom(8192), [])
 
-    def test_5c_refused_by_acl(self):
-        # The ACL 403 on sys_attachment for the integration user on the receiving instance.
-        # The emulator answers that user's reads of sys_attachment 403 too, so the private
-        # node's own attachment lists fail as long as the rule holds: this also asks that a
-        # failing attachment list does not stop fields and comments.
-        self.refused({"attachment_acl": [SYNC_USER]}, "acl.txt", b"no entry", [])
-
-    def test_5d_refused_upload_403(self):
+    def test_5c_refused_upload_403(self):
         # A 403 on the upload alone (the next POST to globex, which is the node's upload)
         self.refused({"fail_next": {"count": 1, "status": 403, "method": "POST"}}, "forbidden.txt",
                      b"no entry either", ["403"])
@@ -330,6 +334,7 @@ class AttachmentTest(AttachmentCase):
         copy instead of storing a second one."""
         w = self.world
         a, b = self.pair(w.acme, "Lost answer")
+        w.settle()
         w.globex.faults(lose_answer={"count": 1, "method": "POST", "user": SYNC_USER})
         try:
             original = w.acme.attach(a["sys_id"], "lost-answer.txt", b"once only", "text/plain")
@@ -341,6 +346,41 @@ class AttachmentTest(AttachmentCase):
         self.assertEqual([(r["method"], r["path"].replace("/v1/", "/")) for r in lost],
                          [("POST", "/api/now/attachment/file")], "the fault hit the upload")
         self.assert_once(w.globex, b["sys_id"], [original])
+
+    def test_8_deleted_while_its_upload_outcome_is_unknown(self):
+        """globex stores the upload but the answer is lost, and before the private node's next
+        attempt the original is deleted at acme: the copy globex stored must go too (found by
+        the chaos run: the FILE_DELETE found the file not yet uploaded as far as the node knew,
+        marked it deleted, and the stored copy stayed for good)."""
+        w = self.world
+        a, b = self.pair(w.acme, "Deleted while uploading")
+        w.settle()
+        w.globex.clear_log()
+        w.globex.faults(lose_answer={"count": 1, "method": "POST", "user": SYNC_USER})
+        try:
+            original = w.acme.attach(a["sys_id"], "short-lived.txt", b"here and gone",
+                                     "text/plain")
+            wait_until(lambda: [r for r in w.globex.log() if r["lost"]], timeout=self.FILE_TIMEOUT,
+                       interval=0.05, what="the upload's answer lost\n" + w.logs())
+        finally:
+            w.globex.reset_faults()
+        w.acme.delete_attachment(original["sys_id"])
+        self.wait_row(w.pub, a["number"], original["sys_id"], ("deleted",))
+        # The node's next upload attempt comes 5 s after the lost answer; give it, the
+        # deletion scans and the FILE_DELETE time to settle either way
+        time.sleep(12)
+        self.assertEqual(self.copies(w.globex, b["sys_id"], original), [],
+                         "a copy of a file deleted at its source stayed on globex\n" + w.logs())
+        self.assertEqual(w.acme.attachments(a["sys_id"]), [])
+
+
+    def test_9_refused_by_acl_on_sys_attachment(self):
+        """The ACL 403 on sys_attachment for the integration user on the receiving instance.
+        The emulator answers that user's reads of sys_attachment 403 too, so the private
+        node's own attachment lists fail as long as the rule holds: this also asks that a
+        failing attachment list does not stop fields and comments. Last of the suite: while it
+        fails, the private node's back-off leaves its file to arrive later."""
+        self.refused({"attachment_acl": [SYNC_USER]}, "acl.txt", b"no entry", [])
 
 
 if __name__ == "__main__":
