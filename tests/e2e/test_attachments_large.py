@@ -14,6 +14,8 @@
    - the source instance served the file once whole (a read resumed after a kill would be a
      206 Range read, never a second 200);
    - no node logged a damaged file (which would start the file over from offset 0).
+3. kill -9 of the public node while it reads the file from acme into its spool: it reads on
+   with a Range request after the restart, not the whole file again.
 """
 
 import json
@@ -180,6 +182,52 @@ class LargeAttachmentTest(AttachmentCase):
 
     def test_4_kill_public_node(self):
         self.kill_during_transfer("pub", self.world.acme)
+
+    def test_5_kill_public_node_while_reading(self):
+        """kill -9 of the public node while its transfer thread reads the file from acme into
+        its spool: after the restart it reads on from where the spool ends (a 206 Range read),
+        not the whole file again, and the copy is whole."""
+        w = self.world
+        conn_id = w.pub.cli_json("connection", "show", w.conn)["id"]
+        rec, twin = self.pair(w.acme, "kill pub while reading")
+        for attempt in range(3):
+            fname = "read-%d.bin" % attempt
+            path = random_file(w.tmp, fname, SIZE)
+            original = w.acme.attach(rec["sys_id"], fname, path)
+            spool = os.path.join(w.pub.state_dir, "files", conn_id, "out-" + original["sys_id"])
+
+            def partly_read():
+                try:
+                    return 0 < os.stat(spool).st_size < SIZE
+                except FileNotFoundError:
+                    return False
+            deadline = time.monotonic() + 30
+            while not partly_read() and time.monotonic() < deadline:
+                if os.path.exists(spool) and os.stat(spool).st_size >= SIZE:
+                    break
+                time.sleep(0.002)
+            if partly_read():
+                w.kill("pub")
+                at_kill = os.stat(spool).st_size
+                break
+            # Read whole before this look caught it: another file
+            self.wait_copy(original, w.globex, twin["sys_id"])
+            os.unlink(path)
+        else:
+            self.fail("the public node read each of 3 files of 200 MiB before a look every 2 ms "
+                      "caught one partly read")
+        time.sleep(1)
+        w.restart("pub")
+        copy = self.wait_copy(original, w.globex, twin["sys_id"])
+        self.assertEqual(w.globex.download(copy["sys_id"], sha256=True), original["hash"])
+        self.assert_once(w.globex, twin["sys_id"], [original])
+        whole, ranged = self.full_reads(w.acme, original["sys_id"])
+        print("kill pub while reading at %.0f MiB of %d: %d whole reads, %d range reads"
+              % (at_kill / MiB, SIZE // MiB, whole, ranged))
+        self.assertEqual(whole, 1, "acme served the whole file %d times: the read started over"
+                         % whole)
+        self.assertGreaterEqual(ranged, 1, "no Range read after the restart")
+        os.unlink(path)
 
 
 if __name__ == "__main__":
