@@ -31,6 +31,7 @@
 
 #include "node_replica.h"
 #include "node_spool.h"
+#include "node_transfer.h"
 #include "proto_sync.h"
 #include "sn_attachment.h"
 #include "sn_record.h"
@@ -629,6 +630,25 @@ node_sync_rc_t node_sync_files_delete_in(node_sync_t *self, const node_conn_t *c
     int found = node_state_file_get(self->state, conn->id, NODE_FILE_IN, d->file, &f);
     if (found)
         return found < 0 ? node_sync_fatal(self, "attachments") : NODE_SYNC_OK;
+    if (f.state == NODE_FILE_COMPLETE) {
+        //  An upload whose answer was lost may have stored it: that copy goes
+        node_twin_t twin = {0};
+        int got = node_state_twin_by_remote(self->state, conn->id, f.record, &twin);
+        char local[PROTO_MAX_SN_ID + 1];
+        snprintf(local, sizeof local, "%s", twin.local_sys_id);
+        node_twin_clear(&twin);
+        sn_error_t err;
+        sn_error_reset(&err);
+        int copy = got == 0 && *local
+                       ? node_transfer_find_copy(self->state, self->sn, self->sync_user, &f, local,
+                                                 f.twin_file, sizeof f.twin_file, &err)
+                       : 0;
+        if (copy < 0)
+            return *err.message ? node_sync_fail_sn(self, conn->id, &err, "attachment delete")
+                                : node_sync_fatal(self, "attachments");
+        if (copy == 1)
+            f.state = NODE_FILE_RECEIVED; //  deleted just below
+    }
     if (f.state == NODE_FILE_RECEIVED && *f.twin_file) {
         //  Our copy was put here by twinsync: it goes too. A file a person
         //  attached here is in no row, so never deleted.

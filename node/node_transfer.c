@@ -369,17 +369,20 @@ static int s_upload_done(node_transfer_t *self, node_file_t *now, void *arg)
     return node_state_error_add(self->state, &e) ? -1 : 0;
 }
 
-//  An attachment of the twin that an earlier attempt stored although its
-//  answer was lost: same name and hash, by the integration user, and no
-//  other row's copy. Copies its sys_id into out. Returns 1 found, 0 not, -1
-//  on a failure (ServiceNow: err set, database: err empty).
-static int s_stored_before(node_transfer_t *self, const node_file_t *f, const char *local,
-                           char *out, size_t size, sn_error_t *err)
+int node_transfer_find_copy(node_state_t *state, sn_client_t *sn, const char *sync_user,
+                            const node_file_t *f, const char *local, char *out, size_t size,
+                            sn_error_t *err)
 {
     json_t *rows = NULL;
-    sn_err_code_t rc = sn_attachment_list_record(self->sn, NODE_REPLICA_TABLE, local, &rows, err);
+    sn_err_code_t rc = sn_attachment_list_record(sn, NODE_REPLICA_TABLE, local, &rows, err);
     if (rc != SN_OK)
         return -1;
+    node_file_t *all = NULL;
+    size_t count = 0;
+    if (node_state_file_list(state, f->conn, NODE_FILE_IN, NULL, 0, f->record, 0, &all, &count)) {
+        json_decref(rows);
+        return -1;
+    }
     int found = 0;
     size_t i;
     json_t *row;
@@ -387,27 +390,38 @@ static int s_stored_before(node_transfer_t *self, const node_file_t *f, const ch
     {
         if (found || strcmp(sn_field(row, "file_name"), f->name) ||
             strcmp(sn_field(row, "hash"), f->hash) ||
-            strcmp(sn_field(row, "sys_created_by"), self->sync_user))
+            strcmp(sn_field(row, "sys_created_by"), sync_user))
             continue;
         //  Claimed by another file of ours (two identical files attached)?
-        node_file_t *all = NULL;
-        size_t count = 0;
-        if (node_state_file_list(self->state, f->conn, NODE_FILE_IN, NULL, 0, f->record, 0, &all,
-                                 &count)) {
-            found = -1;
-            break;
-        }
         bool claimed = false;
         for (size_t k = 0; k < count && !claimed; k++)
             claimed = !strcmp(all[k].twin_file, sn_field(row, "sys_id"));
-        free(all);
         if (!claimed) {
             snprintf(out, size, "%s", sn_field(row, "sys_id"));
             found = 1;
         }
     }
+    free(all);
     json_decref(rows);
     return found;
+}
+
+//  A file deleted at its source while its upload's outcome was unknown: the
+//  copy that attempt may have stored goes too.
+static void s_delete_unknown_copy(node_transfer_t *self, const node_file_t *f, const char *local)
+{
+    node_file_t now;
+    if (node_state_file_get(self->state, f->conn, f->dir, f->file_id, &now) ||
+        now.state != NODE_FILE_DELETED)
+        return;
+    char copy[PROTO_MAX_SN_ID + 1];
+    sn_error_t err;
+    sn_error_reset(&err);
+    if (node_transfer_find_copy(self->state, self->sn, self->sync_user, f, local, copy, sizeof copy,
+                                &err) == 1 &&
+        sn_attachment_delete(self->sn, copy, &err) == SN_OK)
+        ts_log(TS_LOG_INFO, "attachment deleted", "conn=%s file=%s copy=%s", f->conn, f->file_id,
+               copy);
 }
 
 //  Checks f's spool and uploads it to its twin. Returns 0 or -1 (database).
@@ -447,7 +461,8 @@ static int s_upload(node_transfer_t *self, node_file_t *f)
     sn_error_t err;
     sn_error_reset(&err);
     char copy[PROTO_MAX_SN_ID + 1] = "";
-    int before = s_stored_before(self, f, local, copy, sizeof copy, &err);
+    int before = node_transfer_find_copy(self->state, self->sn, self->sync_user, f, local, copy,
+                                         sizeof copy, &err);
     sn_err_code_t rc = before < 0 ? err.code : SN_OK;
     json_t *meta = NULL;
     if (before == 0) {
@@ -489,6 +504,7 @@ static int s_upload(node_transfer_t *self, node_file_t *f)
     ts_log(TS_LOG_WARN, "attachment upload failed, retried later",
            "conn=%s file=%s error=%s reason=\"%s\"", f->conn, f->file_id, sn_err_name(rc),
            err.message);
+    s_delete_unknown_copy(self, f, local);
     s_wait_add(self, f);
     return 0;
 }

@@ -24,6 +24,7 @@
 
 #include "node_state.h"
 #include "sn_client.h"
+#include "sn_error.h"
 
 typedef struct node_transfer node_transfer_t;
 
@@ -50,5 +51,14 @@ int node_transfer_start(node_transfer_t *self);
 //  due, if any. Returns 1 when it did one, 0 when none was due, -1 when the
 //  state database failed.
 int node_transfer_step(node_transfer_t *self);
+
+//  The attachment of the twin incident local that an upload of f whose
+//  answer was lost stored: same name and hash, created by sync_user, and
+//  claimed by no other file row. Its sys_id into out. Returns 1 found, 0
+//  not, -1 on a failure (ServiceNow: err set; the database: err untouched).
+//  Blocks on ServiceNow.
+int node_transfer_find_copy(node_state_t *state, sn_client_t *sn, const char *sync_user,
+                            const node_file_t *f, const char *local, char *out, size_t size,
+                            sn_error_t *err);
 
 #endif

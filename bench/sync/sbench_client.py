@@ -8,7 +8,9 @@ How the parts fit:
   Pacer         calls a function at a steady rate on absolute deadlines
   request log   fetch_log / log_time / classify / busy_rate: the emulator's own record of
                 every request, with millisecond times, read after a phase
-  ProcStats     CPU seconds and resident memory of a process, from /proc
+  ProcStats     CPU seconds, run-queue wait, disk writes and resident memory of a process,
+                from /proc; CpuMeter and LoadMeter measure them over an interval
+  random_file   a temporary file of random bytes and its SHA-256 (attachments)
   percentile    nearest-rank percentile
 
 Standard library only.
@@ -17,15 +19,19 @@ Standard library only.
 import base64
 import concurrent.futures
 import datetime
+import glob
+import hashlib
 import http.client
 import json
 import math
 import os
+import tempfile
 import threading
 import time
 import urllib.parse
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BLOCK = 1 << 20  # bytes per read and send of a streamed attachment
 
 
 class BenchError(Exception):
@@ -36,7 +42,7 @@ class Client:
     """One keep-alive connection to an emulator at url, authenticated as user (Basic).
 
     Not thread-safe: give each thread its own. call() reconnects once when the server closed
-    the idle connection."""
+    the idle connection; the streamed attachment calls (upload, download) do not retry."""
 
     def __init__(self, url, user=None, password=None, timeout=60):
         parts = urllib.parse.urlsplit(url)
@@ -53,13 +59,18 @@ class Client:
             self.conn.close()
             self.conn = None
 
+    def connect(self):
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
+                                                   blocksize=BLOCK)
+        return self.conn
+
     def call(self, method, path, body=None, ok=(200, 201, 204)):
         """Sends one request; returns (status, headers dict with lower-case names, parsed JSON
         body or None). Raises BenchError when the status is not in ok."""
         data = json.dumps(body).encode() if body is not None else None
         for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.connect()
             try:
                 self.conn.request(method, path, body=data, headers=self.headers)
                 resp = self.conn.getresponse()
@@ -94,6 +105,60 @@ class Client:
                                          "sysparm_limit": "1"})
         return int(self.call("GET", "/api/now/table/%s?%s" % (table, params))[1]["x-total-count"])
 
+    # -- the Attachment API, streamed in blocks of BLOCK bytes (never a whole file in memory)
+
+    def upload(self, table, sys_id, file_name, path, content_type="application/octet-stream"):
+        """Attaches the file at path to a record (POST /api/now/attachment/file, the raw body
+        sent from disk with its Content-Length, as the node sends it). Returns the new
+        attachment's metadata."""
+        query = urllib.parse.urlencode({"table_name": table, "table_sys_id": sys_id,
+                                        "file_name": file_name})
+        headers = dict(self.headers, **{"Content-Type": content_type,
+                                        "Content-Length": str(os.path.getsize(path))})
+        what = "POST attachment %s" % file_name
+        try:
+            with open(path, "rb") as body:
+                self.connect().request("POST", "/api/now/attachment/file?" + query, body=body,
+                                       headers=headers)
+            resp = self.conn.getresponse()
+            raw = resp.read()
+        except (http.client.HTTPException, OSError) as e:
+            self.close()
+            raise BenchError("%s: %s" % (what, e))
+        if resp.status != 201:
+            raise BenchError("%s -> %d %s" % (what, resp.status, raw[:200]))
+        return json.loads(raw)["result"]
+
+    def download(self, sys_id, sink):
+        """Reads the content of attachment sys_id (GET /api/now/attachment/ID/file), passing
+        each block to sink(bytes). Returns the number of bytes read."""
+        what = "GET attachment %s" % sys_id
+        got = 0
+        try:
+            self.connect().request("GET", "/api/now/attachment/%s/file" % sys_id,
+                                   headers=self.headers)
+            resp = self.conn.getresponse()
+            if resp.status != 200:
+                raise BenchError("%s -> %d %s" % (what, resp.status, resp.read()[:200]))
+            while True:
+                block = resp.read(BLOCK)
+                if not block:
+                    break
+                sink(block)
+                got += len(block)
+        except (http.client.HTTPException, OSError) as e:
+            self.close()
+            raise BenchError("%s: %s" % (what, e))
+        return got
+
+    def attachments(self, table_sys_id):
+        """The metadata of every attachment of one record."""
+        params = urllib.parse.urlencode({"table_sys_id": table_sys_id, "sysparm_limit": "1000"})
+        return self.call("GET", "/api/now/attachment?" + params)[2]["result"]
+
+    def delete_attachment(self, sys_id):
+        self.call("DELETE", "/api/now/attachment/%s" % sys_id)
+
     # -- the emulator's control API (no authentication)
 
     def control(self, method, name, body=None):
@@ -124,16 +189,19 @@ def run_parallel(url, user, password, jobs, threads):
 
 class Pacer:
     """Calls fn(i) for i = 0 .. count-1 at `rate` calls per second on absolute deadlines
-    (start + i / rate), so a slow call delays the next one but not the schedule. Returns the
-    wall-clock times at which each call was made."""
+    (start + i / rate), so a slow call delays the next one but not the schedule; stops early
+    once until() (when given) returns true. Returns the wall-clock times at which each call
+    was made."""
 
     def __init__(self, rate):
         self.rate = rate
 
-    def run(self, count, fn):
+    def run(self, count, fn, until=None):
         start = time.monotonic()
         sent = []
         for i in range(count):
+            if until and until():
+                break
             delay = start + i / self.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -171,8 +239,15 @@ def log_time(entry):
 
 def classify(entry):
     """The kind of a logged request, for rates and the emulator's capacity: "POST incident",
-    "PATCH incident", "GET incident list", "GET incident", "GET sys_journal_field list", ..."""
+    "PATCH incident", "GET incident list", "GET incident", "GET sys_journal_field list", ...;
+    the Attachment API's: "GET attachment list", "GET attachment", "GET attachment file",
+    "POST attachment file", "DELETE attachment"."""
     parts = entry["path"].split("/")
+    if "attachment" in parts:
+        rest = parts[parts.index("attachment") + 1:]
+        if entry["method"] == "GET" and not rest:
+            return "GET attachment list"
+        return " ".join([entry["method"], "attachment"] + (["file"] if "file" in rest else []))
     try:
         table_at = parts.index("table") + 1
     except ValueError:
@@ -220,6 +295,31 @@ class ProcStats:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (stat fields 14, 15)
 
+    def runq_wait_seconds(self):
+        """Seconds the process's threads have spent runnable but waiting for a CPU, summed over
+        the threads it has now (/proc/PID/task/*/schedstat, second field, ns; a thread that
+        has ended takes its share with it). 0.0 once the process is gone."""
+        total = 0
+        for path in glob.glob("/proc/%d/task/*/schedstat" % self.pid):
+            try:
+                with open(path) as f:
+                    total += int(f.read().split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                pass
+        return total / 1e9
+
+    def write_bytes(self):
+        """Bytes the process has caused to be written to storage (/proc/PID/io write_bytes:
+        file data when it enters the page cache, not when the disk gets it; 0 once gone)."""
+        try:
+            with open("/proc/%d/io" % self.pid) as f:
+                for line in f:
+                    if line.startswith("write_bytes:"):
+                        return int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+        return 0
+
     def memory_kib(self):
         """{"VmRSS": KiB, "VmHWM": KiB} ({} once the process is gone)."""
         out = {}
@@ -250,6 +350,45 @@ class CpuMeter:
         t0, cpu0 = self.begin
         wall = max(1e-9, time.monotonic() - t0)
         return {n: (s.cpu_seconds() - cpu0[n]) / wall for n, s in self.stats.items()}
+
+
+def random_file(directory, mib):
+    """Writes mib MiB of random bytes to a new file in directory, in 1 MiB blocks; returns
+    (path, SHA-256 in lower-case hex)."""
+    fd, path = tempfile.mkstemp(prefix="sbench-", suffix=".bin", dir=directory)
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "wb") as f:
+        for _ in range(mib):
+            block = os.urandom(BLOCK)
+            digest.update(block)
+            f.write(block)
+    return path, digest.hexdigest()
+
+
+class LoadMeter:
+    """CpuMeter and more over an interval: start(), then stop() returns {"cpu": {name:
+    fraction of one core}, "wait": {name: run-queue wait, seconds per second of the interval
+    summed over threads, so it can exceed 1}, "write_mib": {name: MiB written to storage}}."""
+
+    def __init__(self, pids):
+        self.stats = {name: ProcStats(pid) for name, pid in pids.items()}
+        self.begin = None
+
+    def _read(self):
+        return {n: (s.cpu_seconds(), s.runq_wait_seconds(), s.write_bytes())
+                for n, s in self.stats.items()}
+
+    def start(self):
+        self.begin = (time.monotonic(), self._read())
+        return self
+
+    def stop(self):
+        t0, before = self.begin
+        wall = max(1e-9, time.monotonic() - t0)
+        now = self._read()
+        return {"cpu": {n: (now[n][0] - before[n][0]) / wall for n in now},
+                "wait": {n: (now[n][1] - before[n][1]) / wall for n in now},
+                "write_mib": {n: max(0, now[n][2] - before[n][2]) / 1048576.0 for n in now}}
 
 
 def percentile(values, p):

@@ -1143,6 +1143,62 @@ static void test_size_cap_skips_on_either_side(void **state)
     json_decref(a);
 }
 
+static void test_deleted_while_an_upload_answer_was_lost(void **state)
+{
+    s_world_t *w = *state;
+    json_t *a = s_create(&w->pub, "{\"short_description\":\"lost\",\"urgency\":\"1\"}");
+    const char *a_id = sn_field(a, "sys_id");
+    s_settle_files(w);
+    json_t *b = s_twin_of(&w->priv, a_id);
+    assert_non_null(b);
+    char path[128];
+    snprintf(path, sizeof path, "%s/lost.bin", w->tmp);
+    s_make_file(path, 70000, 5);
+    json_t *m = s_attach(&w->pub, a_id, "lost.bin", path, 70000);
+    //  The receiving instance stores the upload but its answer is lost
+    s_fault(&w->priv, "{\"lose_answer\":{\"count\":1,\"method\":\"POST\",\"user\":\"sync\"}}");
+    for (int round = 0; round < 10; round++) {
+        s_next_second();
+        node_sync_poll(w->pub.sync, S_CONN, NULL);
+        bool sent = false;
+        s_transfer(&w->pub);
+        node_sync_files_pump(w->pub.sync, &sent);
+        s_carry(&w->pub, &w->priv);
+        node_transfer_step(w->priv.transfer);
+        json_t *on_b = s_files(&w->priv, sn_field(b, "sys_id"));
+        size_t n = json_array_size(on_b);
+        json_decref(on_b);
+        if (n == 1)
+            break;
+    }
+    node_file_t f;
+    assert_int_equal(
+        node_state_file_get(w->priv.state, S_CONN, NODE_FILE_IN, sn_field(m, "sys_id"), &f), 0);
+    assert_int_equal(f.state, NODE_FILE_COMPLETE); //  stored there, not known here
+    //  Deleted at the source before the receiver tried again: the copy goes
+    sn_error_t err;
+    assert_int_equal(sn_attachment_delete(w->pub.user_sn, sn_field(m, "sys_id"), &err), SN_OK);
+    for (int round = 0; round < 10 && f.state != NODE_FILE_DELETED; round++) {
+        s_next_second();
+        node_sync_poll(w->pub.sync, S_CONN, NULL);
+        bool sent = false;
+        node_sync_files_pump(w->pub.sync, &sent);
+        s_carry(&w->pub, &w->priv); //  no upload attempt on the receiver meanwhile
+        assert_int_equal(
+            node_state_file_get(w->priv.state, S_CONN, NODE_FILE_IN, sn_field(m, "sys_id"), &f), 0);
+    }
+    assert_int_equal(f.state, NODE_FILE_DELETED);
+    s_settle_files(w);
+    json_t *on_b = s_files(&w->priv, sn_field(b, "sys_id"));
+    assert_int_equal(json_array_size(on_b), 0);
+    assert_int_equal(s_file_state(&w->priv, NODE_FILE_IN, sn_field(m, "sys_id")),
+                     NODE_FILE_DELETED);
+    json_decref(on_b);
+    json_decref(m);
+    json_decref(a);
+    json_decref(b);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1170,6 +1226,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_file_is_a_twin_error_and_retries, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_size_cap_skips_on_either_side, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_while_an_upload_answer_was_lost, s_setup,
+                                        s_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
