@@ -9,8 +9,9 @@ trigger `active=true`. Then, for --minutes:
 
   users     one thread per instance makes a steady mix of creates, field
             updates (including resolve with close code and reopen), comments
-            (some multi-line, some non-ASCII) and work notes, on incidents of
-            both origins;
+            (some multi-line, some non-ASCII), work notes, attachments (empty,
+            small and a few of 1-3 MiB, some with non-ASCII names) and
+            deletions of files the user attached, on incidents of both origins;
   chaos     one thread SIGKILLs the broker, a node, or several at once at
             random moments and restarts them after a random pause, switches
             emulator faults on and off (429 bursts, 5xx bursts, latency,
@@ -22,7 +23,9 @@ At the end it clears the faults, waits for quiet (broker queues empty, node
 outboxes empty, both instances unchanged for a while) and checks both
 instances: every incident has exactly one twin, synced fields equal and equal
 to the latest value a user wrote on one side, every comment exactly once on
-each side, no work note crossed, no incident nobody asked for. It prints the
+each side, no work note crossed, no incident nobody asked for, every file a
+user attached and did not delete exactly once on the twin (same name, type,
+size and SHA-256), no copy of a deleted one, no file nobody attached. It prints the
 counts and exits 1 on any difference (0 otherwise; 2 on a setup failure).
 """
 
@@ -46,7 +49,9 @@ PEOPLE = {"public": ("acme", "alice", "Alice Adams"), "private": ("globex", "bob
 SYNCED = ("short_description", "description", "urgency", "impact", "state")
 CLOSING = ("close_code", "close_notes")  # synced while state is 6 or 7
 CLOSE_CODES = ("Solved (Permanently)", "Solved (Work Around)", "Not Solved (Not Reproducible)")
-OPS = (("create", 15), ("update", 40), ("comment", 30), ("work_note", 15))
+OPS = (("create", 15), ("update", 35), ("comment", 25), ("work_note", 10), ("attach", 10),
+       ("detach", 5))
+ATTACHMENT_SCAN = "2s"  # node.attachment_scan: deletions reach the twin within seconds
 
 
 def other(side):
@@ -68,6 +73,18 @@ class Pair:
         self.written = {(origin, f): fields[f] for f in SYNCED + CLOSING if f in fields}
         self.comments = []  # (side written on, exact text)
         self.notes = []  # (side written on, exact text)
+        self.files = []  # Files a user attached to this incident or its twin
+
+
+class File:
+    """One file a user attached: where, its metadata as the instance answered, whether the user
+    deleted it since."""
+
+    def __init__(self, side, meta):
+        self.side = side
+        self.sys_id = meta["sys_id"]
+        self.meta = {k: meta[k] for k in ("file_name", "content_type", "size_bytes", "hash")}
+        self.deleted = False
 
 
 class Ledger:
@@ -77,7 +94,8 @@ class Ledger:
         self.lock = threading.Lock()
         self.actions = open(actions_path, "a")  # one JSON line per change, for a post-mortem
         self.pairs = []
-        self.counts = {"create": 0, "update": 0, "comment": 0, "work_note": 0}
+        self.counts = {"create": 0, "update": 0, "comment": 0, "work_note": 0, "attach": 0,
+                       "detach": 0}
         self.user_errors = []
         self.serial = 0
 
@@ -205,6 +223,42 @@ class User(threading.Thread):
     def do_work_note(self):
         self.journal("work_notes", "work_note")
 
+    def do_attach(self):
+        """A file attached to a random incident: mostly small, one in ten empty, one in ten
+        of 1-3 MiB (so that kills land in the middle of some), some names non-ASCII."""
+        chosen = self.target()
+        if not chosen:
+            return
+        pair, sys_id = chosen
+        n = self.ledger.next_serial()
+        roll = self.rng.random()
+        size = (0 if roll < 0.1 else self.rng.randint(1, 3) << 20 if roll < 0.2
+                else self.rng.randint(1, 64 << 10))
+        name = self.rng.choice([f"file {n} by {self.person}.txt", f"r\u00e9sum\u00e9 {n}.pdf",
+                                f"log-{n}.bin"])
+        kind = {"txt": "text/plain", "pdf": "application/pdf"}.get(name.rsplit(".", 1)[1],
+                                                                   "application/octet-stream")
+        data = self.rng.getrandbits(8 * size).to_bytes(size, "little") if size else b""
+        meta = self.instance.attach(self.person, sys_id, name, data, kind)
+        with self.ledger.lock:
+            pair.files.append(File(self.side, meta))
+            self.ledger.record("attach", self.side, pair, {"file": name, "size": size,
+                                                           "sys_id": meta["sys_id"]})
+
+    def do_detach(self):
+        """Deletes a file this user attached (and has not deleted yet)."""
+        with self.ledger.lock:
+            mine = [(pair, f) for pair in self.ledger.pairs[-200:] for f in pair.files
+                    if f.side == self.side and not f.deleted]
+        if not mine:
+            return
+        pair, f = self.rng.choice(mine)
+        self.instance.delete_attachment(self.person, f.sys_id)
+        with self.ledger.lock:
+            f.deleted = True
+            self.ledger.record("detach", self.side, pair, {"file": f.meta["file_name"],
+                                                           "sys_id": f.sys_id})
+
     def journal(self, element, what):
         chosen = self.target()
         if not chosen:
@@ -325,7 +379,8 @@ class Checker:
         self.differences = []
 
     def read(self):
-        """{side: (incidents by sys_id, journal rows by incident sys_id)}."""
+        """{side: (incidents by sys_id, journal rows by incident sys_id, attachments by incident
+        sys_id)}."""
         world = {}
         for side in SIDES:
             emulator, person = self.dep.instances[side], PEOPLE[side][1]
@@ -334,7 +389,10 @@ class Checker:
             for row in emulator.query(person, "name=incident^ORDERBYsys_created_on",
                                       table="sys_journal_field"):
                 journal.setdefault(row["element_id"], []).append(row)
-            world[side] = (incidents, journal)
+            files = {}
+            for row in emulator.attachments(person, "table_name=incident^ORDERBYsys_created_on"):
+                files.setdefault(row["table_sys_id"], []).append(row)
+            world[side] = (incidents, journal, files)
         return world
 
     @staticmethod
@@ -342,12 +400,32 @@ class Checker:
         """A digest of everything the check looks at (changes whenever anything is written)."""
         digest = hashlib.sha256()
         for side in SIDES:
-            incidents, journal = world[side]
+            incidents, journal, files = world[side]
             for sys_id in sorted(incidents):
                 r = incidents[sys_id]
-                digest.update(f"{sys_id}:{r['sys_mod_count']}:{len(journal.get(sys_id, []))};"
+                digest.update(f"{sys_id}:{r['sys_mod_count']}:{len(journal.get(sys_id, []))}:"
+                              f"{','.join(sorted(f['sys_id'] for f in files.get(sys_id, [])))};"
                               .encode())
         return digest.hexdigest()
+
+    def files_pending(self, world):
+        """How many files the users attached are not yet where they belong: a live original
+        without its copy, or a copy of a deleted one still there (the final wait goes on while
+        the nodes still move files, which neither the outboxes nor the broker show)."""
+        pending = 0
+        for pair in self.ledger.pairs:
+            for f in pair.files:
+                away = other(f.side)
+                twin = pair.ids[away]
+                if twin is None:
+                    twins = [r for r in world[away][0].values()
+                             if r["correlation_id"] == pair.ids[pair.origin]]
+                    twin = twins[0]["sys_id"] if len(twins) == 1 else None
+                copies = [r for r in world[away][2].get(twin, [])
+                          if r["file_name"] == f.meta["file_name"]
+                          and r["sys_created_by"] == harness.SYNC_USER] if twin else []
+                pending += len(copies) != (0 if f.deleted else 1)
+        return pending
 
     def expect(self, ok, text):
         self.checks += 1
@@ -391,6 +469,7 @@ class Checker:
                     f"{name}: correlation_display {twin['correlation_display']!r}")
         self.check_fields(pair, records, name)
         self.check_journal(pair, records, world, name)
+        self.check_files(pair, records, world, name)
 
     def check_fields(self, pair, records, name):
         fields = SYNCED + ("priority",)
@@ -433,6 +512,38 @@ class Checker:
                                      f"{PEOPLE[other(side)][0]}")
 
 
+    def check_files(self, pair, records, world, name):
+        """Each file a user attached and kept is on its incident and once on the twin with the
+        same name, type, size and SHA-256, put there by the integration user; a deleted one is
+        gone from both; the twins hold no other file."""
+        files = {side: world[side][2].get(records[side]["sys_id"], []) for side in SIDES}
+        claimed = {side: set() for side in SIDES}
+        for f in pair.files:
+            home, away = f.side, other(f.side)
+            label = f"{name}: file {f.meta['file_name']!r} attached on {PEOPLE[home][0]}"
+            originals = [r for r in files[home] if r["sys_id"] == f.sys_id]
+            copies = [r for r in files[away] if r["file_name"] == f.meta["file_name"]
+                      and r["sys_created_by"] == harness.SYNC_USER]
+            claimed[home].update(r["sys_id"] for r in originals)
+            claimed[away].update(r["sys_id"] for r in copies)
+            if f.deleted:
+                self.expect(not originals, f"{label}: deleted by its user, still there")
+                self.expect(not copies, f"{label}: deleted at its source, but {len(copies)} "
+                                        f"copies on {PEOPLE[away][0]}")
+                continue
+            self.expect(len(originals) == 1, f"{label}: the original is gone")
+            self.expect(len(copies) == 1, f"{label}: {len(copies)} copies on {PEOPLE[away][0]}")
+            for copy in copies:
+                for field, value in f.meta.items():
+                    self.expect(copy[field] == value, f"{label}: the copy's {field} is "
+                                                      f"{copy[field]!r}, not {value!r}")
+        for side in SIDES:
+            for r in files[side]:
+                self.expect(r["sys_id"] in claimed[side],
+                            f"{name}: file {r['file_name']!r} on {PEOPLE[side][0]} that no user "
+                            f"attached and no copy of one (by {r['sys_created_by']})")
+
+
 def wait_quiet(dep, checker, timeout, still_s):
     """Waits until the broker holds nothing for the connection, both outboxes are empty, nothing
     is parked, and both instances stay unchanged for still_s seconds. Returns (seconds waited,
@@ -449,16 +560,19 @@ def wait_quiet(dep, checker, timeout, still_s):
             doc = json.loads(shown.stdout) if shown.returncode == 0 else {}
             boxes.append(doc.get("outbox", -1) + doc.get("blocked", 0))
         fingerprint = checker.fingerprint(world)
-        idle = queued == 0 and boxes == [0, 0]
+        moving = checker.files_pending(world)
+        idle = queued == 0 and boxes == [0, 0] and moving == 0
         if not idle or fingerprint != mark:
             mark, since = fingerprint, now
         if idle and now - since >= still_s:
             return now - started, world, "quiet"
         if now - started > timeout:
             return now - started, world, f"not quiet after {timeout} s (broker queued {queued}, " \
-                                         f"outbox+blocked public/private {boxes})"
+                                         f"outbox+blocked public/private {boxes}, files not " \
+                                         f"where they belong {moving})"
         if now - last_print > 15:
-            say(f"   ... waiting for quiet: broker queued {queued}, outbox+blocked {boxes}")
+            say(f"   ... waiting for quiet: broker queued {queued}, outbox+blocked {boxes}, "
+                f"files moving {moving}")
             last_print = now
         time.sleep(1)
 
@@ -507,6 +621,7 @@ def main():
         return 2
     workdir = tempfile.mkdtemp(prefix="twinsync-chaos-")
     settings = {role: {("node", "poll_interval_ms"): str(args.poll_ms),
+                       ("node", "attachment_scan"): ATTACHMENT_SCAN,
                        ("node", "log_level"): args.log_level} for role in SIDES}
     settings["broker"] = {("broker", "log_level"): args.log_level}
     dep = harness.Deployment(
@@ -576,8 +691,8 @@ def keep_evidence(dep, world, workdir):
     """Writes what a post-mortem needs next to the logs: both instances as read at the end and
     each emulator's request log (actions.jsonl already holds every user change)."""
     with open(os.path.join(workdir, "final.json"), "w") as f:
-        json.dump({side: {"incidents": world[side][0], "journal": world[side][1]}
-                   for side in SIDES}, f, indent=1)
+        json.dump({side: {"incidents": world[side][0], "journal": world[side][1],
+                          "attachments": world[side][2]} for side in SIDES}, f, indent=1)
     for emulator in dep.instances.values():
         with open(os.path.join(emulator.dir, "requests.json"), "w") as f:
             json.dump(emulator.request_log(), f, indent=1)
@@ -591,7 +706,7 @@ def report(args, seed, ledger, chaos, checker, faulted, waited, why):
         f"poll {args.poll_ms} ms")
     say(f"changes:     {sum(c.values())} (creates {c['create']}: acme {creates['public']} / "
         f"globex {creates['private']}; updates {c['update']}; comments {c['comment']}; "
-        f"work notes {c['work_note']})")
+        f"work notes {c['work_note']}; files attached {c['attach']}, deleted {c['detach']})")
     say(f"kills:       {sum(chaos.kills.values())} (broker {chaos.kills['broker']}, public "
         f"{chaos.kills['public']}, private {chaos.kills['private']}); unexpected exits "
         f"{len(chaos.unexpected)}")

@@ -156,26 +156,33 @@ class Emulator:
 
     # ---- REST as a person ------------------------------------------------
 
-    def _send(self, method, path, body, headers, timeout):
-        data = json.dumps(body).encode() if body is not None else None
+    def _send(self, method, path, body, headers, timeout, raw=None):
+        """One request: body as JSON, or raw bytes as they are. Returns (status, Content-Type,
+        answer bytes)."""
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.headers.get("Content-Type", ""), resp.read()
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
 
-    def call(self, user, method, path, body=None, patience=120.0):
-        """One REST call as `user`; returns the body's "result" (None when empty). Injected faults
-        (429, 5xx, a hibernation page) are retried for up to `patience` seconds, like a browser
-        user who tries again: the emulator carries out nothing it answered that way. Any other
-        error status raises HarnessError."""
+    def call(self, user, method, path, body=None, patience=120.0, raw=None,
+             content_type="application/json"):
+        """One REST call as `user`; returns the body's "result" (None when empty). raw: bytes sent
+        as they are with content_type instead of a JSON body (an attachment upload). Injected
+        faults (429, 5xx, a hibernation page) are retried for up to `patience` seconds, like a
+        browser user who tries again: the emulator carries out nothing it answered that way. Any
+        other error status raises HarnessError."""
         token = base64.b64encode(f"{user}:{self.people[user][0]}".encode()).decode()
         headers = {"Authorization": "Basic " + token, "Accept": "application/json",
-                   "Content-Type": "application/json"}
+                   "Content-Type": content_type}
         deadline = time.monotonic() + patience
         while True:
             try:
-                kind, raw = self._send(method, path, body, headers, timeout=60)
+                status, kind, answer = self._send(method, path, body, headers, timeout=60,
+                                                  raw=raw)
+                if status == 204:
+                    return None
                 if "json" in kind:
-                    return json.loads(raw)["result"] if raw else None
+                    return json.loads(answer)["result"] if answer else None
                 problem = f"{kind} answer (hibernating?)"
             except urllib.error.HTTPError as e:
                 if e.code not in RETRY_STATUS:
@@ -202,6 +209,22 @@ class Emulator:
     def find(self, user, query):
         return self.query(user, query)
 
+    def attach(self, user, sys_id, name, data, content_type="application/octet-stream"):
+        """Attaches data (bytes) to incident sys_id as `user`; returns the attachment's
+        metadata."""
+        query = urllib.parse.urlencode({"table_name": "incident", "table_sys_id": sys_id,
+                                        "file_name": name}, quote_via=urllib.parse.quote)
+        return self.call(user, "POST", "/api/now/attachment/file?" + query, raw=data,
+                         content_type=content_type)
+
+    def attachments(self, user, query):
+        """The metadata of the attachments matching an encoded query over sys_attachment."""
+        params = urllib.parse.urlencode({"sysparm_query": query, "sysparm_limit": "100000"})
+        return self.call(user, "GET", "/api/now/attachment?" + params)
+
+    def delete_attachment(self, user, att_sys_id):
+        self.call(user, "DELETE", f"/api/now/attachment/{att_sys_id}")
+
     def comments(self, user, sys_id):
         return self.query(user, f"element_id={sys_id}^element=comments^ORDERBYsys_created_on",
                           table="sys_journal_field")
@@ -209,7 +232,7 @@ class Emulator:
     # ---- control API -----------------------------------------------------
 
     def control(self, method, path, body=None):
-        kind, raw = self._send(method, "/__snemu/" + path, body,
+        _, _, raw = self._send(method, "/__snemu/" + path, body,
                                {"Content-Type": "application/json"}, timeout=30)
         return json.loads(raw) if raw else None
 

@@ -1,6 +1,7 @@
 """The chaos run's final check must see every kind of difference it promises to report: a
 missing or doubled twin, a field that differs or went back to a stale value, a comment lost or
-doubled, a work note that crossed, an incident nobody made. Each test builds both instances as
+doubled, a work note that crossed, an incident nobody made, a file's copy missing, doubled or
+different, a copy of a deleted file left behind, a file nobody attached. Each test builds both instances as
 the checker reads them (no process is started) and changes one thing."""
 
 import copy
@@ -27,10 +28,16 @@ def entry(element_id, element, value, by):
     return {"element_id": element_id, "element": element, "value": value, "sys_created_by": by}
 
 
+def attachment(sys_id, record, name, by, hash_="ab" * 32, size="5"):
+    return {"sys_id": sys_id, "table_name": "incident", "table_sys_id": record,
+            "file_name": name, "content_type": "text/plain", "size_bytes": size, "hash": hash_,
+            "sys_created_by": by}
+
+
 class CheckerTest(unittest.TestCase):
     def setUp(self):
-        """acme INC0010001 (alice's) and its twin globex INC0010007, with one comment each way
-        and one work note each side."""
+        """acme INC0010001 (alice's) and its twin globex INC0010007, with one comment each way,
+        one work note each side, and one file each way (bob's deleted again)."""
         self.ledger = chaos.Ledger(os.devnull)
         pair = chaos.Pair("public", "a1", "INC0010001",
                           {"short_description": "printer jams", "description": "since 9:00",
@@ -50,7 +57,15 @@ class CheckerTest(unittest.TestCase):
                                        "twinsync.integration"),
                                  entry("g7", "comments", "comment 2 by bob", "bob"),
                                  entry("g7", "work_notes", "work note 4 by bob", "bob")]}
-        self.world = {"public": (acme, acme_journal), "private": (globex, globex_journal)}
+        self.original = attachment("f1", "a1", "r\u00e9sum\u00e9.pdf", "alice")
+        self.copy = attachment("f2", "g7", "r\u00e9sum\u00e9.pdf", "twinsync.integration")
+        pair.files = [chaos.File("public", self.original),
+                      chaos.File("private", attachment("f3", "g7", "gone.txt", "bob"))]
+        pair.files[1].deleted = True
+        acme_files = {"a1": [self.original]}
+        globex_files = {"g7": [self.copy]}
+        self.world = {"public": (acme, acme_journal, acme_files),
+                      "private": (globex, globex_journal, globex_files)}
 
     def differences(self, world=None):
         checker = chaos.Checker(None, self.ledger)
@@ -122,10 +137,55 @@ class CheckerTest(unittest.TestCase):
         self.assertTrue(any("acme INC0010009: an incident no user made" in d for d in found),
                         found)
 
+    def test_a_missing_copy_is_reported(self):
+        self.world["private"][2]["g7"].clear()
+        found = self.differences()
+        self.assertTrue(any("attached on acme: 0 copies on globex" in d for d in found), found)
+
+    def test_a_doubled_copy_is_reported(self):
+        self.world["private"][2]["g7"].append(dict(self.copy, sys_id="f9"))
+        found = self.differences()
+        self.assertTrue(any("attached on acme: 2 copies on globex" in d for d in found), found)
+
+    def test_a_different_copy_is_reported(self):
+        self.copy["hash"] = "cd" * 32
+        found = self.differences()
+        self.assertTrue(any("the copy's hash is" in d for d in found), found)
+
+    def test_a_lost_original_is_reported(self):
+        self.world["public"][2]["a1"].clear()
+        found = self.differences()
+        self.assertTrue(any("the original is gone" in d for d in found), found)
+
+    def test_a_copy_of_a_deleted_file_is_reported(self):
+        self.world["public"][2]["a1"].append(attachment("f4", "a1", "gone.txt",
+                                                        "twinsync.integration"))
+        found = self.differences()
+        self.assertTrue(any("'gone.txt' attached on globex: deleted at its source, but 1 copies "
+                            "on acme" in d for d in found), found)
+
+    def test_a_file_nobody_attached_is_reported(self):
+        self.world["private"][2]["g7"].append(attachment("f5", "g7", "stray.txt", "bob"))
+        found = self.differences()
+        self.assertTrue(any("'stray.txt' on globex that no user attached" in d for d in found),
+                        found)
+
+    def test_files_pending_counts_what_has_not_arrived(self):
+        checker = chaos.Checker(None, self.ledger)
+        self.assertEqual(checker.files_pending(self.world), 0)
+        self.world["private"][2]["g7"].clear()
+        self.assertEqual(checker.files_pending(self.world), 1)
+        self.world["public"][2]["a1"].append(attachment("f4", "a1", "gone.txt",
+                                                        "twinsync.integration"))
+        self.assertEqual(checker.files_pending(self.world), 2)
+
     def test_the_fingerprint_moves_with_any_write(self):
         before = chaos.Checker.fingerprint(self.world)
         self.world["private"][0]["g7"]["sys_mod_count"] = "2"
-        self.assertNotEqual(chaos.Checker.fingerprint(self.world), before)
+        moved = chaos.Checker.fingerprint(self.world)
+        self.assertNotEqual(moved, before)
+        self.world["public"][2]["a1"].append(attachment("f6", "a1", "new.txt", "alice"))
+        self.assertNotEqual(chaos.Checker.fingerprint(self.world), moved)
 
 
 if __name__ == "__main__":

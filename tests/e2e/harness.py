@@ -9,7 +9,8 @@ each with its own temporary directory, config file and log. It offers:
   world.kill(name) / world.restart(name) kill -9 and start again ("pub", "priv", "broker", "acme", "globex")
   world.cli(side, *args)                run an admin command; world.cli_json(...) parses --json
   world.acme / world.globex             Instance: REST calls as a human user, the emulator's
-                                        control API (faults, request log, users)
+                                        control API (faults, request log, users), attachments
+                                        (attach, attachments, download, delete_attachment)
   wait_until(fn, timeout)               poll a condition
 
 Binaries come from the environment (CTest sets them): TWINSYNC_PUBLIC, TWINSYNC_PRIVATE,
@@ -17,6 +18,8 @@ TWINSYNC_BROKER, SNEMU_PY. Standard library only.
 """
 
 import base64
+import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -160,6 +163,79 @@ class Instance:
         return self.query("element_id=%s^element=%s^ORDERBYsys_created_on" % (sys_id, element),
                           table="sys_journal_field")
 
+    # -- attachments (the Attachment API, as the human user)
+
+    def _attachment_call(self, method, path, body=None, length=None, content_type=None,
+                         sink=None):
+        """One Attachment API request as the human user, retried through injected faults (429,
+        5xx: the emulator carried nothing out) like _request. body: bytes, or a callable that
+        opens a fresh file object for each attempt (streamed in 1 MiB blocks). sink: called with
+        each block of the answer (then nothing is returned). Returns the parsed JSON answer."""
+        token = base64.b64encode(("%s:pw" % self.human).encode()).decode()
+        for attempt in range(200):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120,
+                                              blocksize=1 << 20)
+            stream = body() if callable(body) else body
+            try:
+                headers = {"Authorization": "Basic " + token, "Accept": "application/json"}
+                if content_type is not None:
+                    headers["Content-Type"] = content_type
+                if stream is not None:
+                    headers["Content-Length"] = str(length if length is not None else len(stream))
+                conn.request(method, path, body=stream, headers=headers)
+                resp = conn.getresponse()
+                if resp.status in (429, 500, 502, 503, 504) and attempt < 199:
+                    resp.read()
+                    time.sleep(0.05)
+                    continue
+                if resp.status >= 300:
+                    raise AssertionError("%s %s -> %d %s" % (method, path, resp.status,
+                                                             resp.read()[:300]))
+                if sink is not None:
+                    while True:
+                        block = resp.read(1 << 20)
+                        if not block:
+                            return None
+                        sink(block)
+                raw = resp.read()
+                return json.loads(raw) if raw else None
+            finally:
+                if callable(body) and stream is not None:
+                    stream.close()
+                conn.close()
+
+    def attach(self, sys_id, name, data, content_type="application/octet-stream",
+               table="incident"):
+        """Attaches a file to record sys_id as the human user: data is bytes, or the path of a
+        file (streamed from disk, for big ones). Returns the attachment's metadata."""
+        q = urllib.parse.urlencode({"table_name": table, "table_sys_id": sys_id,
+                                    "file_name": name}, quote_via=urllib.parse.quote)
+        if isinstance(data, (bytes, bytearray)):
+            body, length = bytes(data), len(data)
+        else:
+            path = data
+            body, length = (lambda: open(path, "rb")), os.path.getsize(path)
+        return self._attachment_call("POST", "/api/now/attachment/file?" + q, body, length,
+                                     content_type)["result"]
+
+    def attachments(self, sys_id, table="incident"):
+        """The metadata of every attachment of record sys_id, oldest first."""
+        q = urllib.parse.urlencode({"table_name": table, "table_sys_id": sys_id,
+                                    "sysparm_query": "ORDERBYsys_created_on",
+                                    "sysparm_limit": "10000"})
+        return self._attachment_call("GET", "/api/now/attachment?" + q)["result"]
+
+    def download(self, att_sys_id, sha256=False):
+        """The content of attachment att_sys_id: its bytes, or with sha256 its SHA-256 (hex),
+        computed while streaming (for big files)."""
+        digest, parts = hashlib.sha256(), []
+        self._attachment_call("GET", "/api/now/attachment/%s/file" % att_sys_id,
+                              sink=digest.update if sha256 else parts.append)
+        return digest.hexdigest() if sha256 else b"".join(parts)
+
+    def delete_attachment(self, att_sys_id):
+        self._attachment_call("DELETE", "/api/now/attachment/" + att_sys_id)
+
     # -- control API
 
     def control(self, method, path, body=None):
@@ -201,14 +277,16 @@ class Node:
         self.log_path = os.path.join(self.dir, "node.log")
         self.seal_trace = os.path.join(self.dir, "seal-trace")
         self.servicenow_extra = []  # more [servicenow] lines, e.g. OAuth settings
+        self.node_extra = []  # more [node] lines, e.g. "attachment_scan = 1s"
 
     def write_config(self):
-        lines = ["[node]", "name = %s-node" % self.instance.name, "state_dir = %s" % self.state_dir,
-                 "poll_interval_ms = %d" % POLL_MS, "lookback_s = 5", "[servicenow]",
-                 "url = %s" % self.instance.url, "instance = %s" % self.instance.name,
-                 "user = sync", "password_file = %s" % self.password_file,
-                 "max_retry_wait_ms = 3000"] + self.servicenow_extra + ["[broker]",
-                                                                         "heartbeat_ms = 500"]
+        lines = (["[node]", "name = %s-node" % self.instance.name,
+                  "state_dir = %s" % self.state_dir, "poll_interval_ms = %d" % POLL_MS,
+                  "lookback_s = 5"] + self.node_extra
+                 + ["[servicenow]", "url = %s" % self.instance.url,
+                    "instance = %s" % self.instance.name, "user = sync",
+                    "password_file = %s" % self.password_file, "max_retry_wait_ms = 3000"]
+                 + self.servicenow_extra + ["[broker]", "heartbeat_ms = 500"])
         if self.role == "public":
             lines += ["endpoint = %s" % self.world.broker_endpoint,
                       "public_key = %s" % self.world.broker_key]
