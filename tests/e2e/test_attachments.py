@@ -1,6 +1,6 @@
 """End to end: attachment sync (docs/sync.md, "Attachments"), small and medium files.
 
-Both directions with an empty file, small ones, a 24 MiB one (more than the 16 MiB window, so
+Both directions with an empty file, small ones, a 24 MiB one (more than the 8 MiB window, so
 acknowledgements drive it) and awkward names: each arrives once with the same name, type, size
 and SHA-256, and the nodes show it sent and received. A new twin receives the files its source
 already had. No echo: the copies are never sent back and the instances go quiet. Deletions: the
