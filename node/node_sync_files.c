@@ -305,7 +305,13 @@ node_sync_rc_t node_sync_files_poll(node_sync_t *self, const node_conn_t *conn,
     }
     if (rc == SN_E_CANCELLED)
         return node_sync_fatal(self, "attachments");
-    return rc == SN_OK ? NODE_SYNC_OK : node_sync_fail_sn(self, conn->id, &err, "attachments");
+    //  Files never hold up fields and comments: a list that fails (a 403 on
+    //  sys_attachment, an outage) is logged and tried again at the next
+    //  poll, from the same cursor, without putting the connection in error.
+    if (rc != SN_OK)
+        ts_log(TS_LOG_WARN, "attachments not listed, tried again at the next poll",
+               "conn=%s error=%s reason=\"%s\"", conn->id, sn_err_name(rc), err.message);
+    return NODE_SYNC_OK;
 }
 
 //  --- sending chunks and owed messages (worker, every tick)

@@ -491,7 +491,10 @@ static int s_upload(node_transfer_t *self, node_file_t *f)
         u.twin_file = copy;
         return s_commit_file(self, f, s_upload_done, &u);
     }
-    if (rc == SN_E_FILE_REFUSED || rc == SN_E_NOT_FOUND || rc == SN_E_BAD_REQUEST) {
+    //  A 403 on sys_attachment (its list or the upload) refuses the file as
+    //  surely as the extension rule: no retry helps until the admin acts.
+    if (rc == SN_E_FILE_REFUSED || rc == SN_E_NOT_FOUND || rc == SN_E_BAD_REQUEST ||
+        rc == SN_E_PERMISSION) {
         char text[NODE_TEXT_MAX + 1];
         snprintf(text, sizeof text, "%s%s%s", err.message, *err.detail ? ": " : "", err.detail);
         ts_log(TS_LOG_WARN, "attachment refused", "conn=%s file=%s twin=%s reason=\"%s\"", f->conn,

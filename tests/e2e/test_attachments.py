@@ -213,10 +213,12 @@ class AttachmentTest(AttachmentCase):
         self.assertEqual(w.priv.cli_json("errors", "list")["errors"], [])
         self.assertEqual(w.pub.cli_json("errors", "list")["errors"], [])
 
-    def refused(self, rule, name, content, expect_words):
+    def refused(self, rule, name, content, expect_words, others_refused=False):
         """The receiving instance (globex) refuses `name` while `rule` (emulator settings) holds:
         an error naming the file on the private node, refused on both nodes, other files and
-        field changes go on; after the rule is lifted, `errors retry` brings the file once."""
+        field changes go on (others_refused: the rule refuses every file, so the other file is
+        refused too, and only fields and comments go on); after the rule is lifted, `errors
+        retry` brings the files once."""
         w = self.world
         a, b = self.pair(w.acme, "Refused %s" % name)
         w.settle()
@@ -239,7 +241,10 @@ class AttachmentTest(AttachmentCase):
             good = w.acme.attach(a["sys_id"], "notes.txt", b"fine", "text/plain")
             w.acme.update(a["sys_id"], short_description="changed after the refusal",
                           comments="still talking")
-            self.wait_copy(good, w.globex, b["sys_id"])
+            if others_refused:
+                self.wait_row(w.priv, b["number"], good["sys_id"], ("refused",))
+            else:
+                self.wait_copy(good, w.globex, b["sys_id"])
             wait_until(lambda: w.globex.get(b["sys_id"])["short_description"]
                        == "changed after the refusal", what="field change\n" + w.logs())
             self.assertEqual(w.priv.cli_json("connection", "show", w.conn)["status"], "active")
@@ -256,6 +261,7 @@ class AttachmentTest(AttachmentCase):
         out = w.priv.cli("errors", "retry", str(errors[0]["id"]), "--json")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.wait_copy(bad, w.globex, b["sys_id"])
+        self.wait_copy(good, w.globex, b["sys_id"])
         self.wait_row(w.priv, b["number"], bad["sys_id"], ("received",))
         self.wait_row(w.pub, a["number"], bad["sys_id"], ("sent",))
         self.assert_once(w.globex, b["sys_id"], [bad, good])
@@ -380,7 +386,8 @@ class AttachmentTest(AttachmentCase):
         node's own attachment lists fail as long as the rule holds: this also asks that a
         failing attachment list does not stop fields and comments. Last of the suite: while it
         fails, the private node's back-off leaves its file to arrive later."""
-        self.refused({"attachment_acl": [SYNC_USER]}, "acl.txt", b"no entry", [])
+        self.refused({"attachment_acl": [SYNC_USER]}, "acl.txt", b"no entry", [],
+                     others_refused=True)
 
 
 if __name__ == "__main__":
